@@ -1,0 +1,746 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/socikit/socikit/internal/image"
+	"github.com/socikit/socikit/soci"
+	"github.com/socikit/socikit/ztoc"
+)
+
+// Defaults of convert, as upstream soci's.
+const (
+	defaultMinLayerSize = 10 << 20
+	// annotationDockerReferenceType marks BuildKit attestation manifests.
+	annotationDockerReferenceType = "vnd.docker.reference.type"
+)
+
+type convertOptions struct {
+	version      soci.Version
+	spanSize     int64
+	minLayerSize int64
+	platforms    []ocispec.Platform
+	allPlatforms bool
+	prefetch     []string
+	plainHTTP    bool
+	jobs         int
+	buildTool    string
+}
+
+func runConvert(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "convert", "[flags] SRC DST",
+		`Index the layers of the image SRC and write a SOCI-enabled image to DST.
+
+SRC and DST are each an OCI layout directory, an OCI layout tar (.tar) or a
+registry reference. "oci-layout:PATH" and "oci-archive:PATH.tar" force a
+layout; an existing directory, a path ending in .tar, or a path starting with
+"/", "./" or "../" is one too. A layout may be followed by ":TAG" (its
+org.opencontainers.image.ref.name) or "@sha256:..." to pick the image.
+
+By default the output is a SOCI v2 image: an OCI image index listing the
+image manifests (annotated with com.amazon.soci.index-digest) and then the
+SOCI indexes. With --index-version v1 the image is copied unchanged and a
+v1 SOCI index referring to it is added (referrers API and the sha256-<hex>
+fallback tag; in a layout, an index.json entry).
+`)
+	var o convertOptions
+	version := fs.String("index-version", "v2", "SOCI index version: v1 or v2")
+	fs.Int64Var(&o.spanSize, "span-size", ztoc.DefaultSpanSize, "uncompressed bytes between zTOC checkpoints")
+	fs.Int64Var(&o.minLayerSize, "min-layer-size", defaultMinLayerSize, "layers smaller than this many bytes get no zTOC")
+	pl := (*platformList)(&o.platforms)
+	fs.Var(pl, "platform", "platform os/arch[/variant] to index (repeatable; default the host platform)")
+	fs.BoolVar(&o.allPlatforms, "all-platforms", false, "index every platform of an image index")
+	fs.Var((*stringList)(&o.prefetch), "prefetch", "file path whose spans go in the prefetch artifact of its layers (repeatable)")
+	fs.BoolVar(&o.plainHTTP, "plain-http", false, "allow plain HTTP to registries")
+	fs.IntVar(&o.jobs, "jobs", runtime.GOMAXPROCS(0), "layers indexed in parallel")
+	fs.StringVar(&o.buildTool, "build-tool-id", ztoc.DefaultBuildTool, "build tool identifier written in zTOCs and indexes")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		fs.Usage()
+		return fmt.Errorf("convert: want SRC and DST, got %d arguments", len(pos))
+	}
+	if o.version, err = soci.ParseVersion(*version); err != nil {
+		return fmt.Errorf("convert: --index-version: %w", err)
+	}
+	if o.jobs < 1 {
+		return fmt.Errorf("convert: --jobs %d: must be at least 1", o.jobs)
+	}
+	if o.minLayerSize < 0 {
+		return fmt.Errorf("convert: --min-layer-size %d: must not be negative", o.minLayerSize)
+	}
+	if o.allPlatforms && len(o.platforms) > 0 {
+		return errors.New("convert: --platform and --all-platforms exclude each other")
+	}
+	return convert(ctx, e, o, pos[0], pos[1])
+}
+
+// layerKind is how convert treats a layer media type.
+type layerKind int
+
+const (
+	layerOther   layerKind = iota // not a filesystem layer: copied, not indexed
+	layerTar                      // tar or gzip tar: indexed
+	layerZstd                     // zstd tar: upstream SOCI cannot index it
+	layerForeign                  // non-distributable: not fetched
+)
+
+func classifyLayer(mt string) layerKind {
+	switch mt {
+	case ocispec.MediaTypeImageLayer, ocispec.MediaTypeImageLayerGzip,
+		"application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.docker.image.rootfs.diff.tar":
+		return layerTar
+	case ocispec.MediaTypeImageLayerZstd, "application/vnd.docker.image.rootfs.diff.tar.zstd":
+		return layerZstd
+	case "application/vnd.oci.image.layer.nondistributable.v1.tar",
+		"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+		"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip":
+		return layerForeign
+	}
+	return layerOther
+}
+
+// img is one platform image manifest of the source.
+type img struct {
+	desc     ocispec.Descriptor // as listed (or resolved)
+	body     []byte
+	manifest ocispec.Manifest
+	platform *ocispec.Platform
+	index    bool // selected for indexing
+}
+
+// layerResult is the zTOC of one indexed layer.
+type layerResult struct {
+	z        *ztoc.Ztoc
+	ix       *ztoc.Index
+	blob     []byte
+	desc     ocispec.Descriptor
+	noXattrs bool
+}
+
+// converter holds the state of one conversion.
+type converter struct {
+	e         *env
+	o         convertOptions
+	src       image.Source
+	dst       image.Target
+	samePlace bool
+
+	mu      sync.Mutex
+	results map[digest.Digest]*layerResult
+}
+
+func convert(ctx context.Context, e *env, o convertOptions, srcArg, dstArg string) (err error) {
+	srcRef, err := image.ParseRef(srcArg, o.plainHTTP)
+	if err != nil {
+		return fmt.Errorf("convert: source: %w", err)
+	}
+	dstRef, err := image.ParseRef(dstArg, o.plainHTTP)
+	if err != nil {
+		return fmt.Errorf("convert: destination: %w", err)
+	}
+	src, err := image.OpenSource(ctx, srcRef, e.rt)
+	if err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
+	defer src.Close()
+	rootDesc, rootBody, err := src.Resolve(ctx)
+	if err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
+	tag, err := targetTag(srcRef, dstRef)
+	if err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
+	dst, err := image.OpenTarget(ctx, dstRef, e.rt)
+	if err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
+	defer dst.Close()
+	c := &converter{e: e, o: o, src: src, dst: dst, samePlace: srcRef.SamePlace(dstRef), results: map[digest.Digest]*layerResult{}}
+	out, err := c.run(ctx, rootDesc, rootBody, tag)
+	if err != nil {
+		return fmt.Errorf("convert %s to %s: %w", srcArg, dstArg, err)
+	}
+	if err := dst.Commit(ctx); err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
+	fmt.Fprintln(e.stdout, out)
+	return nil
+}
+
+// targetTag is the tag the result gets at dst: the destination's own tag,
+// else (for a layout destination) the source's tag, else "latest".
+func targetTag(src, dst image.Ref) (string, error) {
+	if dst.Kind == image.KindRegistry {
+		if dst.Digest != "" {
+			return "", fmt.Errorf("destination %s: must be a tag, not a digest", dst)
+		}
+		if t, ok := dst.Name.(interface{ TagStr() string }); ok {
+			return t.TagStr(), nil
+		}
+		return "", fmt.Errorf("destination %s: must be a tag, not a digest", dst)
+	}
+	if dst.Tag != "" {
+		return dst.Tag, nil
+	}
+	switch src.Kind {
+	case image.KindRegistry:
+		if t, ok := src.Name.(interface{ TagStr() string }); ok {
+			return t.TagStr(), nil
+		}
+	default:
+		if src.Tag != "" {
+			return src.Tag, nil
+		}
+	}
+	return "latest", nil
+}
+
+// run converts and returns the digest line to print.
+func (c *converter) run(ctx context.Context, rootDesc ocispec.Descriptor, rootBody []byte, tag string) (string, error) {
+	images, base, err := c.selectImages(ctx, rootDesc, rootBody)
+	if err != nil {
+		return "", err
+	}
+	if err := c.indexAndCopyLayers(ctx, images); err != nil {
+		return "", err
+	}
+	type built struct {
+		img  *img
+		desc ocispec.Descriptor
+		body []byte
+	}
+	var indexes []built
+	for _, im := range images {
+		if !im.index {
+			continue
+		}
+		desc, body, err := c.buildIndex(ctx, im)
+		if err != nil {
+			return "", err
+		}
+		if body == nil {
+			c.e.warnf("image %s (%s): no layer to index (at least --min-layer-size %d bytes, tar or gzip)",
+				im.desc.Digest, platformString(im.platform), c.o.minLayerSize)
+			continue
+		}
+		indexes = append(indexes, built{img: im, desc: desc, body: body})
+	}
+	if len(indexes) == 0 {
+		return "", fmt.Errorf("no layer to index: none is a tar or gzip layer of at least %d bytes (--min-layer-size)", c.o.minLayerSize)
+	}
+	if err := c.dst.WriteBlob(ctx, soci.V1.ConfigDescriptor(), bytesOpener([]byte(soci.EmptyConfigJSON))); err != nil {
+		return "", err
+	}
+
+	if c.o.version == soci.V1 {
+		// The image is copied unchanged; each index refers to its manifest.
+		for _, im := range images {
+			if err := c.dst.PutManifest(ctx, im.desc, im.body, ""); err != nil {
+				return "", err
+			}
+		}
+		if image.IsIndex(rootDesc.MediaType) {
+			if err := c.copyOthers(ctx, rootBody, images); err != nil {
+				return "", err
+			}
+		}
+		if err := c.dst.PutManifest(ctx, rootDesc, rootBody, tag); err != nil {
+			return "", err
+		}
+		for _, b := range indexes {
+			if err := c.dst.PutReferrer(ctx, b.img.desc.Digest, b.desc, b.body); err != nil {
+				return "", err
+			}
+			c.e.progressf("SOCI index %s for %s", b.desc.Digest, b.img.desc.Digest)
+		}
+		return rootDesc.Digest.String(), nil
+	}
+
+	// v2: index manifests, then the bound image manifests, then the image index.
+	bound := make([]soci.BoundImage, 0, len(images))
+	for _, b := range indexes {
+		if err := c.dst.PutManifest(ctx, b.desc, b.body, ""); err != nil {
+			return "", err
+		}
+	}
+	for _, im := range images {
+		var idx ocispec.Descriptor
+		for _, b := range indexes {
+			if b.img == im {
+				idx = b.desc
+			}
+		}
+		body, mdesc, err := soci.BindV2(im.body, im.platform, idx)
+		if err != nil {
+			return "", err
+		}
+		if err := c.dst.PutManifest(ctx, mdesc, body, ""); err != nil {
+			return "", err
+		}
+		bound = append(bound, soci.BoundImage{Original: im.desc.Digest, Manifest: mdesc, Index: idx})
+	}
+	if base != nil {
+		if err := c.copyOthers(ctx, base, images); err != nil {
+			return "", err
+		}
+	}
+	ib, idesc, err := soci.BuildImageIndex(base, bound)
+	if err != nil {
+		return "", err
+	}
+	if err := c.dst.PutManifest(ctx, idesc, ib, tag); err != nil {
+		return "", err
+	}
+	return idesc.Digest.String(), nil
+}
+
+func bytesOpener(b []byte) image.Opener {
+	return func(context.Context) (io.ReadCloser, error) { return io.NopCloser(bytesReader(b)), nil }
+}
+
+// selectImages returns the image manifests of the source (all of them; those
+// to index are marked) and, for an image index, its bytes.
+func (c *converter) selectImages(ctx context.Context, rootDesc ocispec.Descriptor, rootBody []byte) ([]*img, []byte, error) {
+	if image.IsManifest(rootDesc.MediaType) {
+		im, err := c.loadImage(ctx, rootDesc, rootBody)
+		if err != nil {
+			return nil, nil, err
+		}
+		im.index = true
+		return []*img{im}, nil, nil
+	}
+	if !image.IsIndex(rootDesc.MediaType) {
+		return nil, nil, fmt.Errorf("source %s: media type %q is neither an image manifest nor an index", rootDesc.Digest, rootDesc.MediaType)
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(rootBody, &idx); err != nil {
+		return nil, nil, fmt.Errorf("parse image index %s: %w", rootDesc.Digest, err)
+	}
+	want := c.o.platforms
+	if len(want) == 0 && !c.o.allPlatforms {
+		want = []ocispec.Platform{hostPlatform()}
+	}
+	var images []*img
+	var available []string
+	selected := 0
+	for _, d := range idx.Manifests {
+		if !isImageEntry(d) {
+			continue
+		}
+		body, err := c.src.Manifest(ctx, d)
+		if err != nil {
+			return nil, nil, err
+		}
+		im, err := c.loadImage(ctx, d, body)
+		if err != nil {
+			return nil, nil, err
+		}
+		available = append(available, platformString(im.platform))
+		im.index = c.o.allPlatforms || slices.ContainsFunc(want, func(p ocispec.Platform) bool { return platformMatches(p, im.platform) })
+		if im.index {
+			selected++
+		}
+		images = append(images, im)
+	}
+	if selected == 0 {
+		return nil, nil, fmt.Errorf("image index %s has no manifest for platform %s (it has: %v); use --platform or --all-platforms",
+			rootDesc.Digest, (*platformList)(&want).String(), available)
+	}
+	return images, rootBody, nil
+}
+
+// isImageEntry reports whether an image index entry is a platform image
+// (not an attestation, nested index or SOCI index).
+func isImageEntry(d ocispec.Descriptor) bool {
+	if !image.IsManifest(d.MediaType) {
+		return false
+	}
+	if d.ArtifactType == soci.MediaTypeIndexV2 || d.ArtifactType == soci.MediaTypeIndexV1 {
+		return false
+	}
+	if _, ok := d.Annotations[soci.AnnotationImageManifestDigest]; ok {
+		return false
+	}
+	if _, ok := d.Annotations[annotationDockerReferenceType]; ok {
+		return false
+	}
+	return d.Platform == nil || d.Platform.OS != "unknown"
+}
+
+func (c *converter) loadImage(ctx context.Context, d ocispec.Descriptor, body []byte) (*img, error) {
+	im := &img{desc: d, body: body, platform: d.Platform}
+	if err := json.Unmarshal(body, &im.manifest); err != nil {
+		return nil, fmt.Errorf("parse image manifest %s: %w", d.Digest, err)
+	}
+	switch im.manifest.Config.MediaType {
+	case soci.MediaTypeIndexV1, soci.MediaTypeIndexV2:
+		return nil, fmt.Errorf("manifest %s is a SOCI index, not an image", d.Digest)
+	}
+	if im.desc.MediaType == "" {
+		im.desc.MediaType = image.MediaTypeOf(body)
+	}
+	if im.platform == nil {
+		cfg, err := image.ReadBlob(ctx, c.src, im.manifest.Config, image.MaxManifestSize)
+		if err != nil {
+			return nil, fmt.Errorf("read config of %s: %w", d.Digest, err)
+		}
+		var p ocispec.Platform
+		if err := json.Unmarshal(cfg, &p); err != nil {
+			return nil, fmt.Errorf("parse config of %s: %w", d.Digest, err)
+		}
+		im.platform = &ocispec.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant, OSVersion: p.OSVersion}
+	}
+	return im, nil
+}
+
+// indexAndCopyLayers indexes every selected tar layer (each once, however
+// many images share it) and copies every blob of every image to dst. A
+// layer dst lacks is streamed once from the source, into dst and the
+// indexer together.
+func (c *converter) indexAndCopyLayers(ctx context.Context, images []*img) error {
+	type job struct {
+		d     ocispec.Descriptor
+		index bool
+	}
+	var jobs []*job
+	byDigest := map[digest.Digest]*job{}
+	for _, im := range images {
+		blobs := append([]ocispec.Descriptor{im.manifest.Config}, im.manifest.Layers...)
+		for i, d := range blobs {
+			index := false
+			if i > 0 && im.index {
+				switch classifyLayer(d.MediaType) {
+				case layerTar:
+					index = d.Size >= c.o.minLayerSize
+				case layerZstd:
+					if byDigest[d.Digest] == nil {
+						c.e.warnf("layer %s is zstd-compressed; SOCI cannot index it, skipping", d.Digest)
+					}
+				}
+			}
+			if j := byDigest[d.Digest]; j != nil {
+				j.index = j.index || index
+				continue
+			}
+			j := &job{d: d, index: index}
+			byDigest[d.Digest] = j
+			jobs = append(jobs, j)
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.o.jobs)
+	for _, j := range jobs {
+		if !j.index && (c.samePlace || classifyLayer(j.d.MediaType) == layerForeign) {
+			continue // nothing to copy, nothing to index
+		}
+		g.Go(func() error {
+			if j.index {
+				return c.indexLayer(gctx, j.d)
+			}
+			return c.dst.WriteBlob(gctx, j.d, c.opener(j.d))
+		})
+	}
+	return g.Wait()
+}
+
+func (c *converter) opener(d ocispec.Descriptor) image.Opener {
+	return func(ctx context.Context) (io.ReadCloser, error) { return c.src.Blob(ctx, d) }
+}
+
+// indexLayer builds the zTOC of layer d, copying it to dst on the way if dst
+// lacks it.
+func (c *converter) indexLayer(ctx context.Context, d ocispec.Descriptor) error {
+	opts := []ztoc.Option{ztoc.WithSpanSize(c.o.spanSize), ztoc.WithBuildToolIdentifier(c.o.buildTool)}
+	var (
+		z        *ztoc.Ztoc
+		buildErr error
+		done     chan struct{}
+		calls    int
+	)
+	err := c.dst.WriteBlob(ctx, d, func(ctx context.Context) (io.ReadCloser, error) {
+		calls++
+		if calls > 1 {
+			return nil, fmt.Errorf("layer %s: upload retried after the stream was indexed", d.Digest)
+		}
+		rc, err := c.src.Blob(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		pr, pw := io.Pipe()
+		done = make(chan struct{})
+		go func() {
+			defer close(done)
+			z, buildErr = ztoc.Build(pr, opts...)
+			if buildErr != nil {
+				pr.CloseWithError(buildErr)
+				return
+			}
+			_, _ = io.Copy(io.Discard, pr) // trailing bytes after the tar end still go to dst
+		}()
+		return &teeReadCloser{r: io.TeeReader(rc, pw), rc: rc, pw: pw}, nil
+	})
+	if done != nil {
+		<-done
+	}
+	if err != nil {
+		if buildErr != nil {
+			return fmt.Errorf("index layer %s: %w", d.Digest, buildErr)
+		}
+		return err
+	}
+	if done == nil {
+		// dst had the layer: read it just for the index.
+		rc, err := c.src.Blob(ctx, d)
+		if err != nil {
+			return err
+		}
+		z, buildErr = ztoc.Build(rc, opts...)
+		if buildErr == nil {
+			_, buildErr = io.Copy(io.Discard, rc) // reach EOF so the digest is verified
+		}
+		rc.Close()
+	}
+	if buildErr != nil {
+		return fmt.Errorf("index layer %s: %w", d.Digest, buildErr)
+	}
+	return c.addResult(d, z)
+}
+
+// teeReadCloser feeds what dst reads to the indexer; closing it ends the
+// indexer's stream.
+type teeReadCloser struct {
+	r   io.Reader
+	rc  io.ReadCloser
+	pw  *io.PipeWriter
+	eof bool
+}
+
+func (t *teeReadCloser) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if errors.Is(err, io.EOF) {
+		t.eof = true
+	}
+	return n, err
+}
+
+func (t *teeReadCloser) Close() error {
+	if t.eof {
+		t.pw.Close()
+	} else {
+		t.pw.CloseWithError(errors.New("layer stream closed early"))
+	}
+	return t.rc.Close()
+}
+
+func (c *converter) addResult(d ocispec.Descriptor, z *ztoc.Ztoc) error {
+	if z.CompressedArchiveSize != d.Size {
+		return fmt.Errorf("index layer %s: zTOC covers %d bytes of a %d byte layer", d.Digest, z.CompressedArchiveSize, d.Size)
+	}
+	ix, err := ztoc.NewIndex(z)
+	if err != nil {
+		return fmt.Errorf("index layer %s: %w", d.Digest, err)
+	}
+	b, err := ztoc.Marshal(z)
+	if err != nil {
+		return fmt.Errorf("marshal zTOC of layer %s: %w", d.Digest, err)
+	}
+	r := &layerResult{z: z, ix: ix, blob: b, noXattrs: noXattrs(z),
+		desc: ocispec.Descriptor{MediaType: soci.MediaTypeZtoc, Digest: digest.FromBytes(b), Size: int64(len(b))}}
+	c.e.progressf("indexed layer %s: %d spans, %d files, zTOC %d bytes", d.Digest, len(ix.Spans()), len(z.Files), len(b))
+	c.mu.Lock()
+	c.results[d.Digest] = r
+	c.mu.Unlock()
+	return nil
+}
+
+// noXattrs reports whether a layer has no extended attributes and no opaque
+// directories, so the runtime may skip xattr lookups (upstream's
+// disable-xattrs rule).
+func noXattrs(z *ztoc.Ztoc) bool {
+	for i := range z.Files {
+		f := &z.Files[i]
+		if len(f.Xattrs()) > 0 {
+			return false
+		}
+		if base := f.Name[lastSlash(f.Name)+1:]; base == ".wh..wh..opq" {
+			return false
+		}
+	}
+	return true
+}
+
+func lastSlash(s string) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '/' {
+			return i
+		}
+	}
+	return -1
+}
+
+// buildIndex writes the zTOCs and prefetch blobs of image im and returns its
+// SOCI index (nil body if no layer of it was indexed).
+func (c *converter) buildIndex(ctx context.Context, im *img) (ocispec.Descriptor, []byte, error) {
+	ix := &soci.Index{Version: c.o.version, BuildTool: c.o.buildTool}
+	type indexed struct {
+		layer ocispec.Descriptor
+		r     *layerResult
+	}
+	var layers []indexed
+	for _, l := range im.manifest.Layers {
+		r := c.results[l.Digest]
+		if r == nil {
+			continue
+		}
+		if err := c.dst.WriteBlob(ctx, r.desc, bytesOpener(r.blob)); err != nil {
+			return ocispec.Descriptor{}, nil, err
+		}
+		ix.Layers = append(ix.Layers, soci.LayerZtoc{LayerDigest: l.Digest, LayerMediaType: l.MediaType,
+			Ztoc: r.desc, SpanSize: c.o.spanSize, DisableXattrs: r.noXattrs})
+		layers = append(layers, indexed{layer: l, r: r})
+	}
+	if len(ix.Layers) == 0 {
+		return ocispec.Descriptor{}, nil, nil
+	}
+	// Prefetch: the spans of each listed file, in every layer holding it.
+	spans := map[digest.Digest][]soci.PrefetchSpan{}
+	for _, p := range c.o.prefetch {
+		found := false
+		for _, l := range layers {
+			f := l.r.z.Lookup(p)
+			if f == nil {
+				continue
+			}
+			found = true
+			if f.Type != ztoc.TypeReg || f.UncompressedSize == 0 {
+				continue
+			}
+			first, last := l.r.ix.SpansOf(f.UncompressedOffset, f.UncompressedSize)
+			spans[l.layer.Digest] = append(spans[l.layer.Digest], soci.PrefetchSpan{StartSpan: first, EndSpan: last})
+		}
+		if !found {
+			return ocispec.Descriptor{}, nil, fmt.Errorf("--prefetch %s: no indexed layer of image %s (%s) holds it",
+				p, im.desc.Digest, platformString(im.platform))
+		}
+	}
+	done := map[digest.Digest]bool{}
+	for _, l := range layers {
+		s := spans[l.layer.Digest]
+		if len(s) == 0 || done[l.layer.Digest] {
+			continue
+		}
+		done[l.layer.Digest] = true
+		body, desc, err := soci.Prefetch{Layer: l.layer.Digest, Spans: mergeSpans(s)}.Marshal()
+		if err != nil {
+			return ocispec.Descriptor{}, nil, err
+		}
+		if err := c.dst.WriteBlob(ctx, desc, bytesOpener(body)); err != nil {
+			return ocispec.Descriptor{}, nil, err
+		}
+		ix.Prefetches = append(ix.Prefetches, soci.LayerPrefetch{Layer: l.layer.Digest, Prefetch: desc})
+	}
+	if c.o.version == soci.V1 {
+		ix.Subject = &ocispec.Descriptor{MediaType: im.desc.MediaType, Digest: im.desc.Digest, Size: int64(len(im.body))}
+	}
+	body, desc, err := ix.Marshal()
+	if err != nil {
+		return ocispec.Descriptor{}, nil, fmt.Errorf("image %s: %w", im.desc.Digest, err)
+	}
+	return desc, body, nil
+}
+
+// mergeSpans sorts span ranges and merges the overlapping and adjacent ones.
+func mergeSpans(s []soci.PrefetchSpan) []soci.PrefetchSpan {
+	slices.SortFunc(s, func(a, b soci.PrefetchSpan) int { return int(a.StartSpan) - int(b.StartSpan) })
+	out := []soci.PrefetchSpan{s[0]}
+	for _, x := range s[1:] {
+		last := &out[len(out)-1]
+		if x.StartSpan <= last.EndSpan+1 {
+			last.EndSpan = max(last.EndSpan, x.EndSpan)
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// copyOthers copies the entries of the source image index that are not
+// converted images (attestations, other platforms' normalized copies are
+// handled by the caller) with everything they reference.
+func (c *converter) copyOthers(ctx context.Context, indexBody []byte, images []*img) error {
+	var idx ocispec.Index
+	if err := json.Unmarshal(indexBody, &idx); err != nil {
+		return fmt.Errorf("parse image index: %w", err)
+	}
+	for _, d := range idx.Manifests {
+		if slices.ContainsFunc(images, func(im *img) bool { return im.desc.Digest == d.Digest }) {
+			continue
+		}
+		if err := c.copyTree(ctx, d, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyTree copies manifest or index d and what it references to dst.
+func (c *converter) copyTree(ctx context.Context, d ocispec.Descriptor, depth int) error {
+	if depth > 4 {
+		return fmt.Errorf("copy %s: image indexes nested too deep", d.Digest)
+	}
+	if c.samePlace {
+		return nil
+	}
+	if !image.IsManifest(d.MediaType) && !image.IsIndex(d.MediaType) {
+		return c.dst.WriteBlob(ctx, d, c.opener(d))
+	}
+	body, err := c.src.Manifest(ctx, d)
+	if err != nil {
+		return err
+	}
+	var m struct {
+		Config    *ocispec.Descriptor  `json:"config"`
+		Layers    []ocispec.Descriptor `json:"layers"`
+		Manifests []ocispec.Descriptor `json:"manifests"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return fmt.Errorf("parse manifest %s: %w", d.Digest, err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.o.jobs)
+	blobs := m.Layers
+	if m.Config != nil {
+		blobs = append([]ocispec.Descriptor{*m.Config}, blobs...)
+	}
+	for _, b := range blobs {
+		if classifyLayer(b.MediaType) == layerForeign {
+			continue
+		}
+		g.Go(func() error { return c.dst.WriteBlob(gctx, b, c.opener(b)) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, child := range m.Manifests {
+		if err := c.copyTree(ctx, child, depth+1); err != nil {
+			return err
+		}
+	}
+	return c.dst.PutManifest(ctx, d, body, "")
+}

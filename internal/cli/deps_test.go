@@ -1,0 +1,25 @@
+package cli
+
+import (
+	"testing"
+
+	"github.com/socikit/socikit/internal/depcheck"
+)
+
+// TestDeps keeps the CLI off the daemon-side stacks: it works on images
+// through go-containerregistry only.
+func TestDeps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the go command")
+	}
+	for _, pkg := range []string{"github.com/socikit/socikit/internal/cli", "github.com/socikit/socikit/internal/image"} {
+		bad, err := depcheck.Forbidden(pkg, "github.com/moby/buildkit", "github.com/containerd", "github.com/hanwen/go-fuse",
+			"github.com/socikit/socikit/snapshotter", "github.com/socikit/socikit/exporter", "github.com/socikit/socikit/frontend")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bad) > 0 {
+			t.Errorf("%s depends on %v", pkg, bad)
+		}
+	}
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need (as root on a
+# fresh Debian machine), then runs vet, the unit tests with the race
+# detector, every fuzz target for a short budget, and the interop tests
+# against upstream SOCI. FUZZTIME overrides the per-target budget.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+apt_install gcc libc6-dev zlib1g-dev ca-certificates git
+
+echo "== go vet"
+go vet ./...
+echo "== unit tests"
+go test -race -short -count=1 ./...
+echo "== fuzz (${FUZZTIME:=10s} per target)"
+FUZZTIME=$FUZZTIME scripts/fuzz.sh
+echo "== interop with upstream SOCI"
+scripts/test-interop.sh

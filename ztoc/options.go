@@ -1,0 +1,66 @@
+package ztoc
+
+import "fmt"
+
+// Option configures Build and Compress.
+type Option func(*options) error
+
+type options struct {
+	spanSize  int64
+	buildTool string
+	level     int
+}
+
+func makeOptions(opts []Option) (options, error) {
+	o := options{spanSize: DefaultSpanSize, buildTool: DefaultBuildTool, level: DefaultCompressionLevel}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// MinSpanSize is the smallest span size accepted. Each gzip span costs a
+// 32 KiB window in the zTOC, so spans much smaller than that only grow the
+// index.
+const MinSpanSize = 32 << 10
+
+// DefaultCompressionLevel is the gzip level Compress uses by default: the
+// same as compress/gzip's DefaultCompression, which BuildKit uses.
+const DefaultCompressionLevel = 6
+
+// WithSpanSize sets the span size: the uncompressed distance between
+// checkpoints (Build) or the target span size (Compress). Default
+// DefaultSpanSize (4 MiB).
+func WithSpanSize(n int64) Option {
+	return func(o *options) error {
+		if n < MinSpanSize {
+			return fmt.Errorf("span size %d is below the minimum %d", n, MinSpanSize)
+		}
+		o.spanSize = n
+		return nil
+	}
+}
+
+// WithBuildToolIdentifier sets the zTOC's build tool identifier. Default
+// DefaultBuildTool; use UpstreamBuildTool for zTOCs byte-identical to
+// upstream SOCI's CLI.
+func WithBuildToolIdentifier(id string) Option {
+	return func(o *options) error {
+		o.buildTool = id
+		return nil
+	}
+}
+
+// WithCompressionLevel sets the gzip level Compress uses (1-9). Default
+// DefaultCompressionLevel.
+func WithCompressionLevel(level int) Option {
+	return func(o *options) error {
+		if level < 1 || level > 9 {
+			return fmt.Errorf("gzip level %d is out of range 1-9", level)
+		}
+		o.level = level
+		return nil
+	}
+}
