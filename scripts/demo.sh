@@ -20,12 +20,12 @@ regpid=
 cleanup() { [ -n "$regpid" ] && kill "$regpid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-echo "== make an image: busybox + a slice of the Go source tree (~20 MB)"
+echo "== make an image: busybox + a slice of the Go source tree (~40 MB)"
 root=$work/rootfs
 mkdir -p "$root/bin" "$root/etc" "$root/usr/share/doc"
 cp /bin/busybox "$root/bin/busybox"
 printf 'NAME="socikit demo"\nID=demo\n' >"$root/etc/os-release"
-cp -r "$(go env GOROOT)/src/net" "$(go env GOROOT)/src/crypto" "$root/usr/share/doc/"
+cp -r "$(go env GOROOT)/src/net" "$(go env GOROOT)/src/crypto" "$(go env GOROOT)/src/runtime" "$root/usr/share/doc/"
 tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$root" -cf "$work/layer.tar" .
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 5055)
