@@ -93,7 +93,10 @@ func BenchmarkGunzipKlauspost(b *testing.B) {
 
 // BenchmarkCompress is the build-side writer; BenchmarkGzipPlain the same
 // tar through klauspost gzip at the same level with no span ends.
-func BenchmarkCompress(b *testing.B) {
+func BenchmarkCompress(b *testing.B)     { benchmarkCompress(b) }
+func BenchmarkCompress1Job(b *testing.B) { benchmarkCompress(b, ztoc.WithJobs(1)) }
+
+func benchmarkCompress(b *testing.B, opts ...ztoc.Option) {
 	tarball := benchCorpus(b)
 	b.SetBytes(int64(len(tarball)))
 	b.ReportAllocs()
@@ -101,7 +104,29 @@ func BenchmarkCompress(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		var w countWriter
-		if _, err := ztoc.Compress(&w, bytes.NewReader(tarball)); err != nil {
+		if _, err := ztoc.Compress(&w, bytes.NewReader(tarball), opts...); err != nil {
+			b.Fatal(err)
+		}
+		n = int(w)
+	}
+	b.ReportMetric(float64(n), "blob-bytes")
+}
+
+// BenchmarkGzipStdlib is what BuildKit does by default: compress/gzip at
+// the default level.
+func BenchmarkGzipStdlib(b *testing.B) {
+	tarball := benchCorpus(b)
+	b.SetBytes(int64(len(tarball)))
+	b.ReportAllocs()
+	var n int
+	b.ResetTimer()
+	for b.Loop() {
+		var w countWriter
+		zw := gzip.NewWriter(&w)
+		if _, err := zw.Write(tarball); err != nil {
+			b.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
 			b.Fatal(err)
 		}
 		n = int(w)

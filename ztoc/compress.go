@@ -2,12 +2,14 @@ package ztoc
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
+	"hash/crc32"
 	"io"
+	"sync"
 
-	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/flate"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -18,88 +20,117 @@ import (
 // Spans end where Compress chooses: before a tar entry's header once the
 // span has reached the span size, and inside a file's data every span-size
 // bytes, so small files are never split and large files are cut into
-// span-size chunks. At each span end the deflate stream is flushed (a sync
-// flush: the block ends on a byte boundary), so every checkpoint has
-// Bits == 0 and its window is the last 32 KiB of input. The result is a
-// standard gzip stream, and the zTOC is in upstream SOCI's format.
+// span-size chunks. Each span is compressed on its own (no back-reference
+// crosses a span end) and ends with a sync flush, so every checkpoint has
+// Bits == 0, and spans are compressed in parallel (WithJobs). The output
+// is one standard gzip member whatever the parallelism, the same bytes for
+// the same input and options; the zTOC is in upstream SOCI's format, each
+// window holding the 32 KiB of input before its checkpoint.
 func Compress(dst io.Writer, src io.Reader, opts ...Option) (*Ztoc, error) {
 	o, err := makeOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	out := &spanWriter{w: dst, h: sha256.New()}
-	gz, err := gzip.NewWriterLevel(out, o.level)
+	c := &compressor{span: o.spanSize, level: o.level, dst: dst, cp: newCheckpointWriter(o.spanSize),
+		sem: make(chan struct{}, o.jobs), maxQueue: 2 * o.jobs}
+	c.in.r = src
+	z, err := c.run()
 	if err != nil {
+		// Let running workers finish before returning their buffers.
+		for _, j := range c.queue {
+			<-j.done
+		}
 		return nil, fmt.Errorf("compress layer: %w", err)
 	}
-	c := &compressor{gz: gz, out: out, span: o.spanSize, cp: newCheckpointWriter(o.spanSize)}
-	// The gzip header is written with the first data; a header without
-	// name, comment or extra field is 10 bytes, where the first span starts.
-	c.cp.add(gzipHeaderSize, 0, 0)
-	out.skip = gzipHeaderSize
+	z.BuildToolIdentifier = o.buildTool
+	return z, nil
+}
+
+// gzipHeaderSize is the size of the gzip member header Compress writes (no
+// optional fields).
+const gzipHeaderSize = 10
+
+// gzipHeader returns the header Go's compress/gzip writes for a level with
+// no name, comment, extra field or modification time.
+func gzipHeader(level int) []byte {
+	h := []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}
+	switch level {
+	case flate.BestCompression:
+		h[8] = 2
+	case flate.BestSpeed:
+		h[8] = 4
+	}
+	return h
+}
+
+// compressor cuts the tar stream into spans and compresses them in
+// parallel, writing them out in order.
+type compressor struct {
+	span, lastCut int64 // target span size; where the current span began
+	level         int
+	dst           io.Writer
+	in            pendingReader // archive/tar reads through this
+	cuts          []int64       // planned span ends not yet reached
+	cp            *checkpointWriter
+	window        [WindowSize]byte // ring: input offset x at index x%WindowSize
+	emitted       int64            // input bytes put into spans
+	crc           uint32
+	cur           *spanJob // the span being filled
+	queue         []*spanJob
+	maxQueue      int
+	sem           chan struct{} // limits running compressions
+	written       int64         // bytes written to dst
+	digests       []digest.Digest
+	buf           [256 << 10]byte // entry data is read through this
+}
+
+func (c *compressor) run() (*Ztoc, error) {
+	if _, err := c.dst.Write(gzipHeader(c.level)); err != nil {
+		return nil, fmt.Errorf("write: %w", err)
+	}
+	c.written = gzipHeaderSize
+	c.cur = newSpanJob(0, c.window[:], 0)
 
 	t := newTOCReader(&c.in)
-	c.in.r = src
 	for {
 		e, err := t.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("compress layer: %w", err)
+			return nil, err
 		}
 		if err := c.entry(t, e); err != nil {
-			return nil, fmt.Errorf("compress layer: %w", err)
+			return nil, err
 		}
 	}
 	usize := t.pos.pos
 	// Whatever follows the end of the archive (padding) is part of the blob.
 	if _, err := io.Copy(io.Discard, &c.in); err != nil {
-		return nil, fmt.Errorf("compress layer: read tar: %w", err)
+		return nil, fmt.Errorf("read tar: %w", err)
 	}
 	if err := c.emit(c.in.pos); err != nil {
 		return nil, err
 	}
-	if err := gz.Close(); err != nil {
-		return nil, fmt.Errorf("compress layer: %w", err)
+	c.cur.final = true
+	if err := c.submit(); err != nil {
+		return nil, err
 	}
-	if out.err != nil {
-		return nil, fmt.Errorf("compress layer: write: %w", out.err)
+	for len(c.queue) > 0 {
+		if err := c.writeOldest(); err != nil {
+			return nil, err
+		}
 	}
-	if out.n < gzipHeaderSize {
-		return nil, fmt.Errorf("compress layer: gzip header is %d bytes", out.n)
-	}
-	out.digests = append(out.digests, digest.NewDigest(digest.SHA256, out.h))
 	return &Ztoc{
 		Version:                 Version09,
-		BuildToolIdentifier:     o.buildTool,
-		CompressedArchiveSize:   out.n,
+		CompressedArchiveSize:   c.written,
 		UncompressedArchiveSize: usize,
 		Files:                   t.files,
 		Compression:             Gzip,
 		MaxSpanID:               int32(len(c.cp.points) - 1),
-		SpanDigests:             out.digests,
+		SpanDigests:             c.digests,
 		Checkpoints:             c.cp.bytes(),
 	}, nil
-}
-
-// gzipHeaderSize is the size of a gzip member header with no optional
-// fields, as klauspost's and Go's writers emit it.
-const gzipHeaderSize = 10
-
-// compressor feeds the tar stream to the gzip writer, holding back the
-// bytes archive/tar has read but that may still lie after a span end.
-type compressor struct {
-	gz      *gzip.Writer
-	out     *spanWriter
-	in      pendingReader
-	span    int64
-	lastCut int64 // uncompressed offset where the current span began
-	cuts    []int64
-	cp      *checkpointWriter
-	window  [WindowSize]byte // ring of the last WindowSize input bytes
-	emitted int64            // input bytes handed to the gzip writer
-	buf     [256 << 10]byte  // entry data is read through this
 }
 
 // entry plans the span ends for one tar entry (before its headers, inside
@@ -149,8 +180,8 @@ func (c *compressor) prevEnd(t *tocReader) int64 {
 	return p.UncompressedOffset + p.UncompressedSize
 }
 
-// emit compresses the pending input up to offset to, ending a span at each
-// planned cut on the way.
+// emit moves the pending input up to offset to into spans, ending a span
+// at each planned cut on the way.
 func (c *compressor) emit(to int64) error {
 	for c.emitted < to {
 		end := to
@@ -158,60 +189,162 @@ func (c *compressor) emit(to int64) error {
 			end = c.cuts[0]
 		}
 		if end > c.emitted {
-			if err := c.write(c.in.take(end - c.emitted)); err != nil {
-				return err
-			}
+			c.add(c.in.take(end - c.emitted))
 		}
 		if len(c.cuts) > 0 && c.cuts[0] == c.emitted {
 			c.cuts = c.cuts[1:]
-			if err := c.checkpoint(); err != nil {
+			if err := c.submit(); err != nil {
 				return err
 			}
+			c.cur = newSpanJob(c.emitted, c.window[:], c.emitted)
 		}
 	}
 	return nil
 }
 
-func (c *compressor) write(p []byte) error {
-	if _, err := c.gz.Write(p); err != nil {
-		return fmt.Errorf("compress: %w", err)
-	}
+// add appends input to the current span.
+func (c *compressor) add(p []byte) {
+	c.cur.in = append(c.cur.in, p...)
+	c.crc = crc32.Update(c.crc, crc32.IEEETable, p)
+	c.emitted += int64(len(p))
 	if len(p) >= WindowSize {
-		// Keep the ring layout: input offset x sits at index x%WindowSize.
-		c.emitted += int64(len(p))
 		last := p[len(p)-WindowSize:]
 		s := int(c.emitted % WindowSize)
 		copy(c.window[s:], last)
 		copy(c.window[:s], last[WindowSize-s:])
-		return nil
+		return
 	}
+	start := c.emitted - int64(len(p))
 	for len(p) > 0 {
-		i := int(c.emitted % WindowSize)
-		n := copy(c.window[i:], p)
+		n := copy(c.window[int(start%WindowSize):], p)
 		p = p[n:]
-		c.emitted += int64(n)
+		start += int64(n)
 	}
+}
+
+// spanJob is one span: its input, and once done, its compressed bytes.
+type spanJob struct {
+	out    int64  // uncompressed offset where the span starts
+	window []byte // the WindowSize input bytes before out, zero-padded
+	in     []byte
+	final  bool
+	done   chan struct{}
+	z      []byte
+	sum    [sha256.Size]byte
+	err    error
+}
+
+var spanBufs sync.Pool // *[]byte, input buffers of finished spans
+
+func newSpanJob(out int64, ring []byte, emitted int64) *spanJob {
+	j := &spanJob{out: out, window: make([]byte, WindowSize), done: make(chan struct{})}
+	if b, ok := spanBufs.Get().(*[]byte); ok {
+		j.in = (*b)[:0]
+	}
+	// Linearise the ring: oldest byte first, zeros before the start.
+	if emitted < WindowSize {
+		copy(j.window[WindowSize-int(emitted):], ring[:emitted])
+	} else {
+		s := int(emitted % WindowSize)
+		n := copy(j.window, ring[s:])
+		copy(j.window[n:], ring[:s])
+	}
+	return j
+}
+
+// submit starts compressing the current span, first writing out the oldest
+// spans while too many are in flight.
+func (c *compressor) submit() error {
+	for len(c.queue) >= c.maxQueue {
+		if err := c.writeOldest(); err != nil {
+			return err
+		}
+	}
+	j := c.cur
+	c.queue = append(c.queue, j)
+	c.sem <- struct{}{}
+	go func() {
+		defer func() { <-c.sem; close(j.done) }()
+		j.compress(c.level)
+	}()
 	return nil
 }
 
-// checkpoint flushes the deflate stream and records a checkpoint there.
-func (c *compressor) checkpoint() error {
-	if err := c.gz.Flush(); err != nil {
-		return fmt.Errorf("compress: flush: %w", err)
+// compress deflates the span with a fresh compressor (no dictionary) and
+// ends it with a sync flush, or as the final block of the stream.
+func (j *spanJob) compress(level int) {
+	out := &sliceWriter{b: make([]byte, 0, len(j.in)/2+1024)}
+	fw, err := getFlateWriter(out, level)
+	if err == nil {
+		defer flateWriters.Put(fw)
+		_, err = fw.Write(j.in)
 	}
-	if c.out.err != nil {
-		return fmt.Errorf("compress: write: %w", c.out.err)
+	if err == nil {
+		if j.final {
+			err = fw.Close()
+		} else {
+			err = fw.Flush()
+		}
 	}
-	w := c.cp.add(c.out.n, c.emitted, 0)
-	start := int(c.emitted % WindowSize)
-	if c.emitted < WindowSize {
-		// Zeros, then all input so far.
-		copy(w[WindowSize-int(c.emitted):], c.window[:c.emitted])
-	} else {
-		n := copy(w, c.window[start:])
-		copy(w[n:], c.window[:start])
+	j.z, j.err = out.b, err
+	if !j.final {
+		j.sum = sha256.Sum256(j.z)
 	}
-	c.out.cut()
+}
+
+// flateWriters keeps compressors for reuse: a level 6 compressor holds
+// about a megabyte of tables.
+var flateWriters sync.Pool // *pooledFlate
+
+type pooledFlate struct {
+	*flate.Writer
+	level int
+}
+
+func getFlateWriter(w io.Writer, level int) (*pooledFlate, error) {
+	if fw, ok := flateWriters.Get().(*pooledFlate); ok && fw.level == level {
+		fw.Reset(w)
+		return fw, nil
+	}
+	fw, err := flate.NewWriter(w, level)
+	if err != nil {
+		return nil, err
+	}
+	return &pooledFlate{Writer: fw, level: level}, nil
+}
+
+type sliceWriter struct{ b []byte }
+
+func (w *sliceWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// writeOldest waits for the oldest span in flight, writes it and records
+// its checkpoint and digest.
+func (c *compressor) writeOldest() error {
+	j := c.queue[0]
+	<-j.done
+	c.queue = c.queue[1:]
+	if j.err != nil {
+		return fmt.Errorf("deflate span at %d: %w", j.out, j.err)
+	}
+	copy(c.cp.add(c.written, j.out, 0), j.window)
+	if j.final {
+		var trailer [8]byte
+		binary.LittleEndian.PutUint32(trailer[:4], c.crc)
+		binary.LittleEndian.PutUint32(trailer[4:], uint32(c.emitted))
+		j.z = append(j.z, trailer[:]...)
+		j.sum = sha256.Sum256(j.z) // the last span runs to the end of the blob
+	}
+	if _, err := c.dst.Write(j.z); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	c.written += int64(len(j.z))
+	c.digests = append(c.digests, digest.NewDigestFromBytes(digest.SHA256, j.sum[:]))
+	in := j.in
+	spanBufs.Put(&in)
+	j.in, j.z = nil, nil
 	return nil
 }
 
@@ -240,38 +373,4 @@ func (p *pendingReader) take(n int64) []byte {
 	b := p.pending[p.head : p.head+int(n)]
 	p.head += int(n)
 	return b
-}
-
-// spanWriter counts and hashes the compressed output per span.
-type spanWriter struct {
-	w       io.Writer
-	n       int64
-	skip    int64 // leading bytes (the gzip header) that belong to no span
-	h       hash.Hash
-	digests []digest.Digest
-	err     error
-}
-
-func (s *spanWriter) Write(p []byte) (int, error) {
-	if s.err != nil {
-		return 0, s.err
-	}
-	n, err := s.w.Write(p)
-	q := p[:n]
-	if s.skip > 0 {
-		k := min(int64(len(q)), s.skip)
-		q = q[k:]
-		s.skip -= k
-	}
-	s.h.Write(q)
-	s.n += int64(n)
-	if err != nil {
-		s.err = err
-	}
-	return n, err
-}
-
-func (s *spanWriter) cut() {
-	s.digests = append(s.digests, digest.NewDigest(digest.SHA256, s.h))
-	s.h = sha256.New()
 }

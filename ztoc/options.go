@@ -1,6 +1,9 @@
 package ztoc
 
-import "fmt"
+import (
+	"fmt"
+	"runtime"
+)
 
 // Option configures Build and Compress.
 type Option func(*options) error
@@ -9,10 +12,11 @@ type options struct {
 	spanSize  int64
 	buildTool string
 	level     int
+	jobs      int
 }
 
 func makeOptions(opts []Option) (options, error) {
-	o := options{spanSize: DefaultSpanSize, buildTool: DefaultBuildTool, level: DefaultCompressionLevel}
+	o := options{spanSize: DefaultSpanSize, buildTool: DefaultBuildTool, level: DefaultCompressionLevel, jobs: runtime.GOMAXPROCS(0)}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return o, err
@@ -61,6 +65,18 @@ func WithCompressionLevel(level int) Option {
 			return fmt.Errorf("gzip level %d is out of range 1-9", level)
 		}
 		o.level = level
+		return nil
+	}
+}
+
+// WithJobs sets how many spans Compress compresses at once. The output is
+// the same for any value. Default runtime.GOMAXPROCS(0).
+func WithJobs(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("jobs %d is below 1", n)
+		}
+		o.jobs = n
 		return nil
 	}
 }
