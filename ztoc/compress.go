@@ -17,10 +17,10 @@ import (
 // zTOC of the blob it wrote, from that single pass: no layer is
 // decompressed again to index it.
 //
-// Spans end where Compress chooses: before a tar entry's header once the
-// span has reached the span size, and inside a file's data every span-size
-// bytes, so small files are never split and large files are cut into
-// span-size chunks. Each span is compressed on its own (no back-reference
+// Spans end where the SpanPlanner says (WithSpanPlanner); by default the
+// SizePlanner for the span size: before a tar entry's header once the span
+// has reached the span size, and inside a large file's data every span-size
+// bytes, so small files are never split. Each span is compressed on its own (no back-reference
 // crosses a span end) and ends with a sync flush, so every checkpoint has
 // Bits == 0, and spans are compressed in parallel (WithJobs). The output
 // is one standard gzip member whatever the parallelism, the same bytes for
@@ -31,7 +31,11 @@ func Compress(dst io.Writer, src io.Reader, opts ...Option) (*Ztoc, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &compressor{span: o.spanSize, level: o.level, dst: dst, cp: newCheckpointWriter(o.spanSize),
+	planner := o.planner
+	if planner == nil {
+		planner = SizePlanner{Size: o.spanSize}
+	}
+	c := &compressor{planner: planner, level: o.level, dst: dst, cp: newCheckpointWriter(o.spanSize),
 		sem: make(chan struct{}, o.jobs), maxQueue: 2 * o.jobs}
 	c.in.r = src
 	z, err := c.run()
@@ -66,22 +70,23 @@ func gzipHeader(level int) []byte {
 // compressor cuts the tar stream into spans and compresses them in
 // parallel, writing them out in order.
 type compressor struct {
-	span, lastCut int64 // target span size; where the current span began
-	level         int
-	dst           io.Writer
-	in            pendingReader // archive/tar reads through this
-	cuts          []int64       // planned span ends not yet reached
-	cp            *checkpointWriter
-	window        [WindowSize]byte // ring: input offset x at index x%WindowSize
-	emitted       int64            // input bytes put into spans
-	crc           uint32
-	cur           *spanJob // the span being filled
-	queue         []*spanJob
-	maxQueue      int
-	sem           chan struct{} // limits running compressions
-	written       int64         // bytes written to dst
-	digests       []digest.Digest
-	buf           [256 << 10]byte // entry data is read through this
+	planner  SpanPlanner
+	lastCut  int64 // where the current span began
+	level    int
+	dst      io.Writer
+	in       pendingReader // archive/tar reads through this
+	cuts     []int64       // planned span ends not yet reached
+	cp       *checkpointWriter
+	window   [WindowSize]byte // ring: input offset x at index x%WindowSize
+	emitted  int64            // input bytes put into spans
+	crc      uint32
+	cur      *spanJob // the span being filled
+	queue    []*spanJob
+	maxQueue int
+	sem      chan struct{} // limits running compressions
+	written  int64         // bytes written to dst
+	digests  []digest.Digest
+	buf      [256 << 10]byte // entry data is read through this
 }
 
 func (c *compressor) run() (*Ztoc, error) {
@@ -137,16 +142,12 @@ func (c *compressor) run() (*Ztoc, error) {
 // its data) and streams its data through.
 func (c *compressor) entry(t *tocReader, e *FileEntry) error {
 	hdrStart := alignTar(c.prevEnd(t))
-	large := e.Type == TypeReg && e.UncompressedSize >= c.span
-	if hdrStart > c.lastCut && (hdrStart-c.lastCut >= c.span || large) {
-		c.cut(hdrStart)
-	}
-	if large {
-		// Large files start a span and are cut into span-size chunks.
-		dataEnd := e.UncompressedOffset + e.UncompressedSize
-		for off := e.UncompressedOffset + c.span; off < dataEnd; off += c.span {
-			c.cut(off)
+	dataEnd := e.UncompressedOffset + e.UncompressedSize
+	for _, off := range c.planner.Plan(c.lastCut, hdrStart, e) {
+		if off <= c.lastCut || off != hdrStart && (off < e.UncompressedOffset || off >= dataEnd) {
+			return fmt.Errorf("span planner: cut at %d for entry %q is not after %d and within [%d, %d)", off, e.Name, c.lastCut, hdrStart, dataEnd)
 		}
+		c.cut(off)
 	}
 	if err := c.emit(c.in.pos); err != nil {
 		return err
@@ -163,6 +164,41 @@ func (c *compressor) entry(t *tocReader, e *FileEntry) error {
 			return &CorruptError{What: "tar", Offset: c.in.pos, Msg: err.Error()}
 		}
 	}
+}
+
+// A SpanPlanner chooses where Compress ends spans. Spans end only where a
+// planner says: before an entry's first header block, or inside its data.
+type SpanPlanner interface {
+	// Plan is called once per tar entry, in archive order, before any of
+	// the entry's bytes are compressed. spanStart is where the current span
+	// began, hdrStart the offset of the entry's first header block (PAX and
+	// long-name headers included), e the entry (UncompressedOffset is where
+	// its data begins). It returns the offsets at which to end spans, in
+	// increasing order: hdrStart itself, or offsets inside the entry's data
+	// [UncompressedOffset, UncompressedOffset+UncompressedSize).
+	Plan(spanStart, hdrStart int64, e *FileEntry) []int64
+}
+
+// SizePlanner is the default SpanPlanner: it ends a span before an entry's
+// header once the span has reached Size bytes, starts a span at every
+// regular file of at least Size bytes and cuts its data into Size-byte
+// chunks. Small files are never split.
+type SizePlanner struct{ Size int64 }
+
+// Plan implements SpanPlanner.
+func (p SizePlanner) Plan(spanStart, hdrStart int64, e *FileEntry) []int64 {
+	var cuts []int64
+	large := e.Type == TypeReg && e.UncompressedSize >= p.Size
+	if hdrStart > spanStart && (hdrStart-spanStart >= p.Size || large) {
+		cuts = append(cuts, hdrStart)
+	}
+	if large {
+		dataEnd := e.UncompressedOffset + e.UncompressedSize
+		for off := e.UncompressedOffset + p.Size; off < dataEnd; off += p.Size {
+			cuts = append(cuts, off)
+		}
+	}
+	return cuts
 }
 
 // cut plans a span end at uncompressed offset off.

@@ -13,6 +13,7 @@ type options struct {
 	buildTool string
 	level     int
 	jobs      int
+	planner   SpanPlanner
 }
 
 func makeOptions(opts []Option) (options, error) {
@@ -77,6 +78,16 @@ func WithJobs(n int) Option {
 			return fmt.Errorf("jobs %d is below 1", n)
 		}
 		o.jobs = n
+		return nil
+	}
+}
+
+// WithSpanPlanner sets where Compress ends spans. Default SizePlanner with
+// the span size (WithSpanSize), which is also the span size recorded in the
+// checkpoint blob.
+func WithSpanPlanner(p SpanPlanner) Option {
+	return func(o *options) error {
+		o.planner = p
 		return nil
 	}
 }
