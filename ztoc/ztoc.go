@@ -148,6 +148,6 @@ type Ztoc struct {
 	// SpanDigests holds the digest of each span's compressed bytes.
 	SpanDigests []digest.Digest
 	// Checkpoints is the raw checkpoint blob: a gzip checkpoint list (see
-	// ParseCheckpoints) or a TarZinfo flatbuffer for uncompressed layers.
+	// ParseGzipCheckpoints) or a TarZinfo flatbuffer for uncompressed layers.
 	Checkpoints []byte
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the runtime tests of socikit-snapshotter (integration/runtime, build
+# tag "integration"): containerd's snapshotter conformance suite against our
+# snapshotter, and containerd 2.4.2 and Debian's 1.6 pulling and running
+# images from a registry on loopback through socikit-snapshotter, lazily
+# (SOCI v2 image on 2.4) and by the fallback path. Needs root (mounts, FUSE,
+# runc). Builds what it needs first (scripts/containerd-build.sh, bin/socikit).
+# Extra arguments go to `go test` (e.g. -run Conformance).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+apt_install busybox-static
+scripts/containerd-build.sh
+echo "== building socikit"
+go build -o bin/socikit ./cmd/socikit
+echo "== snapshotter unit tests"
+go test -race -short -count=1 ./snapshotter/snapshot/ ./snapshotter/service/
+echo "== runtime tests"
+cd integration/runtime
+go vet -tags integration ./...
+go test -tags integration -count=1 -timeout 20m "$@" ./...

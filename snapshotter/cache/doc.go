@@ -1,0 +1,31 @@
+// Package cache is the snapshotter's on-disk cache of decompressed spans.
+//
+// Spans are stored one file per span, content-addressed by the layer digest
+// and the span id:
+//
+//	DIR/<algorithm>/<hex>/<span id>
+//
+// A span file holds the span's verified, decompressed bytes, so a read
+// through the cache is one pread. Files are written to a temporary name,
+// synced and renamed into place, so a span file is either absent or
+// complete, and the cache survives restarts: Open scans DIR and a layer
+// acquired again finds its spans without fetching them.
+//
+// Lifecycle:
+//
+//	c, err := cache.Open(dir, cache.WithMaxSize(10<<30))
+//	l, err := c.Acquire(layerDigest) // the layer is in use until Release
+//	if _, ok := l.Has(id); !ok {
+//		err = l.Put(id, data) // verified, decompressed span bytes
+//	}
+//	n, err := l.ReadAt(id, p, offInSpan)
+//	err = l.Release()
+//
+// The size limit is soft: when a Put takes the cache over it, whole layers
+// that nobody has acquired are removed, least recently used first. Layers
+// in use are never evicted, so the cache can exceed the limit while they
+// are mounted.
+//
+// The cache does not know span sizes; callers compare Has' size with the
+// span's and treat a mismatch as absent (Put replaces the file).
+package cache

@@ -1,0 +1,258 @@
+package fs
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/socikit/socikit/ztoc"
+)
+
+// Reader reads the layer's uncompressed tar stream. remote.Fetcher is one.
+// ReadAt returns io.EOF only when the stream ends before len(p) bytes.
+type Reader interface {
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// OpaqueXattr names the xattr that marks an opaque directory.
+const (
+	// TrustedOpaque is what overlayfs reads by default.
+	TrustedOpaque = "trusted.overlay.opaque"
+	// UserOpaque is what overlayfs reads with the userxattr mount option
+	// (rootless).
+	UserOpaque = "user.overlay.opaque"
+)
+
+// maxHeaderSize bounds the tar header bytes (PAX and long-name headers
+// included) read to verify one file.
+const maxHeaderSize = 1 << 20
+
+// cacheTimeout is how long the kernel may cache entries and attributes:
+// the tree never changes.
+const cacheTimeout = time.Hour
+
+// Option configures New.
+type Option func(*options) error
+
+type options struct {
+	opaque []string
+	noSuid bool
+}
+
+// WithOpaqueXattrs sets the xattrs that mark opaque directories. Default
+// TrustedOpaque only.
+func WithOpaqueXattrs(names ...string) Option {
+	return func(o *options) error {
+		for _, n := range names {
+			if n != TrustedOpaque && n != UserOpaque {
+				return fmt.Errorf("unknown opaque xattr %q", n)
+			}
+		}
+		o.opaque = names
+		return nil
+	}
+}
+
+// WithNoSuid mounts without honouring setuid/setgid bits and device nodes
+// (nosuid,nodev). Default: honoured, as a container's root filesystem
+// needs them.
+func WithNoSuid() Option {
+	return func(o *options) error {
+		o.noSuid = true
+		return nil
+	}
+}
+
+// FS is the read-only tree of one layer, from its zTOC. File contents come
+// from a Reader. It is safe for concurrent use.
+type FS struct {
+	z      *ztoc.Ztoc
+	r      Reader
+	o      options
+	root   *entry
+	hdrOff []int64
+
+	mu      sync.Mutex
+	lastErr error
+	skipped []string
+}
+
+// New builds the tree of the layer indexed by z, reading file contents
+// through r.
+func New(z *ztoc.Ztoc, r Reader, opts ...Option) (*FS, error) {
+	o := options{opaque: []string{TrustedOpaque}}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	root, skipped := buildTree(z)
+	return &FS{z: z, r: r, o: o, root: root, hdrOff: headerOffsets(z.Files), skipped: skipped}, nil
+}
+
+// Skipped returns the names of TOC entries left out of the tree (hard
+// links to missing targets, unknown types).
+func (f *FS) Skipped() []string { return f.skipped }
+
+// Err returns the last error a FUSE operation hit, or nil.
+func (f *FS) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastErr
+}
+
+// Root returns a new root node, for fusefs.Mount or fusefs.NewNodeFS.
+func (f *FS) Root() fusefs.InodeEmbedder { return &node{fs: f, e: f.root} }
+
+// Options returns the go-fuse options Mount uses.
+func (f *FS) Options() *fusefs.Options {
+	t := cacheTimeout
+	flags := uintptr(syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV)
+	mopts := []string{"default_permissions"}
+	if !f.o.noSuid {
+		mopts = append(mopts, "suid", "dev")
+	}
+	return &fusefs.Options{
+		EntryTimeout:    &t,
+		AttrTimeout:     &t,
+		NegativeTimeout: &t,
+		RootStableAttr:  &fusefs.StableAttr{Ino: f.root.ino},
+		// Mode 0 is a real mode here (whiteouts, /etc/shadow): do not
+		// let go-fuse turn it into 0644.
+		NullPermissions: true,
+		MountOptions: fuse.MountOptions{
+			DirectMountStrict: true,
+			DirectMountFlags:  flags,
+			AllowOther:        true,
+			FsName:            "socikit",
+			Name:              "socikit",
+			Options:           mopts,
+			MaxReadAhead:      1 << 20,
+			MaxWrite:          1 << 20, // also max_read: fewer, larger FUSE reads
+		},
+	}
+}
+
+// Mount mounts the layer at mountpoint (root only: a direct mount, no
+// fusermount) and returns once the mount is up.
+func (f *FS) Mount(mountpoint string) (*Mount, error) {
+	s, err := fusefs.Mount(mountpoint, f.Root(), f.Options())
+	if err != nil {
+		return nil, fmt.Errorf("mount layer at %s: %w", mountpoint, err)
+	}
+	return &Mount{srv: s, dir: mountpoint}, nil
+}
+
+// Mount is a mounted layer.
+type Mount struct {
+	srv *fuse.Server
+	dir string
+}
+
+// Dir returns the mountpoint.
+func (m *Mount) Dir() string { return m.dir }
+
+// Unmount unmounts the layer and waits for the server to stop. When the
+// mount is busy (an overlay still uses it) it is detached (MNT_DETACH):
+// the kernel drops it once the last user is gone, and Unmount returns
+// without waiting for that.
+func (m *Mount) Unmount() error {
+	if err := m.srv.Unmount(); err != nil {
+		if derr := syscall.Unmount(m.dir, syscall.MNT_DETACH); derr != nil {
+			return fmt.Errorf("unmount layer at %s: %w", m.dir, errors.Join(err, derr))
+		}
+		return nil
+	}
+	m.srv.Wait()
+	return nil
+}
+
+// fail records err for e and logs it the first time e fails, then returns
+// the errno to give the kernel.
+func (f *FS) fail(ctx context.Context, e *entry, op string, err error) syscall.Errno {
+	if ctx.Err() != nil {
+		return syscall.EINTR
+	}
+	f.mu.Lock()
+	f.lastErr = fmt.Errorf("%s inode %d: %w", op, e.ino, err)
+	f.mu.Unlock()
+	if !e.failed.Swap(true) {
+		name := ""
+		if e.file >= 0 {
+			name = f.z.Files[e.file].Name
+		}
+		log.G(ctx).WithError(err).WithField("op", op).WithField("file", name).WithField("inode", e.ino).
+			Error("layer filesystem: returning EIO")
+	}
+	return syscall.EIO
+}
+
+// verify checks, once per file, that the tar header bytes before the
+// file's data match its TOC entry, as upstream SOCI does: a TOC that does
+// not describe the blob must not serve data.
+func (f *FS) verify(ctx context.Context, e *entry) error {
+	if e.verified.Load() {
+		return nil
+	}
+	e.verifyMu.Lock()
+	defer e.verifyMu.Unlock()
+	if e.verified.Load() {
+		return nil
+	}
+	fe := &f.z.Files[e.file]
+	off := f.hdrOff[e.file]
+	n := fe.UncompressedOffset - off
+	if n < 512 || n > maxHeaderSize {
+		return fmt.Errorf("tar header of %q: bad size %d", fe.Name, n)
+	}
+	buf := make([]byte, n)
+	if m, err := f.r.ReadAt(ctx, buf, off); m != len(buf) {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("read tar header of %q at %d: %w", fe.Name, off, err)
+	}
+	br := bytes.NewReader(buf)
+	h, err := tar.NewReader(br).Next()
+	if err != nil {
+		return fmt.Errorf("parse tar header of %q at %d: %w", fe.Name, off, err)
+	}
+	if br.Len() != 0 {
+		return fmt.Errorf("tar header of %q at %d: %d bytes left over", fe.Name, off, br.Len())
+	}
+	if err := matchHeader(h, fe); err != nil {
+		return fmt.Errorf("tar header of %q at %d does not match the toc: %w", fe.Name, off, err)
+	}
+	e.verified.Store(true)
+	return nil
+}
+
+func matchHeader(h *tar.Header, fe *ztoc.FileEntry) error {
+	switch {
+	case h.Name != fe.Name:
+		return fmt.Errorf("name %q", h.Name)
+	case h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeCont:
+		return fmt.Errorf("type %q", h.Typeflag)
+	case h.Size != fe.UncompressedSize:
+		return fmt.Errorf("size %d", h.Size)
+	case h.Mode != fe.Mode:
+		return fmt.Errorf("mode %o", h.Mode)
+	case uint32(h.Uid) != fe.UID || uint32(h.Gid) != fe.GID:
+		return fmt.Errorf("owner %d:%d", h.Uid, h.Gid)
+	case !h.ModTime.Equal(fe.ModTime):
+		return fmt.Errorf("mtime %v", h.ModTime)
+	case h.Linkname != fe.Linkname:
+		return fmt.Errorf("linkname %q", h.Linkname)
+	}
+	return nil
+}

@@ -1,0 +1,276 @@
+package fs
+
+import (
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/socikit/socikit/ztoc"
+)
+
+// Overlayfs whiteout conventions in layer tars (OCI image spec).
+const (
+	whiteoutPrefix = ".wh."
+	whiteoutOpaque = whiteoutPrefix + whiteoutPrefix + ".opq"
+)
+
+// entry is one inode of the layer's tree. The tree is built once and not
+// changed afterwards, so entries are read without locks.
+type entry struct {
+	ino    uint64
+	mode   uint32 // S_IFMT bits | permission bits (incl. setuid, setgid, sticky)
+	uid    uint32
+	gid    uint32
+	size   int64
+	mtime  time.Time
+	rdev   uint32
+	nlink  uint32
+	link   string // symlink target
+	xattrs map[string][]byte
+	opaque bool
+
+	// Directories.
+	children map[string]*entry
+	subdirs  uint32
+	dirents  []fuse.DirEntry // sorted by name, built by finish
+
+	// Regular files: the TOC entry holding the data.
+	file     int // index in Ztoc.Files, -1 if none
+	verified atomic.Bool
+	verifyMu sync.Mutex
+	failed   atomic.Bool // an error has been logged for this entry
+}
+
+func (e *entry) isDir() bool { return e.mode&syscall.S_IFMT == syscall.S_IFDIR }
+
+type whiteout struct {
+	parent *entry
+	name   string
+	file   int
+}
+
+type builder struct {
+	z       *ztoc.Ztoc
+	nextIno uint64
+	root    *entry
+	wh      []whiteout
+	skipped []string
+}
+
+func (b *builder) newEntry(mode uint32) *entry {
+	b.nextIno++
+	e := &entry{ino: b.nextIno, mode: mode, file: -1}
+	if e.isDir() {
+		e.children = make(map[string]*entry)
+	}
+	return e
+}
+
+// cleanName turns a raw tar name into a slash-separated path relative to
+// the root: "./a/b/" and "/a/b" give "a/b"; the root is ".".
+func cleanName(s string) string {
+	s = path.Clean("/" + s)
+	if s == "/" {
+		return "."
+	}
+	return s[1:]
+}
+
+// buildTree makes the layer's tree from its TOC: implicit parent
+// directories are synthesized (0755, root-owned), a later entry of the same
+// name replaces an earlier one (a directory replacing a directory keeps
+// its children), hard links share their target's entry, whiteouts become
+// overlayfs whiteouts (a 0/0 character device) unless the layer also has
+// an entry of that name, and .wh..wh..opq makes its directory opaque.
+func buildTree(z *ztoc.Ztoc) (*entry, []string) {
+	b := &builder{z: z}
+	b.root = b.newEntry(syscall.S_IFDIR | 0o755)
+	b.root.nlink = 1
+	for i := range z.Files {
+		b.add(i)
+	}
+	for _, w := range b.wh {
+		if _, ok := w.parent.children[w.name]; ok {
+			continue
+		}
+		e := b.newEntry(syscall.S_IFCHR)
+		b.setAttr(e, &z.Files[w.file])
+		e.mode = syscall.S_IFCHR // no permission bits, as overlayfs and containerd make them
+		b.put(w.parent, w.name, e)
+	}
+	finish(b.root)
+	return b.root, b.skipped
+}
+
+func (b *builder) setAttr(e *entry, fe *ztoc.FileEntry) {
+	e.mode = e.mode&syscall.S_IFMT | uint32(fe.Mode)&0o7777
+	e.uid, e.gid = fe.UID, fe.GID
+	e.mtime = fe.ModTime
+	if x := fe.Xattrs(); len(x) > 0 {
+		e.xattrs = make(map[string][]byte, len(x))
+		for k, v := range x {
+			e.xattrs[k] = []byte(v)
+		}
+	} else {
+		e.xattrs = nil
+	}
+}
+
+// dir returns the directory at p, creating missing ones.
+func (b *builder) dir(p string) *entry {
+	d := b.root
+	if p == "." || p == "" {
+		return d
+	}
+	for _, name := range strings.Split(p, "/") {
+		c := d.children[name]
+		if c == nil || !c.isDir() {
+			c = b.newEntry(syscall.S_IFDIR | 0o755)
+			b.put(d, name, c)
+		}
+		d = c
+	}
+	return d
+}
+
+// lookup returns the entry at p, or nil.
+func (b *builder) lookup(p string) *entry {
+	d := b.root
+	if p == "." {
+		return d
+	}
+	for _, name := range strings.Split(p, "/") {
+		if d == nil || !d.isDir() {
+			return nil
+		}
+		d = d.children[name]
+	}
+	return d
+}
+
+// put links e into d as name, replacing what was there.
+func (b *builder) put(d *entry, name string, e *entry) {
+	if old := d.children[name]; old != nil {
+		old.nlink--
+		if old.isDir() {
+			d.subdirs--
+		}
+	}
+	d.children[name] = e
+	e.nlink++
+	if e.isDir() {
+		d.subdirs++
+	}
+}
+
+func (b *builder) add(i int) {
+	fe := &b.z.Files[i]
+	name := cleanName(fe.Name)
+	if name == "." {
+		if fe.Type == ztoc.TypeDir {
+			b.setAttr(b.root, fe)
+		}
+		return
+	}
+	parentPath, base := path.Split(name)
+	parent := b.dir(strings.TrimSuffix(parentPath, "/"))
+	if strings.HasPrefix(base, whiteoutPrefix) {
+		if base == whiteoutOpaque {
+			parent.opaque = true
+		} else if len(base) > len(whiteoutPrefix) {
+			b.wh = append(b.wh, whiteout{parent: parent, name: base[len(whiteoutPrefix):], file: i})
+		}
+		return
+	}
+	var e *entry
+	switch fe.Type {
+	case ztoc.TypeHardlink:
+		t := b.lookup(cleanName(fe.Linkname))
+		if t == nil || t.isDir() || t == b.root {
+			b.skipped = append(b.skipped, fe.Name)
+			return
+		}
+		b.put(parent, base, t)
+		return
+	case ztoc.TypeDir:
+		if old := parent.children[base]; old != nil && old.isDir() {
+			b.setAttr(old, fe)
+			return
+		}
+		e = b.newEntry(syscall.S_IFDIR)
+	case ztoc.TypeReg:
+		e = b.newEntry(syscall.S_IFREG)
+		e.size = fe.UncompressedSize
+		e.file = i
+	case ztoc.TypeSymlink:
+		e = b.newEntry(syscall.S_IFLNK)
+		e.link = fe.Linkname
+		e.size = int64(len(fe.Linkname))
+	case ztoc.TypeChar, ztoc.TypeBlock:
+		m := uint32(syscall.S_IFCHR)
+		if fe.Type == ztoc.TypeBlock {
+			m = syscall.S_IFBLK
+		}
+		e = b.newEntry(m)
+		e.rdev = mkdev(fe.Devmajor, fe.Devminor)
+	case ztoc.TypeFifo:
+		e = b.newEntry(syscall.S_IFIFO)
+	default:
+		b.skipped = append(b.skipped, fe.Name)
+		return
+	}
+	b.setAttr(e, fe)
+	b.put(parent, base, e)
+}
+
+// mkdev encodes a device number as Linux's new_encode_dev does (the form
+// FUSE's rdev carries).
+func mkdev(major, minor int64) uint32 {
+	ma, mi := uint32(major), uint32(minor)
+	return (mi & 0xff) | (ma&0xfff)<<8 | (mi&^0xff)<<12
+}
+
+// finish sets directory link counts and sorted listings.
+func finish(d *entry) {
+	d.nlink = 2 + d.subdirs
+	names := make([]string, 0, len(d.children))
+	for n := range d.children {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	d.dirents = make([]fuse.DirEntry, len(names))
+	for i, n := range names {
+		c := d.children[n]
+		d.dirents[i] = fuse.DirEntry{Name: n, Mode: c.mode & syscall.S_IFMT, Ino: c.ino}
+		if c.isDir() {
+			finish(c)
+		}
+	}
+}
+
+// headerOffsets returns the offset of each TOC entry's tar header (the
+// first of its headers when PAX or GNU long-name headers precede it): a
+// header starts at the 512-aligned end of the previous entry's data.
+func headerOffsets(files []ztoc.FileEntry) []int64 {
+	order := make([]int, len(files))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		return files[order[a]].UncompressedOffset < files[order[b]].UncompressedOffset
+	})
+	offs := make([]int64, len(files))
+	var next int64
+	for _, i := range order {
+		offs[i] = next
+		end := files[i].UncompressedOffset + files[i].UncompressedSize
+		next = (end + 511) &^ 511
+	}
+	return offs
+}

@@ -1,0 +1,19 @@
+package layer_test
+
+import (
+	"testing"
+
+	"github.com/socikit/socikit/internal/depcheck"
+)
+
+// TestDeps keeps the build side out of the layer filesystem.
+func TestDeps(t *testing.T) {
+	bad, err := depcheck.Forbidden("github.com/socikit/socikit/snapshotter/layer",
+		"github.com/moby/buildkit", "github.com/socikit/socikit/exporter", "github.com/socikit/socikit/frontend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) > 0 {
+		t.Errorf("snapshotter/layer depends on forbidden packages: %v", bad)
+	}
+}

@@ -1,0 +1,230 @@
+package layer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/socikit/socikit/snapshotter/cache"
+	"github.com/socikit/socikit/snapshotter/fs"
+	"github.com/socikit/socikit/snapshotter/remote"
+	"github.com/socikit/socikit/ztoc"
+)
+
+// Source is what a lazy layer is made from.
+type Source struct {
+	// Digest is the layer blob's digest: the cache key.
+	Digest digest.Digest
+	// Ztoc is the layer's zTOC (already fetched and decoded).
+	Ztoc *ztoc.Ztoc
+	// Blob reads the layer blob's compressed bytes (remote.HTTPBlob for a
+	// registry).
+	Blob remote.Blob
+}
+
+// Option configures Mount.
+type Option func(*options) error
+
+type options struct {
+	prefetch     []ztoc.SpanID
+	prefetchWait time.Duration
+	background   *remote.BackgroundOptions
+	fetch        []remote.Option
+	fs           []fs.Option
+}
+
+// DefaultPrefetchWait bounds how long Mount waits for prefetched spans.
+const DefaultPrefetchWait = 10 * time.Second
+
+// WithPrefetch names spans to fetch before Mount returns, waiting at most
+// wait for them (0: DefaultPrefetchWait); the rest arrive later. Default:
+// none.
+func WithPrefetch(spans []ztoc.SpanID, wait time.Duration) Option {
+	return func(o *options) error {
+		if wait < 0 {
+			return fmt.Errorf("prefetch wait %v is negative", wait)
+		}
+		if wait == 0 {
+			wait = DefaultPrefetchWait
+		}
+		o.prefetch, o.prefetchWait = spans, wait
+		return nil
+	}
+}
+
+// WithBackground fetches the rest of the layer in the background after
+// the mount, as bo says. Default: no background fetch.
+func WithBackground(bo remote.BackgroundOptions) Option {
+	return func(o *options) error {
+		if bo.Rate < 0 || bo.Delay < 0 {
+			return fmt.Errorf("bad background options %+v", bo)
+		}
+		o.background = &bo
+		return nil
+	}
+}
+
+// WithFetchOptions passes options to remote.NewFetcher (metrics, jobs,
+// coalescing). Default: none.
+func WithFetchOptions(opts ...remote.Option) Option {
+	return func(o *options) error {
+		o.fetch = append(o.fetch, opts...)
+		return nil
+	}
+}
+
+// WithFSOptions passes options to fs.New. Default: none.
+func WithFSOptions(opts ...fs.Option) Option {
+	return func(o *options) error {
+		o.fs = append(o.fs, opts...)
+		return nil
+	}
+}
+
+// Mounted is a mounted lazy layer.
+type Mounted struct {
+	dir     string
+	fs      *fs.FS
+	fetcher *remote.Fetcher
+	mnt     *fs.Mount
+	cl      *cache.Layer
+
+	bgCancel context.CancelFunc
+	bgDone   chan struct{}
+	bgErr    error
+
+	once      sync.Once
+	unmounted error
+}
+
+// Mount mounts the layer src at mountpoint (an existing empty directory),
+// reading spans through c. It returns once the mount serves, after the
+// prefetch (WithPrefetch) is done or its wait is over. Unmount undoes it.
+// ctx gives values (logger) and bounds the set-up; the mount outlives it.
+func Mount(ctx context.Context, mountpoint string, src Source, c *cache.Cache, opts ...Option) (_ *Mounted, retErr error) {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if src.Ztoc == nil || src.Blob == nil {
+		return nil, errors.New("mount layer: source has no ztoc or blob")
+	}
+	ix, err := ztoc.NewIndex(src.Ztoc)
+	if err != nil {
+		return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
+	}
+	cl, err := c.Acquire(src.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
+	}
+	defer func() {
+		if retErr != nil {
+			cl.Release()
+		}
+	}()
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("layer", src.Digest.String()))
+	f, err := remote.NewFetcher(ctx, ix, src.Blob, cl, o.fetch...)
+	if err != nil {
+		return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
+	}
+	defer func() {
+		if retErr != nil {
+			f.Close()
+		}
+	}()
+	lfs, err := fs.New(src.Ztoc, f, o.fs...)
+	if err != nil {
+		return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
+	}
+	if len(o.prefetch) > 0 {
+		pctx, cancel := context.WithTimeout(ctx, o.prefetchWait)
+		err := f.Prefetch(pctx, o.prefetch)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			log.G(ctx).WithError(err).Warn("prefetch incomplete; spans will be fetched on demand")
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
+	}
+	mnt, err := lfs.Mount(mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	m := &Mounted{dir: mountpoint, fs: lfs, fetcher: f, mnt: mnt, cl: cl, bgDone: make(chan struct{})}
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.bgCancel = cancel
+	if o.background != nil {
+		bo := *o.background
+		go func() {
+			defer close(m.bgDone)
+			m.bgErr = f.Background(bctx, bo)
+			if m.bgErr != nil && bctx.Err() == nil {
+				log.G(bctx).WithError(m.bgErr).Warn("background fetch incomplete")
+			}
+		}()
+	} else {
+		close(m.bgDone)
+	}
+	return m, nil
+}
+
+// Dir returns the mountpoint.
+func (m *Mounted) Dir() string { return m.dir }
+
+// Fetcher returns the layer's fetcher (Prefetch, Progress).
+func (m *Mounted) Fetcher() *remote.Fetcher { return m.fetcher }
+
+// Err returns the last error the filesystem returned to a reader, or nil.
+func (m *Mounted) Err() error { return m.fs.Err() }
+
+// fuseSuperMagic is statfs' f_type of a FUSE mount.
+const fuseSuperMagic = 0x65735546
+
+// Check reports whether the mount still serves: a statfs of the
+// mountpoint, bounded by ctx, must answer and show a FUSE filesystem.
+func (m *Mounted) Check(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() {
+		var st syscall.Statfs_t
+		err := syscall.Statfs(m.dir, &st)
+		if err == nil && st.Type != fuseSuperMagic {
+			err = fmt.Errorf("%s is not a FUSE mount (type %#x)", m.dir, st.Type)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("check layer mount: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("check layer mount %s: %w", m.dir, ctx.Err())
+	}
+}
+
+// Unmount stops the background fetch, unmounts the layer (detaching it if
+// it is busy), stops the fetcher and releases the cache layer. Calling it
+// again returns the first result.
+func (m *Mounted) Unmount() error {
+	m.once.Do(func() {
+		m.bgCancel()
+		uerr := m.mnt.Unmount()
+		<-m.bgDone
+		m.fetcher.Close()
+		m.unmounted = errors.Join(uerr, m.cl.Release())
+	})
+	return m.unmounted
+}
+
+// Progress returns the cached and total spans of the layer.
+func (m *Mounted) Progress() (cached, total int) { return m.fetcher.Progress() }

@@ -1,0 +1,410 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/socikit/socikit/snapshotter/cache"
+	"github.com/socikit/socikit/ztoc"
+)
+
+// SpanID identifies a span of a layer.
+type SpanID = ztoc.SpanID
+
+// ErrClosed is returned by a Fetcher after Close.
+var ErrClosed = errors.New("fetcher closed")
+
+// Fetcher makes a layer's spans available in the cache: it fetches missing
+// spans' compressed bytes from the blob (adjacent missing spans coalesced
+// into one range, concurrent fetches bounded, one fetch per span however
+// many readers wait for it), verifies each against its digest, decompresses
+// it from its checkpoint and stores the result. It is safe for concurrent
+// use.
+type Fetcher struct {
+	ix    *ztoc.Index
+	blob  Blob
+	cache *cache.Layer
+	o     options
+
+	life  context.Context // fetches run under it, not under a reader's ctx
+	close context.CancelFunc
+	wg    sync.WaitGroup
+	sem   chan struct{}
+
+	mu       sync.Mutex
+	inflight map[SpanID]*call
+
+	foreground atomic.Int32 // on-demand reads waiting: background fetch yields
+}
+
+type call struct {
+	done chan struct{}
+	err  error
+}
+
+// NewFetcher returns a Fetcher of the spans of ix, read from blob, stored
+// in c. ctx gives the fetches their values (logger); its cancellation does
+// not stop them (Close does).
+func NewFetcher(ctx context.Context, ix *ztoc.Index, blob Blob, c *cache.Layer, opts ...Option) (*Fetcher, error) {
+	o, err := makeOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if blob.Size() != ix.Ztoc().CompressedArchiveSize {
+		return nil, fmt.Errorf("blob is %d bytes, ztoc says %d", blob.Size(), ix.Ztoc().CompressedArchiveSize)
+	}
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	return &Fetcher{ix: ix, blob: blob, cache: c, o: o, life: life, close: cancel,
+		sem: make(chan struct{}, o.fetchJobs), inflight: make(map[SpanID]*call)}, nil
+}
+
+// Index returns the fetcher's span index.
+func (f *Fetcher) Index() *ztoc.Index { return f.ix }
+
+// Close stops fetches in flight and waits for them. Waiting readers get
+// errors.
+func (f *Fetcher) Close() error {
+	f.close()
+	f.wg.Wait()
+	return nil
+}
+
+// Progress returns how many of the layer's spans are cached, and the total.
+func (f *Fetcher) Progress() (cached, total int) {
+	for id := range f.ix.Spans() {
+		if f.cached(SpanID(id)) {
+			cached++
+		}
+	}
+	return cached, len(f.ix.Spans())
+}
+
+func spanLen(s ztoc.Span) int64 { return s.UncompressedEnd - s.UncompressedStart }
+
+func (f *Fetcher) cached(id SpanID) bool {
+	size, ok := f.cache.Has(id)
+	return ok && size == spanLen(f.ix.Spans()[id])
+}
+
+// Fetch makes spans first..last cached, fetching the missing ones as
+// on-demand reads do.
+func (f *Fetcher) Fetch(ctx context.Context, first, last SpanID) error {
+	if first < 0 || last < first || int(last) >= len(f.ix.Spans()) {
+		return fmt.Errorf("span range %d-%d out of 0-%d", first, last, len(f.ix.Spans())-1)
+	}
+	ids := make([]SpanID, 0, last-first+1)
+	for id := first; id <= last; id++ {
+		ids = append(ids, id)
+	}
+	f.foreground.Add(1)
+	defer f.foreground.Add(-1)
+	return f.ensure(ctx, OnDemand, ids)
+}
+
+// Prefetch makes the given spans cached and waits for them (bound the wait
+// with ctx: fetches go on after it ends). Adjacent spans are coalesced.
+func (f *Fetcher) Prefetch(ctx context.Context, spans []SpanID) error {
+	for _, id := range spans {
+		if id < 0 || int(id) >= len(f.ix.Spans()) {
+			return fmt.Errorf("prefetch span %d out of 0-%d", id, len(f.ix.Spans())-1)
+		}
+	}
+	return f.ensure(ctx, Prefetch, spans)
+}
+
+// ReadAt reads uncompressed bytes [off, off+len(p)) of the layer's tar
+// stream, fetching what is missing. It returns io.EOF if the stream ends
+// first.
+func (f *Fetcher) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	size := f.ix.Ztoc().UncompressedArchiveSize
+	if off < 0 {
+		return 0, fmt.Errorf("read at negative offset %d", off)
+	}
+	if off >= size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	var eof error
+	if rest := size - off; int64(len(p)) > rest {
+		p, eof = p[:rest], io.EOF
+	}
+	if len(p) == 0 {
+		return 0, eof
+	}
+	first, last := f.ix.SpansOf(off, int64(len(p)))
+	if err := f.Fetch(ctx, first, last); err != nil {
+		return 0, err
+	}
+	end := off + int64(len(p))
+	n := 0
+	for id := first; id <= last; id++ {
+		s := f.ix.Spans()[id]
+		lo, hi := max(off, s.UncompressedStart), min(end, s.UncompressedEnd)
+		if lo >= hi {
+			continue
+		}
+		m, err := f.cache.ReadAt(id, p[lo-off:hi-off], lo-s.UncompressedStart)
+		n += m
+		if m != int(hi-lo) {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = fmt.Errorf("cached span %d is short", id)
+			}
+			return n, err
+		}
+	}
+	return n, eof
+}
+
+// ensure makes ids cached: it starts fetches for the missing spans no one
+// fetches yet and waits for those and the ones in flight.
+func (f *Fetcher) ensure(ctx context.Context, kind FetchKind, ids []SpanID) error {
+	if f.life.Err() != nil {
+		return ErrClosed
+	}
+	var wait []*call
+	var miss []SpanID
+	hits := 0
+	f.mu.Lock()
+	for _, id := range ids {
+		if c := f.inflight[id]; c != nil {
+			wait = append(wait, c)
+			continue
+		}
+		if f.cached(id) {
+			hits++
+			continue
+		}
+		c := &call{done: make(chan struct{})}
+		f.inflight[id] = c
+		wait = append(wait, c)
+		miss = append(miss, id)
+	}
+	f.mu.Unlock()
+	if hits > 0 {
+		f.o.metrics.CacheHit(hits)
+	}
+	if len(wait) > 0 {
+		f.o.metrics.CacheMiss(len(wait))
+	}
+	if len(miss) > 0 {
+		f.start(kind, miss)
+	}
+	var errs []error
+	for _, c := range wait {
+		select {
+		case <-c.done:
+			if c.err != nil {
+				errs = append(errs, c.err)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// start fetches the missing spans miss (sorted, registered in inflight):
+// runs of adjacent spans become one range each, and the runs of one call
+// go to the blob together (one multi-range request where the server
+// allows).
+func (f *Fetcher) start(kind FetchKind, miss []SpanID) {
+	spans := f.ix.Spans()
+	var runs [][]SpanID
+	for i, id := range miss {
+		if i > 0 {
+			run := runs[len(runs)-1]
+			prev := run[len(run)-1]
+			if id == prev+1 && spans[id].CompressedEnd-spans[run[0]].CompressedStart <= f.o.maxFetchSize {
+				runs[len(runs)-1] = append(run, id)
+				continue
+			}
+		}
+		runs = append(runs, []SpanID{id})
+	}
+	const runsPerBatch = DefaultMultiRange
+	for len(runs) > 0 {
+		n := min(len(runs), runsPerBatch)
+		batch := runs[:n]
+		runs = runs[n:]
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			select {
+			case f.sem <- struct{}{}:
+			case <-f.life.Done():
+				f.finish(batch, nil, ErrClosed)
+				return
+			}
+			defer func() { <-f.sem }()
+			f.fetchBatch(kind, batch)
+		}()
+	}
+}
+
+func (f *Fetcher) fetchBatch(kind FetchKind, runs [][]SpanID) {
+	spans := f.ix.Spans()
+	ranges := make([]Range, len(runs))
+	var bytes int64
+	nspans := 0
+	for i, run := range runs {
+		start, end := spans[run[0]].CompressedStart, spans[run[len(run)-1]].CompressedEnd
+		ranges[i] = Range{Off: start, Buf: make([]byte, end-start)}
+		bytes += end - start
+		nspans += len(run)
+	}
+	t := time.Now()
+	err := f.blob.ReadRanges(f.life, ranges)
+	f.o.metrics.Fetched(kind, nspans, bytes, time.Since(t), err)
+	if err != nil {
+		err = fmt.Errorf("fetch %d spans (%d bytes): %w", nspans, bytes, err)
+		if f.life.Err() != nil {
+			err = errors.Join(err, ErrClosed)
+		}
+		f.finish(runs, nil, err)
+		return
+	}
+	errs := make(map[SpanID]error)
+	for i, run := range runs {
+		f.store(run, ranges[i].Buf, errs)
+	}
+	f.finish(runs, errs, nil)
+}
+
+// store decompresses and caches a run, recording per-span errors. When the
+// run fails as a whole, its spans are tried one by one so that one bad
+// span does not fail its neighbours.
+func (f *Fetcher) store(run []SpanID, compressed []byte, errs map[SpanID]error) {
+	spans := f.ix.Spans()
+	first, last := run[0], run[len(run)-1]
+	base := spans[first].CompressedStart
+	data, err := f.ix.Decompress(first, last, compressed)
+	if err != nil && first != last {
+		for _, id := range run {
+			s := spans[id]
+			f.store([]SpanID{id}, compressed[s.CompressedStart-base:s.CompressedEnd-base], errs)
+		}
+		return
+	}
+	if err != nil {
+		if errors.Is(err, ztoc.ErrDigestMismatch) {
+			f.o.metrics.VerifyFailed(first)
+			log.G(f.life).WithError(err).WithField("span", first).Error("span failed verification")
+		}
+		errs[first] = fmt.Errorf("span %d: %w", first, err)
+		return
+	}
+	u0 := spans[first].UncompressedStart
+	for _, id := range run {
+		s := spans[id]
+		if err := f.cache.Put(id, data[s.UncompressedStart-u0:s.UncompressedEnd-u0]); err != nil {
+			errs[id] = err
+		}
+	}
+}
+
+func (f *Fetcher) finish(runs [][]SpanID, errs map[SpanID]error, all error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, run := range runs {
+		for _, id := range run {
+			c := f.inflight[id]
+			delete(f.inflight, id)
+			if all != nil {
+				c.err = all
+			} else {
+				c.err = errs[id]
+			}
+			close(c.done)
+		}
+	}
+}
+
+// BackgroundOptions tunes Background.
+type BackgroundOptions struct {
+	// Rate caps the compressed bytes per second fetched; 0 means no cap.
+	Rate int64
+	// Delay is waited before the first fetch.
+	Delay time.Duration
+	// Idle is how long on-demand reads must have stopped before a
+	// background fetch starts; 0 means 20ms.
+	Idle time.Duration
+}
+
+// Background fetches every span not cached yet, in order, one at a time,
+// at most opts.Rate bytes per second, pausing while on-demand reads wait.
+// It returns nil once the whole layer is cached, or ctx's error. The
+// caller runs it in a goroutine it owns. A span that fails is retried
+// after a backoff, up to three times, then skipped.
+func (f *Fetcher) Background(ctx context.Context, opts BackgroundOptions) error {
+	idle := opts.Idle
+	if idle <= 0 {
+		idle = 20 * time.Millisecond
+	}
+	sleep := func(d time.Duration) error {
+		if d <= 0 {
+			return nil
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-f.life.Done():
+			return ErrClosed
+		case <-t.C:
+			return nil
+		}
+	}
+	if err := sleep(opts.Delay); err != nil {
+		return err
+	}
+	var failed []error
+	for id := range f.ix.Spans() {
+		id := SpanID(id)
+		for attempt := 0; ; attempt++ {
+			for f.foreground.Load() > 0 {
+				if err := sleep(idle); err != nil {
+					return err
+				}
+			}
+			if f.cached(id) {
+				break
+			}
+			err := f.ensure(ctx, Background, []SpanID{id})
+			if err == nil {
+				if opts.Rate > 0 {
+					s := f.ix.Spans()[id]
+					d := time.Duration(float64(s.CompressedEnd-s.CompressedStart) / float64(opts.Rate) * float64(time.Second))
+					if err := sleep(d); err != nil {
+						return err
+					}
+				}
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if f.life.Err() != nil {
+				return ErrClosed
+			}
+			if attempt >= 2 {
+				log.G(ctx).WithError(err).WithField("span", id).Warn("background fetch: giving up on span")
+				failed = append(failed, err)
+				break
+			}
+			if err := sleep(time.Second << attempt); err != nil {
+				return err
+			}
+		}
+	}
+	return errors.Join(failed...)
+}

@@ -1,0 +1,100 @@
+package remote
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// FetchKind tells why spans were fetched.
+type FetchKind uint8
+
+// The kinds of fetches.
+const (
+	// OnDemand fetches serve a read that waits for them.
+	OnDemand FetchKind = iota
+	// Prefetch fetches serve Prefetch (spans named by the index).
+	Prefetch
+	// Background fetches fill the rest of the layer.
+	Background
+)
+
+var kindNames = [...]string{OnDemand: "on-demand", Prefetch: "prefetch", Background: "background"}
+
+// String returns "on-demand", "prefetch" or "background".
+func (k FetchKind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("FetchKind(%d)", uint8(k))
+}
+
+// ParseFetchKind parses the String form of a FetchKind.
+func ParseFetchKind(s string) (FetchKind, error) {
+	for i, n := range kindNames {
+		if n == s {
+			return FetchKind(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown fetch kind %q", s)
+}
+
+// Metrics receives the events of a Fetcher. Implementations must be safe
+// for concurrent use and fast: they are called on the read path. Counters
+// is one; a Prometheus adapter is another.
+type Metrics interface {
+	// Fetched is called once per range of spans fetched from the blob,
+	// with the compressed bytes transferred and the time taken; err is
+	// nil on success.
+	Fetched(kind FetchKind, spans int, bytes int64, d time.Duration, err error)
+	// CacheHit and CacheMiss count spans a read found cached or not.
+	CacheHit(spans int)
+	CacheMiss(spans int)
+	// VerifyFailed is called for each span whose bytes did not match its
+	// digest.
+	VerifyFailed(id SpanID)
+}
+
+// Counters is a Metrics that counts, with atomic counters. Its zero value
+// is ready to use.
+type Counters struct {
+	Fetches       [3]atomic.Int64 // by FetchKind
+	FetchErrors   atomic.Int64
+	FetchedSpans  atomic.Int64
+	FetchedBytes  atomic.Int64 // compressed bytes transferred
+	FetchNanos    atomic.Int64
+	Hits, Misses  atomic.Int64
+	VerifyFailure atomic.Int64
+}
+
+var _ Metrics = (*Counters)(nil)
+
+// Fetched implements Metrics.
+func (c *Counters) Fetched(kind FetchKind, spans int, bytes int64, d time.Duration, err error) {
+	if int(kind) < len(c.Fetches) {
+		c.Fetches[kind].Add(1)
+	}
+	if err != nil {
+		c.FetchErrors.Add(1)
+		return
+	}
+	c.FetchedSpans.Add(int64(spans))
+	c.FetchedBytes.Add(bytes)
+	c.FetchNanos.Add(int64(d))
+}
+
+// CacheHit implements Metrics.
+func (c *Counters) CacheHit(spans int) { c.Hits.Add(int64(spans)) }
+
+// CacheMiss implements Metrics.
+func (c *Counters) CacheMiss(spans int) { c.Misses.Add(int64(spans)) }
+
+// VerifyFailed implements Metrics.
+func (c *Counters) VerifyFailed(SpanID) { c.VerifyFailure.Add(1) }
+
+type nopMetrics struct{}
+
+func (nopMetrics) Fetched(FetchKind, int, int64, time.Duration, error) {}
+func (nopMetrics) CacheHit(int)                                        {}
+func (nopMetrics) CacheMiss(int)                                       {}
+func (nopMetrics) VerifyFailed(SpanID)                                 {}

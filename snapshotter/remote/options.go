@@ -1,0 +1,195 @@
+package remote
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+)
+
+// Option configures NewHTTPBlob, NewRegistryBlob and NewFetcher; each
+// ignores the options that are not its own.
+type Option func(*options) error
+
+type options struct {
+	retries    int
+	backoff    time.Duration
+	timeout    time.Duration
+	maxRequest int64
+	jobs       int
+	multiRange int
+	transport  http.RoundTripper
+	keychain   authn.Keychain
+
+	metrics      Metrics
+	fetchJobs    int
+	maxFetchSize int64
+}
+
+// Defaults of the blob options.
+const (
+	// DefaultRetries is how often a failed request is retried.
+	DefaultRetries = 4
+	// DefaultBackoff is the first retry delay; it doubles (with jitter).
+	DefaultBackoff = 200 * time.Millisecond
+	// DefaultRequestTimeout bounds each attempt (connect, headers and
+	// body): a registry that stops answering gives an error, not a hang.
+	DefaultRequestTimeout = 60 * time.Second
+	// DefaultMaxRequestSize splits larger ranges into several requests so
+	// that one slow response does not hold everything and the timeout
+	// stays meaningful.
+	DefaultMaxRequestSize = 32 << 20
+	// DefaultBlobJobs bounds the parallel requests of one ReadRanges.
+	DefaultBlobJobs = 4
+	// DefaultMultiRange is the most ranges sent in one multi-range request.
+	DefaultMultiRange = 16
+)
+
+// WithRetries sets how often a failed request is retried. Default
+// DefaultRetries.
+func WithRetries(n int) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("retries %d is negative", n)
+		}
+		o.retries = n
+		return nil
+	}
+}
+
+// WithBackoff sets the first retry delay. Default DefaultBackoff.
+func WithBackoff(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("backoff %v is negative", d)
+		}
+		o.backoff = d
+		return nil
+	}
+}
+
+// WithRequestTimeout bounds each request attempt. Default
+// DefaultRequestTimeout.
+func WithRequestTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("request timeout %v is not positive", d)
+		}
+		o.timeout = d
+		return nil
+	}
+}
+
+// WithMaxRequestSize caps the bytes asked in one request. Default
+// DefaultMaxRequestSize.
+func WithMaxRequestSize(n int64) Option {
+	return func(o *options) error {
+		if n < 4096 {
+			return fmt.Errorf("max request size %d is below 4096", n)
+		}
+		o.maxRequest = n
+		return nil
+	}
+}
+
+// WithBlobJobs bounds the parallel requests of one ReadRanges. Default
+// DefaultBlobJobs.
+func WithBlobJobs(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("jobs %d is below 1", n)
+		}
+		o.jobs = n
+		return nil
+	}
+}
+
+// WithMultiRange sets the most ranges asked in one multi-range request; 1
+// disables multi-range requests. Servers that answer one with anything
+// but multipart/byteranges or a single covering range are asked range by
+// range from then on. Default DefaultMultiRange.
+func WithMultiRange(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("multi-range %d is below 1", n)
+		}
+		o.multiRange = n
+		return nil
+	}
+}
+
+// WithTransport sets the base round tripper of NewRegistryBlob (it adds
+// registry authentication on top). Default remote.DefaultTransport.
+func WithTransport(rt http.RoundTripper) Option {
+	return func(o *options) error {
+		o.transport = rt
+		return nil
+	}
+}
+
+// WithKeychain sets where NewRegistryBlob finds credentials. Default
+// authn.DefaultKeychain (the docker config).
+func WithKeychain(k authn.Keychain) Option {
+	return func(o *options) error {
+		o.keychain = k
+		return nil
+	}
+}
+
+func makeOptions(opts []Option) (options, error) {
+	o := options{retries: DefaultRetries, backoff: DefaultBackoff, timeout: DefaultRequestTimeout,
+		maxRequest: DefaultMaxRequestSize, jobs: DefaultBlobJobs, multiRange: DefaultMultiRange,
+		keychain: authn.DefaultKeychain, metrics: nopMetrics{}, fetchJobs: DefaultFetchJobs, maxFetchSize: DefaultMaxFetchSize}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// Defaults of the fetcher options.
+const (
+	// DefaultFetchJobs bounds the concurrent fetches of a Fetcher.
+	DefaultFetchJobs = 4
+	// DefaultMaxFetchSize caps the compressed bytes of one run of adjacent
+	// spans fetched together: coalescing saves round trips, but a read
+	// waits for its whole run.
+	DefaultMaxFetchSize = 16 << 20
+)
+
+// WithMetrics sets where a Fetcher reports. Default: nowhere.
+func WithMetrics(m Metrics) Option {
+	return func(o *options) error {
+		if m == nil {
+			m = nopMetrics{}
+		}
+		o.metrics = m
+		return nil
+	}
+}
+
+// WithFetchJobs bounds the concurrent fetches of a Fetcher. Default
+// DefaultFetchJobs.
+func WithFetchJobs(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("fetch jobs %d is below 1", n)
+		}
+		o.fetchJobs = n
+		return nil
+	}
+}
+
+// WithMaxFetchSize caps the compressed bytes of adjacent missing spans a
+// Fetcher coalesces into one range. Default DefaultMaxFetchSize.
+func WithMaxFetchSize(n int64) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("max fetch size %d is below 1", n)
+		}
+		o.maxFetchSize = n
+		return nil
+	}
+}

@@ -1,0 +1,193 @@
+package service
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+	"github.com/sirupsen/logrus"
+)
+
+// Defaults of Config.
+const (
+	// DefaultRoot holds the metadata, snapshots and span cache.
+	DefaultRoot = "/var/lib/socikit-snapshotter"
+	// DefaultAddress is the snapshots gRPC socket containerd's proxy_plugins
+	// entry points at.
+	DefaultAddress = "/run/socikit-snapshotter/socikit-snapshotter.sock"
+	// DefaultLogLevel is the logrus level.
+	DefaultLogLevel = "info"
+	// DefaultDiscoveryTimeout bounds the registry round trips of finding
+	// an index; past it the layer is unpacked instead.
+	DefaultDiscoveryTimeout = Duration(10 * time.Second)
+)
+
+// Config is the daemon's TOML configuration. Every field has a usable
+// default (see DefaultConfig); an empty file is a valid configuration.
+//
+//	root = "/var/lib/socikit-snapshotter"
+//	address = "/run/socikit-snapshotter/socikit-snapshotter.sock"
+//	log_level = "info"
+//	metrics_address = "127.0.0.1:9101"   # empty: no metrics endpoint
+//
+//	[registry]
+//	plain_http = ["registry.local:5000"] # hosts reached over plain HTTP
+//
+//	[discovery]
+//	enable_v1 = false                    # v1 indexes through referrers
+//	timeout = "10s"
+//
+//	[snapshotter]
+//	mount_options = []                   # extra overlayfs options
+//
+//	[lazy]
+//	disable = false                      # true: unpack every layer
+//	cache_max_size = 0                   # bytes; 0: no limit
+//	prefetch_wait = "10s"
+//	background_rate = 0                  # bytes/s; 0: no background fetch
+//	background_delay = "5s"
+type Config struct {
+	// Root is the state directory (default DefaultRoot).
+	Root string `toml:"root"`
+	// Address is the unix socket of the gRPC API (default DefaultAddress).
+	Address string `toml:"address"`
+	// LogLevel is a logrus level: trace, debug, info, warn, error (default
+	// DefaultLogLevel).
+	LogLevel string `toml:"log_level"`
+	// MetricsAddress is a host:port serving /metrics (Prometheus text) and
+	// /debug/vars; empty (the default) serves nothing.
+	MetricsAddress string `toml:"metrics_address"`
+
+	Registry    RegistryConfig    `toml:"registry"`
+	Discovery   DiscoveryConfig   `toml:"discovery"`
+	Snapshotter SnapshotterConfig `toml:"snapshotter"`
+	Lazy        LazyConfig        `toml:"lazy"`
+}
+
+// LazyConfig configures lazy layers.
+type LazyConfig struct {
+	// Disable turns lazy loading off: every layer is unpacked (default
+	// false).
+	Disable bool `toml:"disable"`
+	// CacheMaxSize is the soft size limit in bytes of the span cache under
+	// Root/cache; layers not mounted are evicted past it (default 0: no
+	// limit).
+	CacheMaxSize int64 `toml:"cache_max_size"`
+	// PrefetchWait bounds the wait for the index's prefetch spans before a
+	// mount is handed over (default 10s).
+	PrefetchWait Duration `toml:"prefetch_wait"`
+	// BackgroundRate caps the bytes per second fetched in the background
+	// after a mount to complete the layer (default 0: no background fetch).
+	BackgroundRate int64 `toml:"background_rate"`
+	// BackgroundDelay is waited after a mount before the background fetch
+	// starts (default 5s).
+	BackgroundDelay Duration `toml:"background_delay"`
+}
+
+// RegistryConfig configures registry access. Credentials come from the
+// docker config (~/.docker/config.json) of the daemon's user.
+type RegistryConfig struct {
+	// PlainHTTP lists registry hosts (host or host:port) reached over
+	// plain HTTP. Loopback and RFC 1918 hosts and localhost always are
+	// (go-containerregistry's rule). Default: none.
+	PlainHTTP []string `toml:"plain_http"`
+}
+
+// DiscoveryConfig configures how SOCI indexes are found.
+type DiscoveryConfig struct {
+	// EnableV1 also looks for v1 indexes through the referrers API and
+	// its tag fallback (default false; see the package doc for why).
+	EnableV1 bool `toml:"enable_v1"`
+	// Timeout bounds discovery for one image (default
+	// DefaultDiscoveryTimeout).
+	Timeout Duration `toml:"timeout"`
+}
+
+// SnapshotterConfig configures the overlayfs side.
+type SnapshotterConfig struct {
+	// MountOptions are extra overlayfs mount options (default none).
+	MountOptions []string `toml:"mount_options"`
+}
+
+// Duration is a time.Duration written in TOML as a string ("10s").
+type Duration time.Duration
+
+// UnmarshalText parses a time.ParseDuration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as time.Duration.String does.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// String formats the duration as time.Duration does.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// DefaultConfig returns the configuration an empty file gives.
+func DefaultConfig() Config {
+	return Config{
+		Root:      DefaultRoot,
+		Address:   DefaultAddress,
+		LogLevel:  DefaultLogLevel,
+		Discovery: DiscoveryConfig{Timeout: DefaultDiscoveryTimeout},
+		Lazy:      LazyConfig{PrefetchWait: Duration(10 * time.Second), BackgroundDelay: Duration(5 * time.Second)},
+	}
+}
+
+// LoadConfig reads a TOML file over DefaultConfig. Unknown keys are errors,
+// so a misspelt setting is not silently ignored. path "" gives the defaults.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	if path == "" {
+		return c, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("read config: %w", err)
+	}
+	dec := toml.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the values LoadConfig cannot type-check.
+func (c Config) Validate() error {
+	if c.Root == "" || c.Address == "" {
+		return fmt.Errorf("config: root and address must not be empty")
+	}
+	if _, err := logrus.ParseLevel(c.LogLevel); err != nil {
+		return fmt.Errorf("config: log_level: %w", err)
+	}
+	if c.Discovery.Timeout <= 0 {
+		return fmt.Errorf("config: discovery.timeout must be positive")
+	}
+	if slices.Contains(c.Registry.PlainHTTP, "") {
+		return fmt.Errorf("config: registry.plain_http has an empty host")
+	}
+	return nil
+}
+
+// Override returns c with the non-empty flag values in place of its own.
+func (c Config) Override(root, address, logLevel string) Config {
+	if root != "" {
+		c.Root = root
+	}
+	if address != "" {
+		c.Address = address
+	}
+	if logLevel != "" {
+		c.LogLevel = logLevel
+	}
+	return c
+}

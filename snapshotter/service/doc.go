@@ -1,0 +1,27 @@
+// Package service wires socikit's snapshotter daemon: it reads the TOML
+// [Config], finds the SOCI index of the image a layer belongs to
+// ([Discoverer]), builds the [snapshot.FileSystem] that mounts indexed layers
+// lazily (through a [LayerMounter], the layer filesystem's seam), and serves
+// containerd's snapshots gRPC API on a unix socket ([Run]).
+//
+// # Index discovery
+//
+// For a layer that containerd prepares with the remote snapshot labels, the
+// index is looked for in this order:
+//
+//  1. the explicit label containerd.io/snapshot/remote/soci.index.digest
+//     (upstream SOCI's label), fetched from the image's repository;
+//  2. a v2 index: the com.amazon.soci.index-digest annotation of the image
+//     manifest, fetched by the digest containerd names (cri.manifest-digest),
+//     so the index is bound to the image digest the user pulled;
+//  3. a v1 index: a referrer of the manifest with the v1 artifact type,
+//     through the referrers API or the sha256-<hex> tag fallback. Off by
+//     default (Config.Discovery.EnableV1), as in upstream SOCI since v0.10:
+//     a referrer is not covered by the image digest, so anyone who can push
+//     to the repository can attach an index that changes which bytes the
+//     snapshotter serves for a signed image, and the lookup costs one or two
+//     more registry round trips for every image that has no index.
+//
+// Results are cached per image manifest, so the layers of one pull share
+// one discovery.
+package service

@@ -1,0 +1,134 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/containerd/log"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/socikit/socikit/internal/image"
+	"github.com/socikit/socikit/snapshotter/cache"
+	"github.com/socikit/socikit/snapshotter/layer"
+	"github.com/socikit/socikit/snapshotter/remote"
+	"github.com/socikit/socikit/soci"
+	"github.com/socikit/socikit/ztoc"
+)
+
+// Layers is the LayerMounter of the daemon: FUSE mounts of indexed layers
+// (snapshotter/layer) sharing one span cache under Root/cache and one set
+// of fetch counters.
+type Layers struct {
+	c        Config
+	cache    *cache.Cache
+	rt       http.RoundTripper
+	counters *remote.Counters
+
+	mu     sync.Mutex
+	mounts map[string]*layer.Mounted
+}
+
+var _ LayerMounter = (*Layers)(nil)
+
+// NewLayers opens the span cache and returns the lazy layer filesystem. It
+// is the default NewLayerMounter of the daemon.
+func NewLayers(_ context.Context, c Config) (LayerMounter, error) {
+	var opts []cache.Option
+	if c.Lazy.CacheMaxSize > 0 {
+		opts = append(opts, cache.WithMaxSize(c.Lazy.CacheMaxSize))
+	}
+	ca, err := cache.Open(c.Root+"/cache", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open span cache: %w", err)
+	}
+	return &Layers{c: c, cache: ca, counters: &remote.Counters{}, mounts: map[string]*layer.Mounted{}}, nil
+}
+
+// MountLayer fetches the layer's zTOC (and prefetch list) and mounts it.
+func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) error {
+	reg, err := image.OpenRegistry(l.Repo.Digest(l.Desc.Digest.String()), ls.rt)
+	if err != nil {
+		return err
+	}
+	zb, err := image.ReadBlob(ctx, reg, l.Ztoc, image.MaxZtocSize)
+	if err != nil {
+		return fmt.Errorf("fetch zTOC %s: %w", l.Ztoc.Digest, err)
+	}
+	z, err := ztoc.Unmarshal(zb)
+	if err != nil {
+		return fmt.Errorf("zTOC %s: %w", l.Ztoc.Digest, err)
+	}
+	if z.CompressedArchiveSize != l.Desc.Size {
+		return fmt.Errorf("zTOC %s describes %d compressed bytes, layer %s has %d", l.Ztoc.Digest, z.CompressedArchiveSize, l.Desc.Digest, l.Desc.Size)
+	}
+	blob, err := remote.NewRegistryBlob(ctx, l.Repo, l.Desc.Digest, l.Desc.Size)
+	if err != nil {
+		return err
+	}
+	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(ls.counters))}
+	if l.Prefetch != nil {
+		spans, err := prefetchSpans(ctx, reg, *l.Prefetch)
+		if err != nil {
+			log.G(ctx).WithError(err).Warn("ignore prefetch list")
+		} else {
+			opts = append(opts, layer.WithPrefetch(spans, time.Duration(ls.c.Lazy.PrefetchWait)))
+		}
+	}
+	if ls.c.Lazy.BackgroundRate > 0 {
+		opts = append(opts, layer.WithBackground(remote.BackgroundOptions{Rate: ls.c.Lazy.BackgroundRate, Delay: time.Duration(ls.c.Lazy.BackgroundDelay)}))
+	}
+	m, err := layer.Mount(ctx, mountpoint, layer.Source{Digest: l.Desc.Digest, Ztoc: z, Blob: blob}, ls.cache, opts...)
+	if err != nil {
+		return fmt.Errorf("mount layer %s: %w", l.Desc.Digest, err)
+	}
+	ls.mu.Lock()
+	ls.mounts[mountpoint] = m
+	ls.mu.Unlock()
+	log.G(ctx).WithField("layer", l.Desc.Digest).WithField("mountpoint", mountpoint).WithField("index", l.Index.Digest).Info("layer mounted lazily")
+	return nil
+}
+
+func prefetchSpans(ctx context.Context, reg *image.Registry, d ocispec.Descriptor) ([]ztoc.SpanID, error) {
+	b, err := image.ReadBlob(ctx, reg, d, soci.MaxDocumentSize)
+	if err != nil {
+		return nil, err
+	}
+	p, err := soci.ParsePrefetch(b)
+	if err != nil {
+		return nil, err
+	}
+	var spans []ztoc.SpanID
+	for _, s := range p.Spans {
+		for id := s.StartSpan; id <= s.EndSpan; id++ {
+			spans = append(spans, id)
+		}
+	}
+	return spans, nil
+}
+
+// Check reports whether the layer at mountpoint is still served.
+func (ls *Layers) Check(ctx context.Context, mountpoint string) error {
+	ls.mu.Lock()
+	m := ls.mounts[mountpoint]
+	ls.mu.Unlock()
+	if m == nil {
+		return errors.New("not mounted by this process")
+	}
+	return m.Check(ctx)
+}
+
+// Unmount unmounts the layer at mountpoint.
+func (ls *Layers) Unmount(_ context.Context, mountpoint string) error {
+	ls.mu.Lock()
+	m := ls.mounts[mountpoint]
+	delete(ls.mounts, mountpoint)
+	ls.mu.Unlock()
+	if m == nil {
+		return nil
+	}
+	return m.Unmount()
+}

@@ -1,0 +1,74 @@
+package service
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/socikit/socikit/snapshotter/snapshot"
+)
+
+// LayerMounter mounts one indexed layer lazily (FUSE over spans fetched from
+// the registry) on an empty directory. The layer filesystem implements it;
+// the daemon gets one through WithLayerMounter. Its lifecycle is that of
+// snapshot.FileSystem, with the index already found: MountLayer must leave
+// nothing mounted when it fails.
+type LayerMounter interface {
+	MountLayer(ctx context.Context, mountpoint string, l Layer) error
+	Check(ctx context.Context, mountpoint string) error
+	Unmount(ctx context.Context, mountpoint string) error
+}
+
+// NewLayerMounter builds the LayerMounter of a daemon from its
+// configuration (Config.Root holds the daemon's state; a span cache belongs
+// under Root/cache).
+type NewLayerMounter func(ctx context.Context, c Config) (LayerMounter, error)
+
+// FileSystem is the snapshot.FileSystem of the daemon: it finds the SOCI
+// index of a layer's image and hands the indexed layer to a LayerMounter.
+type FileSystem struct {
+	d *Discoverer
+	m LayerMounter
+}
+
+var _ snapshot.FileSystem = (*FileSystem)(nil)
+
+// NewFileSystem returns a FileSystem. With a nil LayerMounter every Mount
+// fails with snapshot.ErrNotIndexed before any registry traffic, so every
+// layer is unpacked (the full-pull path).
+func NewFileSystem(d *Discoverer, m LayerMounter) *FileSystem {
+	return &FileSystem{d: d, m: m}
+}
+
+// Mount finds the layer's index and mounts the layer lazily.
+func (f *FileSystem) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
+	if f.m == nil {
+		return fmt.Errorf("no lazy layer filesystem in this daemon: %w", snapshot.ErrNotIndexed)
+	}
+	found, err := f.d.Find(ctx, labels)
+	if err != nil {
+		return err
+	}
+	l, err := found.Layer(digest.Digest(labels[snapshot.LabelLayerDigest]))
+	if err != nil {
+		return err
+	}
+	return f.m.MountLayer(ctx, mountpoint, l)
+}
+
+// Check asks the LayerMounter whether the mount is still served.
+func (f *FileSystem) Check(ctx context.Context, mountpoint string, _ map[string]string) error {
+	if f.m == nil {
+		return snapshot.ErrNotIndexed
+	}
+	return f.m.Check(ctx, mountpoint)
+}
+
+// Unmount unmounts a layer.
+func (f *FileSystem) Unmount(ctx context.Context, mountpoint string) error {
+	if f.m == nil {
+		return nil
+	}
+	return f.m.Unmount(ctx, mountpoint)
+}

@@ -1,0 +1,179 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"expvar"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/v2/contrib/snapshotservice"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/log"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/socikit/socikit/snapshotter/remote"
+	"github.com/socikit/socikit/snapshotter/snapshot"
+)
+
+// Option configures Run.
+type Option func(*options) error
+
+type options struct {
+	newMounter NewLayerMounter
+	transport  http.RoundTripper
+	ready      func(address string)
+}
+
+// WithLayerMounter sets the constructor of the lazy layer filesystem
+// (default none: every layer is unpacked by containerd).
+func WithLayerMounter(f NewLayerMounter) Option {
+	return func(o *options) error {
+		o.newMounter = f
+		return nil
+	}
+}
+
+// WithTransport sets the base HTTP transport of registry requests (default
+// go-containerregistry's remote.DefaultTransport).
+func WithTransport(rt http.RoundTripper) Option {
+	return func(o *options) error {
+		o.transport = rt
+		return nil
+	}
+}
+
+// WithReady registers a function called once the socket accepts
+// connections (default none); tests use it instead of polling.
+func WithReady(f func(address string)) Option {
+	return func(o *options) error {
+		o.ready = f
+		return nil
+	}
+}
+
+// Run serves the snapshotter described by c until ctx is done, then stops
+// gracefully and unmounts its remote layers (they are mounted again on the
+// next start).
+func Run(ctx context.Context, c Config, opts ...Option) error {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return err
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if err := log.SetLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.Root, 0o700); err != nil {
+		return fmt.Errorf("create root: %w", err)
+	}
+	var m LayerMounter
+	if o.newMounter != nil {
+		var err error
+		if m, err = o.newMounter(ctx, c); err != nil {
+			return fmt.Errorf("start layer filesystem: %w", err)
+		}
+	}
+	counters := &remote.Counters{}
+	if l, ok := m.(*Layers); ok {
+		l.rt = o.transport
+		counters = l.counters
+	}
+	fsys := NewFileSystem(NewDiscoverer(c, o.transport), m)
+	sn, err := snapshot.New(ctx, c.Root, fsys, snapshot.WithMountOptions(c.Snapshotter.MountOptions...))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := sn.Close(); err != nil {
+			log.G(ctx).WithError(err).Warn("close snapshotter")
+		}
+	}()
+
+	l, err := listen(c.Address)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(defaultNamespace))
+	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
+
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(l) }()
+	var hs *http.Server
+	if c.MetricsAddress != "" {
+		ml, err := net.Listen("tcp", c.MetricsAddress)
+		if err != nil {
+			srv.Stop()
+			<-errc
+			return fmt.Errorf("listen for metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/debug/vars", expvar.Handler())
+		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) { writeMetrics(w, counters) })
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := hs.Serve(ml); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	log.G(ctx).WithField("address", c.Address).WithField("root", c.Root).Info("socikit-snapshotter serving")
+	if o.ready != nil {
+		o.ready(c.Address)
+	}
+	select {
+	case <-ctx.Done():
+		err = nil
+	case err = <-errc:
+	}
+	if hs != nil {
+		_ = hs.Close()
+	}
+	srv.GracefulStop()
+	_ = os.Remove(c.Address)
+	return err
+}
+
+// listen opens the unix socket, replacing a stale one.
+func listen(address string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(address), 0o700); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if err := os.Remove(address); err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	l, err := net.Listen("unix", address)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", address, err)
+	}
+	return l, nil
+}
+
+// defaultNamespace gives requests without a containerd namespace
+// snapshot.DefaultNamespace (containerd 1.6 drops it on proxy snapshotter
+// calls, containerd#6061).
+func defaultNamespace(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if md, ok := metadata.FromIncomingContext(ctx); !ok || len(md.Get(namespaces.GRPCHeader)) == 0 {
+		ctx = namespaces.WithNamespace(ctx, snapshot.DefaultNamespace)
+	}
+	return h(ctx, req)
+}
+
+// DefaultOptions are the options of the socikit-snapshotter command: the
+// lazy layer filesystem (NewLayers) unless the configuration disables it.
+func DefaultOptions(c Config) []Option {
+	if c.Lazy.Disable {
+		return nil
+	}
+	return []Option{WithLayerMounter(NewLayers)}
+}

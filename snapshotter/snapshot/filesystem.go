@@ -1,0 +1,71 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+)
+
+// FileSystem mounts image layers lazily. It is the seam between the
+// snapshotter and the layer filesystem (FUSE over spans fetched from the
+// registry): the snapshotter owns the mountpoints and the metadata, the
+// FileSystem owns what is mounted on them.
+//
+// Lifecycle: Mount is called once per remote snapshot, on an empty
+// directory, with the labels containerd passed to Prepare (after a restart,
+// with the labels stored at commit). Check is called before the layer is
+// used as a parent; an error there makes the snapshotter call Mount again.
+// Unmount is called before the snapshot's directory is removed, and on Close.
+//
+// Mount must leave nothing mounted when it fails. A FileSystem that cannot
+// mount a layer lazily (no index, layer too small) returns an error matching
+// [ErrNotIndexed] so the snapshotter falls back to a normal unpack quietly;
+// other errors fall back too but are logged as warnings.
+//
+// Optional capabilities are separate interfaces found by type assertion
+// (none yet), so this one stays at three methods.
+type FileSystem interface {
+	Mount(ctx context.Context, mountpoint string, labels map[string]string) error
+	Check(ctx context.Context, mountpoint string, labels map[string]string) error
+	Unmount(ctx context.Context, mountpoint string) error
+}
+
+// ErrNotIndexed reports that a layer cannot be mounted lazily and must be
+// unpacked: the image has no SOCI index, or the index has no zTOC for it.
+var ErrNotIndexed = errors.New("layer is not indexed")
+
+// NoFileSystem mounts nothing: every Mount fails with ErrNotIndexed, so every
+// layer takes containerd's normal download-and-unpack path.
+type NoFileSystem struct{}
+
+var _ FileSystem = NoFileSystem{}
+
+// Mount returns ErrNotIndexed.
+func (NoFileSystem) Mount(context.Context, string, map[string]string) error { return ErrNotIndexed }
+
+// Check returns ErrNotIndexed.
+func (NoFileSystem) Check(context.Context, string, map[string]string) error { return ErrNotIndexed }
+
+// Unmount does nothing.
+func (NoFileSystem) Unmount(context.Context, string) error { return nil }
+
+// Labels containerd sets on the Prepare of an image layer, and ours.
+const (
+	// LabelTargetRef (snapshot name) is the name under which a prepared
+	// layer will be committed (snapshots.LabelSnapshotRef).
+	LabelTargetRef = "containerd.io/snapshot.ref"
+	// LabelImageRef (image reference) names the image being pulled.
+	LabelImageRef = "containerd.io/snapshot/cri.image-ref"
+	// LabelManifestDigest (digest) is the platform image manifest.
+	LabelManifestDigest = "containerd.io/snapshot/cri.manifest-digest"
+	// LabelLayerDigest (digest) is the compressed layer being prepared.
+	LabelLayerDigest = "containerd.io/snapshot/cri.layer-digest"
+	// LabelImageLayers (comma-separated digests) lists the image's layers
+	// from this one up, as far as the label size limit allows.
+	LabelImageLayers = "containerd.io/snapshot/cri.image-layers"
+	// LabelIndexDigest (digest) names the SOCI index explicitly, skipping
+	// discovery (upstream SOCI's label).
+	LabelIndexDigest = "containerd.io/snapshot/remote/soci.index.digest"
+	// LabelRemote (any value) marks a committed snapshot whose fs directory
+	// is a FileSystem mount; stargz uses the same key.
+	LabelRemote = "containerd.io/snapshot/remote"
+)

@@ -1,0 +1,607 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots/storage"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/plugins/snapshots/overlay/overlayutils"
+	"github.com/containerd/continuity/fs"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+)
+
+// DefaultNamespace is given to requests that arrive without a containerd
+// namespace: containerd 1.6 drops it on some proxy snapshotter calls
+// (containerd#6061), and a FileSystem may want one for its logs and caches.
+const DefaultNamespace = "default"
+
+// remoteValue is the value of LabelRemote.
+const remoteValue = "remote snapshot"
+
+// Snapshotter is an overlayfs snapshotter with remote (lazily mounted)
+// snapshots. It implements snapshots.Snapshotter and snapshots.Cleaner.
+type Snapshotter struct {
+	root    string
+	ms      *storage.MetaStore
+	fs      FileSystem
+	options []string
+
+	mu      sync.Mutex
+	mounted map[string]bool // FileSystem mountpoints we mounted
+}
+
+var (
+	_ snapshots.Snapshotter = (*Snapshotter)(nil)
+	_ snapshots.Cleaner     = (*Snapshotter)(nil)
+)
+
+// Option configures New.
+type Option func(*options) error
+
+type options struct {
+	mountOptions []string
+}
+
+// WithMountOptions adds overlayfs mount options to every overlay mount
+// (default: none besides "index=off" where the kernel supports it and
+// "userxattr" where the root needs it, as containerd's overlay snapshotter).
+func WithMountOptions(opts ...string) Option {
+	return func(o *options) error {
+		for _, s := range opts {
+			if s == "" || strings.ContainsAny(s, ",") {
+				return fmt.Errorf("overlay mount option %q: must be one non-empty option", s)
+			}
+		}
+		o.mountOptions = append(o.mountOptions, opts...)
+		return nil
+	}
+}
+
+// New opens (or creates) a snapshotter rooted at root. fsys mounts remote
+// layers; nil means none (every layer is unpacked). Remote snapshots found in
+// the metadata are mounted again; a failure there is logged and retried when
+// the snapshot is next used as a parent.
+func New(ctx context.Context, root string, fsys FileSystem, opts ...Option) (*Snapshotter, error) {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if fsys == nil {
+		fsys = NoFileSystem{}
+	}
+	if err := os.MkdirAll(filepath.Join(root, "snapshots"), 0o700); err != nil {
+		return nil, fmt.Errorf("create snapshotter root: %w", err)
+	}
+	supportsDType, err := fs.SupportsDType(root)
+	if err != nil {
+		return nil, fmt.Errorf("check d_type support of %s: %w", root, err)
+	}
+	if !supportsDType {
+		return nil, fmt.Errorf("%s does not support d_type, which overlayfs needs", root)
+	}
+	ms, err := storage.NewMetaStore(filepath.Join(root, "metadata.db"))
+	if err != nil {
+		return nil, fmt.Errorf("open metadata: %w", err)
+	}
+	mountOpts := o.mountOptions
+	if !hasOption(mountOpts, "userxattr") {
+		userxattr, err := overlayutils.NeedsUserXAttr(root)
+		if err != nil {
+			log.G(ctx).WithError(err).Warnf("cannot detect whether overlay needs userxattr, assuming %v", userxattr)
+		}
+		if userxattr {
+			mountOpts = append(mountOpts, "userxattr")
+		}
+	}
+	if !hasOption(mountOpts, "index") {
+		if _, err := os.Stat("/sys/module/overlay/parameters/index"); err == nil {
+			mountOpts = append(mountOpts, "index=off")
+		}
+	}
+	s := &Snapshotter{root: root, ms: ms, fs: fsys, options: mountOpts, mounted: map[string]bool{}}
+	s.restore(withNamespace(ctx))
+	return s, nil
+}
+
+func hasOption(options []string, key string) bool {
+	for _, o := range options {
+		if k, _, _ := strings.Cut(o, "="); k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// withNamespace gives ctx DefaultNamespace unless it has one.
+func withNamespace(ctx context.Context) context.Context {
+	if _, ok := namespaces.Namespace(ctx); ok {
+		return ctx
+	}
+	return namespaces.WithNamespace(ctx, DefaultNamespace)
+}
+
+// restore mounts the remote snapshots of the metadata again.
+func (s *Snapshotter) restore(ctx context.Context) {
+	type remote struct {
+		id     string
+		labels map[string]string
+	}
+	var rs []remote
+	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
+		return storage.WalkInfo(ctx, func(ctx context.Context, info snapshots.Info) error {
+			if info.Kind != snapshots.KindCommitted || info.Labels[LabelRemote] == "" {
+				return nil
+			}
+			id, _, _, err := storage.GetInfo(ctx, info.Name)
+			if err != nil {
+				return err
+			}
+			rs = append(rs, remote{id, info.Labels})
+			return nil
+		})
+	})
+	if errdefs.IsNotFound(err) { // a new metadata store has no buckets yet
+		return
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).Error("list remote snapshots to restore")
+		return
+	}
+	for _, r := range rs {
+		mp := s.upperPath(r.id)
+		if err := s.mountRemote(ctx, mp, r.labels); err != nil {
+			log.G(ctx).WithError(err).WithField("mountpoint", mp).Warn("restore remote snapshot")
+			continue
+		}
+		log.G(ctx).WithField("mountpoint", mp).Info("restored remote snapshot")
+	}
+}
+
+// mountRemote mounts a layer on mp, clearing a stale mount first (left by a
+// daemon that died: "transport endpoint is not connected").
+func (s *Snapshotter) mountRemote(ctx context.Context, mp string, labels map[string]string) error {
+	if isMountpoint(mp) {
+		_ = s.fs.Unmount(ctx, mp)
+		if isMountpoint(mp) {
+			if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+				return fmt.Errorf("clear stale mount %s: %w", mp, err)
+			}
+		}
+	}
+	if err := os.MkdirAll(mp, 0o755); err != nil {
+		return err
+	}
+	if err := s.fs.Mount(ctx, mp, labels); err != nil {
+		if isMountpoint(mp) { // never leave half a mount behind
+			_ = s.fs.Unmount(ctx, mp)
+		}
+		return err
+	}
+	s.mu.Lock()
+	s.mounted[mp] = true
+	s.mu.Unlock()
+	return nil
+}
+
+// unmountRemote unmounts mp if we (or an earlier run) mounted it.
+func (s *Snapshotter) unmountRemote(ctx context.Context, mp string) error {
+	s.mu.Lock()
+	ours := s.mounted[mp]
+	s.mu.Unlock()
+	if !ours && !isMountpoint(mp) {
+		return nil
+	}
+	if err := s.fs.Unmount(ctx, mp); err != nil {
+		return fmt.Errorf("unmount %s: %w", mp, err)
+	}
+	s.mu.Lock()
+	delete(s.mounted, mp)
+	s.mu.Unlock()
+	return nil
+}
+
+// isMountpoint reports whether p is on another device than its parent; a
+// stale FUSE mount (ENOTCONN) counts as one.
+func isMountpoint(p string) bool {
+	var st, pst syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return errors.Is(err, syscall.ENOTCONN)
+	}
+	if err := syscall.Lstat(filepath.Dir(p), &pst); err != nil {
+		return false
+	}
+	return st.Dev != pst.Dev
+}
+
+// Stat returns the info of the snapshot key.
+func (s *Snapshotter) Stat(ctx context.Context, key string) (info snapshots.Info, err error) {
+	err = s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
+		_, info, _, err = storage.GetInfo(ctx, key)
+		return err
+	})
+	return info, err
+}
+
+// Update updates the labels of a snapshot.
+func (s *Snapshotter) Update(ctx context.Context, info snapshots.Info, fieldpaths ...string) (newInfo snapshots.Info, err error) {
+	err = s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
+		newInfo, err = storage.UpdateInfo(ctx, info, fieldpaths...)
+		return err
+	})
+	return newInfo, err
+}
+
+// Usage returns the disk usage of a snapshot: measured for active ones, as
+// recorded at commit for committed ones (zero for remote snapshots, whose
+// data lives in the FileSystem's cache).
+func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, error) {
+	var (
+		usage snapshots.Usage
+		info  snapshots.Info
+		id    string
+	)
+	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
+		id, info, usage, err = storage.GetInfo(ctx, key)
+		return err
+	})
+	if err != nil {
+		return usage, err
+	}
+	if info.Kind == snapshots.KindActive {
+		du, err := fs.DiskUsage(ctx, s.upperPath(id))
+		if err != nil {
+			return snapshots.Usage{}, err
+		}
+		usage = snapshots.Usage(du)
+	}
+	return usage, nil
+}
+
+// Prepare creates an active snapshot. When the labels name a target
+// snapshot and a layer, it first tries to mount the layer lazily: on success
+// the layer is committed as the target and the error matches
+// errdefs.ErrAlreadyExists; on failure the active snapshot is returned for
+// containerd to unpack into.
+func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	ctx = withNamespace(ctx)
+	sn, info, err := s.createSnapshot(ctx, snapshots.KindActive, key, parent, opts)
+	if err != nil {
+		return nil, err
+	}
+	target, ok := info.Labels[LabelTargetRef]
+	if !ok || info.Labels[LabelLayerDigest] == "" {
+		return s.mounts(sn), nil
+	}
+	lg := log.G(ctx).WithField("key", key).WithField("layer", info.Labels[LabelLayerDigest])
+	if err := s.prepareRemote(ctx, sn.ID, key, target, info.Labels, opts); err != nil {
+		if errors.Is(err, errdefs.ErrAlreadyExists) {
+			lg.Debug("remote snapshot ready")
+			return nil, err
+		}
+		if errors.Is(err, ErrNotIndexed) {
+			lg.WithError(err).Debug("layer not mounted lazily; unpacking it")
+		} else {
+			lg.WithError(err).Warn("lazy mount failed; unpacking the layer")
+		}
+	}
+	return s.mounts(sn), nil
+}
+
+// prepareRemote mounts the layer on the active snapshot id and commits it
+// as target. Any error other than ErrAlreadyExists leaves the active
+// snapshot as it was (empty, unmounted).
+func (s *Snapshotter) prepareRemote(ctx context.Context, id, key, target string, labels map[string]string, opts []snapshots.Opt) error {
+	mp := s.upperPath(id)
+	if err := s.mountRemote(ctx, mp, labels); err != nil {
+		return err
+	}
+	copts := append(append([]snapshots.Opt{}, opts...), snapshots.WithLabels(map[string]string{LabelRemote: remoteValue}))
+	err := s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
+		_, err := storage.CommitActive(ctx, key, target, snapshots.Usage{}, copts...)
+		return err
+	})
+	if err == nil {
+		return fmt.Errorf("target snapshot %q: %w", target, errdefs.ErrAlreadyExists)
+	}
+	// Not committed: undo the mount so the active snapshot is plain again.
+	if uerr := s.unmountRemote(ctx, mp); uerr != nil {
+		return errors.Join(err, uerr)
+	}
+	if errdefs.IsAlreadyExists(err) {
+		// Someone committed the target meanwhile: our key is not needed.
+		if rerr := s.Remove(ctx, key); rerr != nil {
+			log.G(ctx).WithError(rerr).WithField("key", key).Warn("remove redundant snapshot")
+		}
+		return fmt.Errorf("target snapshot %q: %w", target, errdefs.ErrAlreadyExists)
+	}
+	return fmt.Errorf("commit remote snapshot %s: %w", target, err)
+}
+
+// View creates a read-only snapshot of parent.
+func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	sn, _, err := s.createSnapshot(withNamespace(ctx), snapshots.KindView, key, parent, opts)
+	if err != nil {
+		return nil, err
+	}
+	return s.mounts(sn), nil
+}
+
+// Mounts returns the mounts of an active or view snapshot.
+func (s *Snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
+	ctx = withNamespace(ctx)
+	var sn storage.Snapshot
+	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
+		sn, err = storage.GetSnapshot(ctx, key)
+		if err != nil {
+			return fmt.Errorf("get active mount: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkParents(ctx, sn.ParentIDs); err != nil {
+		return nil, err
+	}
+	return s.mounts(sn), nil
+}
+
+// Commit commits the active snapshot key as name.
+func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
+	return s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
+		id, _, _, err := storage.GetInfo(ctx, key)
+		if err != nil {
+			return err
+		}
+		usage, err := fs.DiskUsage(ctx, s.upperPath(id))
+		if err != nil {
+			return err
+		}
+		if _, err := storage.CommitActive(ctx, key, name, snapshots.Usage(usage), opts...); err != nil {
+			return fmt.Errorf("commit snapshot %s: %w", key, err)
+		}
+		return nil
+	})
+}
+
+// Remove removes a snapshot and, with it, its directory (unmounting a
+// remote layer first).
+func (s *Snapshotter) Remove(ctx context.Context, key string) error {
+	ctx = withNamespace(ctx)
+	err := s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
+		if _, _, err := storage.Remove(ctx, key); err != nil {
+			return fmt.Errorf("remove snapshot %s: %w", key, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.Cleanup(ctx)
+}
+
+// Walk calls fn for each snapshot matching the filters.
+func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, filters ...string) error {
+	return s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
+		return storage.WalkInfo(ctx, fn, filters...)
+	})
+}
+
+// Cleanup removes the directories of snapshots no longer in the metadata,
+// unmounting remote layers first. A directory whose mount cannot be undone
+// is kept (and logged), never removed through the mount.
+func (s *Snapshotter) Cleanup(ctx context.Context) error {
+	ctx = withNamespace(ctx)
+	var ids map[string]string
+	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
+		ids, err = storage.IDMap(ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(s.root, "snapshots")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if _, ok := ids[e.Name()]; ok {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if err := s.unmountRemote(ctx, filepath.Join(p, "fs")); err != nil {
+			log.G(ctx).WithError(err).WithField("path", p).Warn("keep snapshot directory: unmount failed")
+			continue
+		}
+		if err := os.RemoveAll(p); err != nil {
+			log.G(ctx).WithError(err).WithField("path", p).Warn("remove snapshot directory")
+		}
+	}
+	return nil
+}
+
+// Close unmounts the remote layers (they are mounted again on the next
+// New) and closes the metadata.
+func (s *Snapshotter) Close() error {
+	ctx := namespaces.WithNamespace(context.Background(), DefaultNamespace)
+	s.mu.Lock()
+	mps := make([]string, 0, len(s.mounted))
+	for mp := range s.mounted {
+		mps = append(mps, mp)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, mp := range mps {
+		if err := s.unmountRemote(ctx, mp); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, s.ms.Close())
+	return errors.Join(errs...)
+}
+
+// createSnapshot creates the directory and metadata of a new snapshot,
+// returning it and its info (labels included).
+func (s *Snapshotter) createSnapshot(ctx context.Context, kind snapshots.Kind, key, parent string, opts []snapshots.Opt) (_ storage.Snapshot, _ snapshots.Info, err error) {
+	var (
+		sn   storage.Snapshot
+		info snapshots.Info
+		td   string
+		path string
+	)
+	dir := filepath.Join(s.root, "snapshots")
+	defer func() {
+		if err == nil {
+			return
+		}
+		if td != "" {
+			_ = os.RemoveAll(td)
+		}
+		if path != "" {
+			if err1 := os.RemoveAll(path); err1 != nil {
+				err = errors.Join(err, fmt.Errorf("remove %s: %w", path, err1))
+			}
+		}
+	}()
+	err = s.ms.WithTransaction(ctx, true, func(ctx context.Context) (err error) {
+		td, err = prepareDirectory(dir, kind)
+		if err != nil {
+			return fmt.Errorf("create snapshot directory: %w", err)
+		}
+		sn, err = storage.CreateSnapshot(ctx, kind, key, parent, opts...)
+		if err != nil {
+			return fmt.Errorf("create snapshot: %w", err)
+		}
+		if _, info, _, err = storage.GetInfo(ctx, key); err != nil {
+			return fmt.Errorf("get snapshot info: %w", err)
+		}
+		if len(sn.ParentIDs) > 0 {
+			// The new layer's root takes the owner of its parent's root.
+			var st syscall.Stat_t
+			if err := syscall.Stat(s.upperPath(sn.ParentIDs[0]), &st); err != nil {
+				return fmt.Errorf("stat parent: %w", err)
+			}
+			if err := os.Lchown(filepath.Join(td, "fs"), int(st.Uid), int(st.Gid)); err != nil {
+				return fmt.Errorf("chown: %w", err)
+			}
+		}
+		path = filepath.Join(dir, sn.ID)
+		if err := os.Rename(td, path); err != nil {
+			return fmt.Errorf("rename snapshot directory: %w", err)
+		}
+		td = ""
+		return nil
+	})
+	if err != nil {
+		return sn, info, err
+	}
+	if err := s.checkParents(ctx, sn.ParentIDs); err != nil {
+		_ = s.Remove(ctx, key)
+		path = ""
+		return sn, info, err
+	}
+	return sn, info, nil
+}
+
+// checkParents makes sure every remote parent is mounted, mounting it
+// again if its FileSystem lost it.
+func (s *Snapshotter) checkParents(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	var remote []snapshots.Info
+	remoteIDs := map[string]string{} // name -> id
+	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
+		names, err := storage.IDMap(ctx)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			_, info, _, err := storage.GetInfo(ctx, names[id])
+			if err != nil {
+				return err
+			}
+			if info.Labels[LabelRemote] != "" {
+				remote = append(remote, info)
+				remoteIDs[info.Name] = id
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, info := range remote {
+		mp := s.upperPath(remoteIDs[info.Name])
+		if err := s.fs.Check(ctx, mp, info.Labels); err == nil {
+			continue
+		}
+		if err := s.mountRemote(ctx, mp, info.Labels); err != nil {
+			return fmt.Errorf("remote layer %s is unavailable: %w", info.Name, errors.Join(err, errdefs.ErrUnavailable))
+		}
+	}
+	return nil
+}
+
+func prepareDirectory(dir string, kind snapshots.Kind) (string, error) {
+	td, err := os.MkdirTemp(dir, "new-")
+	if err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(filepath.Join(td, "fs"), 0o755); err != nil {
+		return td, err
+	}
+	if kind == snapshots.KindActive {
+		if err := os.Mkdir(filepath.Join(td, "work"), 0o711); err != nil {
+			return td, err
+		}
+	}
+	return td, nil
+}
+
+// mounts returns the mounts of snapshot sn, as containerd's overlay
+// snapshotter does: a bind mount without parents, else an overlay whose
+// lowerdirs are the parents' fs directories (unpacked trees or FUSE mounts).
+func (s *Snapshotter) mounts(sn storage.Snapshot) []mount.Mount {
+	if len(sn.ParentIDs) == 0 {
+		ro := "rw"
+		if sn.Kind == snapshots.KindView {
+			ro = "ro"
+		}
+		return []mount.Mount{{Source: s.upperPath(sn.ID), Type: "bind", Options: []string{ro, "rbind"}}}
+	}
+	var options []string
+	if sn.Kind == snapshots.KindActive {
+		options = append(options, "workdir="+s.workPath(sn.ID), "upperdir="+s.upperPath(sn.ID))
+	} else if len(sn.ParentIDs) == 1 {
+		return []mount.Mount{{Source: s.upperPath(sn.ParentIDs[0]), Type: "bind", Options: []string{"ro", "rbind"}}}
+	}
+	lower := make([]string, len(sn.ParentIDs))
+	for i, id := range sn.ParentIDs {
+		lower[i] = s.upperPath(id)
+	}
+	options = append(options, "lowerdir="+strings.Join(lower, ":"))
+	options = append(options, s.options...)
+	return []mount.Mount{{Type: "overlay", Source: "overlay", Options: options}}
+}
+
+func (s *Snapshotter) upperPath(id string) string {
+	return filepath.Join(s.root, "snapshots", id, "fs")
+}
+
+func (s *Snapshotter) workPath(id string) string {
+	return filepath.Join(s.root, "snapshots", id, "work")
+}
