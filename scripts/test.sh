@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need (as root on a
 # fresh Debian machine), then runs vet, the unit tests with the race
-# detector, every fuzz target for a short budget, and the interop tests
-# against upstream SOCI. FUZZTIME overrides the per-target budget.
+# detector, every fuzz target for a short budget, the interop tests against
+# upstream SOCI, and the runtime tests (containerd 2.4.2 and 1.6 with our
+# snapshotter, conformance suite). FUZZTIME overrides the per-target budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -16,3 +17,5 @@ echo "== fuzz (${FUZZTIME:=10s} per target)"
 FUZZTIME=$FUZZTIME scripts/fuzz.sh
 echo "== interop with upstream SOCI"
 scripts/test-interop.sh
+echo "== runtime: containerd + socikit-snapshotter"
+scripts/test-runtime.sh
