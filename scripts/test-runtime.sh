@@ -13,8 +13,6 @@ apt_install busybox-static
 scripts/containerd-build.sh
 echo "== building socikit"
 go build -o bin/socikit ./cmd/socikit
-echo "== snapshotter unit tests"
-go test -race -short -count=1 ./snapshotter/snapshot/ ./snapshotter/service/
 echo "== runtime tests"
 cd integration/runtime
 go vet -tags integration ./...

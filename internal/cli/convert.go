@@ -14,17 +14,14 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/socikit/socikit/exporter"
 	"github.com/socikit/socikit/internal/image"
 	"github.com/socikit/socikit/soci"
 	"github.com/socikit/socikit/ztoc"
 )
 
-// Defaults of convert, as upstream soci's.
-const (
-	defaultMinLayerSize = 10 << 20
-	// annotationDockerReferenceType marks BuildKit attestation manifests.
-	annotationDockerReferenceType = "vnd.docker.reference.type"
-)
+// defaultMinLayerSize is convert's default, as upstream soci's.
+const defaultMinLayerSize = 10 << 20
 
 type convertOptions struct {
 	version      soci.Version
@@ -124,13 +121,7 @@ type img struct {
 }
 
 // layerResult is the zTOC of one indexed layer.
-type layerResult struct {
-	z        *ztoc.Ztoc
-	ix       *ztoc.Index
-	blob     []byte
-	desc     ocispec.Descriptor
-	noXattrs bool
-}
+type layerResult = exporter.LayerIndex
 
 // converter holds the state of one conversion.
 type converter struct {
@@ -220,98 +211,54 @@ func (c *converter) run(ctx context.Context, rootDesc ocispec.Descriptor, rootBo
 	if err := c.indexAndCopyLayers(ctx, images); err != nil {
 		return "", err
 	}
-	type built struct {
-		img  *img
-		desc ocispec.Descriptor
-		body []byte
-	}
-	var indexes []built
+	req := &exporter.Request{Version: c.o.version, BuildTool: c.o.buildTool, Root: rootDesc, RootBody: rootBody,
+		Layers: c.results, Prefetch: c.o.prefetch}
 	for _, im := range images {
-		if !im.index {
-			continue
-		}
-		desc, body, err := c.buildIndex(ctx, im)
-		if err != nil {
-			return "", err
-		}
-		if body == nil {
-			c.e.warnf("image %s (%s): no layer to index (at least --min-layer-size %d bytes, tar or gzip)",
-				im.desc.Digest, platformString(im.platform), c.o.minLayerSize)
-			continue
-		}
-		indexes = append(indexes, built{img: im, desc: desc, body: body})
+		req.Images = append(req.Images, exporter.ImageManifest{Desc: im.desc, Body: im.body, Platform: im.platform, Skip: !im.index})
 	}
-	if len(indexes) == 0 {
+	out, err := exporter.Assemble(req)
+	var unindexed []exporter.ImageManifest
+	switch {
+	case errors.Is(err, exporter.ErrNoLayers):
+		for _, im := range req.Images {
+			if !im.Skip {
+				unindexed = append(unindexed, im)
+			}
+		}
+	case err != nil:
+		var pe *exporter.PrefetchNotFoundError
+		if errors.As(err, &pe) {
+			return "", fmt.Errorf("--prefetch %s: no indexed layer of image %s (%s) holds it", pe.Path, pe.Image, pe.Platform)
+		}
+		return "", err
+	default:
+		unindexed = out.Unindexed
+	}
+	for _, im := range unindexed {
+		c.e.warnf("image %s (%s): no layer to index (at least --min-layer-size %d bytes, tar or gzip)",
+			im.Desc.Digest, platformString(im.Platform), c.o.minLayerSize)
+	}
+	if err != nil {
 		return "", fmt.Errorf("no layer to index: none is a tar or gzip layer of at least %d bytes (--min-layer-size)", c.o.minLayerSize)
 	}
-	if err := c.dst.WriteBlob(ctx, soci.V1.ConfigDescriptor(), bytesOpener([]byte(soci.EmptyConfigJSON))); err != nil {
-		return "", err
-	}
-
-	if c.o.version == soci.V1 {
-		// The image is copied unchanged; each index refers to its manifest.
-		for _, im := range images {
-			if err := c.dst.PutManifest(ctx, im.desc, im.body, ""); err != nil {
-				return "", err
-			}
-		}
-		if image.IsIndex(rootDesc.MediaType) {
-			if err := c.copyOthers(ctx, rootBody, images); err != nil {
-				return "", err
-			}
-		}
-		if err := c.dst.PutManifest(ctx, rootDesc, rootBody, tag); err != nil {
-			return "", err
-		}
-		for _, b := range indexes {
-			if err := c.dst.PutReferrer(ctx, b.img.desc.Digest, b.desc, b.body); err != nil {
-				return "", err
-			}
-			c.e.progressf("SOCI index %s for %s", b.desc.Digest, b.img.desc.Digest)
-		}
-		return rootDesc.Digest.String(), nil
-	}
-
-	// v2: index manifests, then the bound image manifests, then the image index.
-	bound := make([]soci.BoundImage, 0, len(images))
-	for _, b := range indexes {
-		if err := c.dst.PutManifest(ctx, b.desc, b.body, ""); err != nil {
-			return "", err
-		}
-	}
-	for _, im := range images {
-		var idx ocispec.Descriptor
-		for _, b := range indexes {
-			if b.img == im {
-				idx = b.desc
-			}
-		}
-		body, mdesc, err := soci.BindV2(im.body, im.platform, idx)
-		if err != nil {
-			return "", err
-		}
-		if err := c.dst.PutManifest(ctx, mdesc, body, ""); err != nil {
-			return "", err
-		}
-		bound = append(bound, soci.BoundImage{Original: im.desc.Digest, Manifest: mdesc, Index: idx})
-	}
+	// Entries of the image index that are not converted images
+	// (attestations) go to dst with what they reference before the root.
 	if base != nil {
 		if err := c.copyOthers(ctx, base, images); err != nil {
 			return "", err
 		}
+	} else if c.o.version == soci.V1 && image.IsIndex(rootDesc.MediaType) {
+		if err := c.copyOthers(ctx, rootBody, images); err != nil {
+			return "", err
+		}
 	}
-	ib, idesc, err := soci.BuildImageIndex(base, bound)
-	if err != nil {
+	if err := out.Write(ctx, c.dst, tag); err != nil {
 		return "", err
 	}
-	if err := c.dst.PutManifest(ctx, idesc, ib, tag); err != nil {
-		return "", err
+	for _, r := range out.Referrers {
+		c.e.progressf("SOCI index %s for %s", r.Desc.Digest, r.Subject)
 	}
-	return idesc.Digest.String(), nil
-}
-
-func bytesOpener(b []byte) image.Opener {
-	return func(context.Context) (io.ReadCloser, error) { return io.NopCloser(bytesReader(b)), nil }
+	return out.Root.Desc.Digest.String(), nil
 }
 
 // selectImages returns the image manifests of the source (all of them; those
@@ -367,21 +314,7 @@ func (c *converter) selectImages(ctx context.Context, rootDesc ocispec.Descripto
 
 // isImageEntry reports whether an image index entry is a platform image
 // (not an attestation, nested index or SOCI index).
-func isImageEntry(d ocispec.Descriptor) bool {
-	if !image.IsManifest(d.MediaType) {
-		return false
-	}
-	if d.ArtifactType == soci.MediaTypeIndexV2 || d.ArtifactType == soci.MediaTypeIndexV1 {
-		return false
-	}
-	if _, ok := d.Annotations[soci.AnnotationImageManifestDigest]; ok {
-		return false
-	}
-	if _, ok := d.Annotations[annotationDockerReferenceType]; ok {
-		return false
-	}
-	return d.Platform == nil || d.Platform.OS != "unknown"
-}
+func isImageEntry(d ocispec.Descriptor) bool { return exporter.IsPlatformImage(d) }
 
 func (c *converter) loadImage(ctx context.Context, d ocispec.Descriptor, body []byte) (*img, error) {
 	im := &img{desc: d, body: body, platform: d.Platform}
@@ -560,124 +493,11 @@ func (c *converter) addResult(d ocispec.Descriptor, z *ztoc.Ztoc) error {
 	if err != nil {
 		return fmt.Errorf("marshal zTOC of layer %s: %w", d.Digest, err)
 	}
-	r := &layerResult{z: z, ix: ix, blob: b, noXattrs: noXattrs(z),
-		desc: ocispec.Descriptor{MediaType: soci.MediaTypeZtoc, Digest: digest.FromBytes(b), Size: int64(len(b))}}
 	c.e.progressf("indexed layer %s: %d spans, %d files, zTOC %d bytes", d.Digest, len(ix.Spans()), len(z.Files), len(b))
 	c.mu.Lock()
-	c.results[d.Digest] = r
+	c.results[d.Digest] = &exporter.LayerIndex{Ztoc: z, Blob: b, SpanSize: c.o.spanSize}
 	c.mu.Unlock()
 	return nil
-}
-
-// noXattrs reports whether a layer has no extended attributes and no opaque
-// directories, so the runtime may skip xattr lookups (upstream's
-// disable-xattrs rule).
-func noXattrs(z *ztoc.Ztoc) bool {
-	for i := range z.Files {
-		f := &z.Files[i]
-		if len(f.Xattrs()) > 0 {
-			return false
-		}
-		if base := f.Name[lastSlash(f.Name)+1:]; base == ".wh..wh..opq" {
-			return false
-		}
-	}
-	return true
-}
-
-func lastSlash(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '/' {
-			return i
-		}
-	}
-	return -1
-}
-
-// buildIndex writes the zTOCs and prefetch blobs of image im and returns its
-// SOCI index (nil body if no layer of it was indexed).
-func (c *converter) buildIndex(ctx context.Context, im *img) (ocispec.Descriptor, []byte, error) {
-	ix := &soci.Index{Version: c.o.version, BuildTool: c.o.buildTool}
-	type indexed struct {
-		layer ocispec.Descriptor
-		r     *layerResult
-	}
-	var layers []indexed
-	for _, l := range im.manifest.Layers {
-		r := c.results[l.Digest]
-		if r == nil {
-			continue
-		}
-		if err := c.dst.WriteBlob(ctx, r.desc, bytesOpener(r.blob)); err != nil {
-			return ocispec.Descriptor{}, nil, err
-		}
-		ix.Layers = append(ix.Layers, soci.LayerZtoc{LayerDigest: l.Digest, LayerMediaType: l.MediaType,
-			Ztoc: r.desc, SpanSize: c.o.spanSize, DisableXattrs: r.noXattrs})
-		layers = append(layers, indexed{layer: l, r: r})
-	}
-	if len(ix.Layers) == 0 {
-		return ocispec.Descriptor{}, nil, nil
-	}
-	// Prefetch: the spans of each listed file, in every layer holding it.
-	spans := map[digest.Digest][]soci.PrefetchSpan{}
-	for _, p := range c.o.prefetch {
-		found := false
-		for _, l := range layers {
-			f := l.r.z.Lookup(p)
-			if f == nil {
-				continue
-			}
-			found = true
-			if f.Type != ztoc.TypeReg || f.UncompressedSize == 0 {
-				continue
-			}
-			first, last := l.r.ix.SpansOf(f.UncompressedOffset, f.UncompressedSize)
-			spans[l.layer.Digest] = append(spans[l.layer.Digest], soci.PrefetchSpan{StartSpan: first, EndSpan: last})
-		}
-		if !found {
-			return ocispec.Descriptor{}, nil, fmt.Errorf("--prefetch %s: no indexed layer of image %s (%s) holds it",
-				p, im.desc.Digest, platformString(im.platform))
-		}
-	}
-	done := map[digest.Digest]bool{}
-	for _, l := range layers {
-		s := spans[l.layer.Digest]
-		if len(s) == 0 || done[l.layer.Digest] {
-			continue
-		}
-		done[l.layer.Digest] = true
-		body, desc, err := soci.Prefetch{Layer: l.layer.Digest, Spans: mergeSpans(s)}.Marshal()
-		if err != nil {
-			return ocispec.Descriptor{}, nil, err
-		}
-		if err := c.dst.WriteBlob(ctx, desc, bytesOpener(body)); err != nil {
-			return ocispec.Descriptor{}, nil, err
-		}
-		ix.Prefetches = append(ix.Prefetches, soci.LayerPrefetch{Layer: l.layer.Digest, Prefetch: desc})
-	}
-	if c.o.version == soci.V1 {
-		ix.Subject = &ocispec.Descriptor{MediaType: im.desc.MediaType, Digest: im.desc.Digest, Size: int64(len(im.body))}
-	}
-	body, desc, err := ix.Marshal()
-	if err != nil {
-		return ocispec.Descriptor{}, nil, fmt.Errorf("image %s: %w", im.desc.Digest, err)
-	}
-	return desc, body, nil
-}
-
-// mergeSpans sorts span ranges and merges the overlapping and adjacent ones.
-func mergeSpans(s []soci.PrefetchSpan) []soci.PrefetchSpan {
-	slices.SortFunc(s, func(a, b soci.PrefetchSpan) int { return int(a.StartSpan) - int(b.StartSpan) })
-	out := []soci.PrefetchSpan{s[0]}
-	for _, x := range s[1:] {
-		last := &out[len(out)-1]
-		if x.StartSpan <= last.EndSpan+1 {
-			last.EndSpan = max(last.EndSpan, x.EndSpan)
-			continue
-		}
-		out = append(out, x)
-	}
-	return out
 }
 
 // copyOthers copies the entries of the source image index that are not

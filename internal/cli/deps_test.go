@@ -7,14 +7,15 @@ import (
 )
 
 // TestDeps keeps the CLI off the daemon-side stacks: it works on images
-// through go-containerregistry only.
+// through go-containerregistry only, and shares the exporter package (not
+// its BuildKit adapter) with the soci exporter.
 func TestDeps(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the go command")
 	}
 	for _, pkg := range []string{"github.com/socikit/socikit/internal/cli", "github.com/socikit/socikit/internal/image"} {
 		bad, err := depcheck.Forbidden(pkg, "github.com/moby/buildkit", "github.com/containerd", "github.com/hanwen/go-fuse",
-			"github.com/socikit/socikit/snapshotter", "github.com/socikit/socikit/exporter", "github.com/socikit/socikit/frontend")
+			"github.com/socikit/socikit/snapshotter", "github.com/socikit/socikit/exporter/buildkit", "github.com/socikit/socikit/frontend")
 		if err != nil {
 			t.Fatal(err)
 		}
