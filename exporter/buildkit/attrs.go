@@ -1,0 +1,158 @@
+package buildkit
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/socikit/socikit/soci"
+)
+
+// Exporter attribute keys of the soci exporter. buildx lower-cases attribute
+// keys, so keys are matched case-insensitively. Every other key goes to the
+// image exporter's parser (name, push, registry.insecure, oci-mediatypes,
+// compression-level, annotation.*, ...).
+const (
+	// AttrIndex (string "v2" or "v1", default "v2") is the SOCI index version.
+	AttrIndex = "soci-index"
+	// AttrSpanSize (string "auto" or a byte count, default "auto") is the
+	// target uncompressed span size.
+	AttrSpanSize = "soci-span-size"
+	// AttrMinLayerSize (byte count, default 10 MiB) is the compressed size
+	// under which a layer gets no zTOC.
+	AttrMinLayerSize = "soci-min-layer-size"
+	// AttrPrefetch (comma-separated absolute paths) lists files whose spans
+	// the index marks for prefetch.
+	AttrPrefetch = "soci-prefetch"
+	// AttrReorder (bool, default false) puts the prefetch files first in the
+	// layers. Not implemented yet: true is an error.
+	AttrReorder = "soci-reorder"
+
+	attrPrefix = "soci-"
+)
+
+// DefaultMinLayerSize is upstream SOCI's default: smaller layers are pulled
+// whole, as lazy loading them saves little.
+const DefaultMinLayerSize int64 = 10 << 20
+
+// AutoSpanSize is the span size "auto" stands for until the content-driven
+// span planner of package exporter lands: upstream's default.
+const AutoSpanSize int64 = 4 << 20
+
+// minSpanSize is the smallest span size accepted: one checkpoint window.
+const minSpanSize int64 = 32 << 10
+
+// Options are the soci-* attributes, parsed once at Resolve.
+type Options struct {
+	// Version is the SOCI index version.
+	Version soci.Version
+	// SpanSize is the target span size; 0 means auto.
+	SpanSize int64
+	// MinLayerSize is the compressed size under which a layer is not indexed.
+	MinLayerSize int64
+	// Prefetch lists absolute paths whose spans are marked for prefetch.
+	Prefetch []string
+	// Reorder puts the prefetch files first in the layers.
+	Reorder bool
+}
+
+// EffectiveSpanSize is the span size to build with.
+func (o Options) EffectiveSpanSize() int64 {
+	if o.SpanSize == 0 {
+		return AutoSpanSize
+	}
+	return o.SpanSize
+}
+
+// ParseOptions consumes the soci-* attributes of attrs and returns them with
+// the other attributes. An unknown soci-* key is an error naming it.
+func ParseOptions(attrs map[string]string) (Options, map[string]string, error) {
+	o := Options{Version: soci.V2, MinLayerSize: DefaultMinLayerSize}
+	rest := make(map[string]string, len(attrs))
+	for k, v := range attrs {
+		lk := strings.ToLower(k)
+		if !strings.HasPrefix(lk, attrPrefix) {
+			rest[k] = v
+			continue
+		}
+		var err error
+		switch lk {
+		case AttrIndex:
+			o.Version, err = soci.ParseVersion(strings.ToLower(v))
+		case AttrSpanSize:
+			if strings.EqualFold(v, "auto") || v == "" {
+				o.SpanSize = 0
+				break
+			}
+			o.SpanSize, err = parseSize(v)
+			if err == nil && o.SpanSize < minSpanSize {
+				err = fmt.Errorf("must be auto or at least %d bytes", minSpanSize)
+			}
+		case AttrMinLayerSize:
+			o.MinLayerSize, err = parseSize(v)
+		case AttrPrefetch:
+			o.Prefetch = nil
+			for p := range strings.SplitSeq(v, ",") {
+				p = strings.TrimSpace(p)
+				if p == "" {
+					continue
+				}
+				if !strings.HasPrefix(p, "/") {
+					err = fmt.Errorf("path %q is not absolute", p)
+					break
+				}
+				o.Prefetch = append(o.Prefetch, p)
+			}
+		case AttrReorder:
+			if v == "" {
+				o.Reorder = true
+			} else {
+				o.Reorder, err = strconv.ParseBool(v)
+			}
+			if err == nil && o.Reorder {
+				err = fmt.Errorf("reordering is not implemented yet")
+			}
+		default:
+			return Options{}, nil, fmt.Errorf("unknown soci exporter attribute %q (known: %s, %s, %s, %s, %s)",
+				k, AttrIndex, AttrSpanSize, AttrMinLayerSize, AttrPrefetch, AttrReorder)
+		}
+		if err != nil {
+			return Options{}, nil, fmt.Errorf("invalid value %q for %s: %w", v, k, err)
+		}
+	}
+	return o, rest, nil
+}
+
+// HasSociAttrs reports whether attrs holds any soci-* key.
+func HasSociAttrs(attrs map[string]string) bool {
+	for k := range attrs {
+		if strings.HasPrefix(strings.ToLower(k), attrPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseSize parses a non-negative byte count, with an optional binary
+// suffix K, M or G (KiB, MiB, GiB; "KiB" etc. also accepted).
+func parseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(t, "K"):
+		mult, t = 1<<10, t[:len(t)-1]
+	case strings.HasSuffix(t, "M"):
+		mult, t = 1<<20, t[:len(t)-1]
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1<<30, t[:len(t)-1]
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("not a byte count")
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("too large")
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,21 @@
+// Package buildkit is socikit's only BuildKit adapter: the "soci" exporter
+// type, its attribute parsing, and a BuildKit compression type that gzips new
+// layers and builds their zTOCs in the same pass.
+//
+// BuildKit has no exporter plugin API: exporter types are a fixed switch in
+// worker/base. WrapWorker wraps a worker so that Exporter("soci") returns
+// this package's exporter and every other call goes to the wrapped worker.
+// Our buildkitd (cmd/buildkitd) wraps the workers it creates with it.
+//
+// The soci exporter commits the image with BuildKit's own image writer, with
+// layer compression set to Compression (plain gzip for every reader; the zTOC
+// is stored in the content store and linked to the layer blob by a label, as
+// compression finalizer annotations are dropped). Layers that arrive already
+// gzip-compressed (base images) are indexed with ztoc.Build. It then writes a
+// SOCI index (v2 by default: the image manifest is rewritten with
+// com.amazon.soci.index-digest and an image index lists it and the SOCI
+// index; attestation manifests are kept) and pushes the result. Blobs and
+// child manifests are pushed before the manifests that reference them, and
+// the tag is pushed last, so a failed push leaves no index referencing the
+// image.
+package buildkit
