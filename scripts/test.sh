@@ -2,8 +2,10 @@
 # The project's test command: installs what the tests need (as root on a
 # fresh Debian machine), then runs vet, the unit tests with the race
 # detector, every fuzz target for a short budget, the interop tests against
-# upstream SOCI, and the runtime tests (containerd 2.4.2 and 1.6 with our
-# snapshotter, conformance suite). FUZZTIME overrides the per-target budget.
+# upstream SOCI, the runtime tests (containerd 2.4.2 and 1.6 with our
+# snapshotter, conformance suite) and the build tests (our buildkitd with the
+# soci exporter, buildctl, a registry). FUZZTIME overrides the per-target
+# budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -19,3 +21,5 @@ echo "== interop with upstream SOCI"
 scripts/test-interop.sh
 echo "== runtime: containerd + socikit-snapshotter"
 scripts/test-runtime.sh
+echo "== build: our buildkitd + buildctl --output type=soci"
+scripts/test-e2e.sh
