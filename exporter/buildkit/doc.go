@@ -18,4 +18,12 @@
 // child manifests are pushed before the manifests that reference them, and
 // the tag is pushed last, so a failed push leaves no index referencing the
 // image.
+//
+// BuildKit streams dest= only to its built-in exporter types, so for a SOCI
+// image without a registry WrapWorker also answers Exporter("oci"): without
+// soci-* attributes it is the stock oci exporter; with any of them the image
+// is committed and indexed as type=soci does and sent to the client as an
+// OCI layout (a tar for dest=FILE, or the client's layout directory for
+// tar=false); in the tar, v1 indexes are listed in index.json as referrers
+// of the image.
 package buildkit

@@ -1,9 +1,6 @@
 package buildkit
 
 import (
-	"context"
-	"fmt"
-
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/exporter"
 	"github.com/moby/buildkit/session"
@@ -15,10 +12,11 @@ import (
 const ExporterType = "soci"
 
 // WrapWorker returns w answering Exporter(ExporterType) with the soci
-// exporter, and Exporter("oci") with an exporter that refuses soci-*
-// attributes (BuildKit only streams dest= to built-in exporters; an OCI
-// layout tar with the SOCI index is not implemented yet). Everything else is
-// w's. Workers that are not BuildKit base workers are returned unchanged.
+// exporter, and Exporter("oci") with an exporter that is the stock one unless
+// soci-* attributes are present, in which case it writes an OCI layout with
+// the image and its SOCI index (see oci.go: BuildKit only streams dest= to
+// built-in exporter types). Everything else is w's. Workers that are not
+// BuildKit base workers are returned unchanged.
 func WrapWorker(w worker.Worker) worker.Worker {
 	bw, ok := w.(*base.Worker)
 	if !ok {
@@ -36,35 +34,27 @@ type sociWorker struct {
 func (w *sociWorker) Exporter(name string, sm *session.Manager) (exporter.Exporter, error) {
 	switch name {
 	case ExporterType:
-		return New(Opt{
-			SessionManager: sm,
-			ContentStore:   w.base.ContentStore(),
-			Snapshotter:    w.base.Snapshotter,
-			Applier:        w.base.Applier,
-			Differ:         w.base.Differ,
-			Images:         w.base.ImageStore,
-			RegistryHosts:  w.base.RegistryHosts,
-			LeaseManager:   w.base.LeaseManager(),
-		})
+		return New(w.opt(sm))
 	case client.ExporterOCI:
-		inner, err := w.Worker.Exporter(name, sm)
+		stock, err := w.Worker.Exporter(name, sm)
 		if err != nil {
 			return nil, err
 		}
-		return &ociGuard{Exporter: inner}, nil
+		return newOCIExporter(stock, w.opt(sm))
 	default:
 		return w.Worker.Exporter(name, sm)
 	}
 }
 
-// ociGuard refuses soci-* attributes on type=oci instead of ignoring them.
-type ociGuard struct {
-	exporter.Exporter
-}
-
-func (g *ociGuard) Resolve(ctx context.Context, id int, attrs map[string]string) (exporter.ExporterInstance, error) {
-	if HasSociAttrs(attrs) {
-		return nil, fmt.Errorf("soci-* attributes with --output type=oci are not supported yet; use type=soci with push=true")
+func (w *sociWorker) opt(sm *session.Manager) Opt {
+	return Opt{
+		SessionManager: sm,
+		ContentStore:   w.base.ContentStore(),
+		Snapshotter:    w.base.Snapshotter,
+		Applier:        w.base.Applier,
+		Differ:         w.base.Differ,
+		Images:         w.base.ImageStore,
+		RegistryHosts:  w.base.RegistryHosts,
+		LeaseManager:   w.base.LeaseManager(),
 	}
-	return g.Exporter.Resolve(ctx, id, attrs)
 }

@@ -28,6 +28,25 @@ import (
 // --output attributes and returns buildctl's output.
 func buildHello(t *testing.T, s *Sandbox, ref string, output string) (string, error) {
 	t.Helper()
+	h := prepareHello(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	return s.Buildctl(ctx, append(h.buildctlArgs(),
+		"--output", "type=soci,name="+ref+",push=true,registry.insecure=true"+output)...)
+}
+
+// helloInput is examples/hello ready to build: a build context with a few
+// MB of extra content, and the busybox base image as an OCI layout.
+type helloInput struct {
+	Dir    string        // build context (and Dockerfile) directory
+	Layout string        // OCI layout of the base image
+	Base   digest.Digest // manifest digest of the base image in Layout
+}
+
+// prepareHello copies examples/hello into a temporary build context, adds
+// the payload files and makes the base layout.
+func prepareHello(t *testing.T) helloInput {
+	t.Helper()
 	layout, base := makeBaseLayout(t)
 	ctxDir := t.TempDir()
 	src := filepath.Join(repoRoot(t), "examples/hello")
@@ -49,15 +68,17 @@ func buildHello(t *testing.T, s *Sandbox, ref string, output string) (string, er
 		rnd[i] = byte((i*2654435761)>>13 ^ i>>3)
 	}
 	must(t, os.WriteFile(filepath.Join(ctxDir, "payload.bin"), rnd, 0o644))
+	return helloInput{Dir: ctxDir, Layout: layout, Base: base}
+}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	return s.Buildctl(ctx, "build",
+// buildctlArgs are the buildctl build arguments for h, without --output.
+func (h helloInput) buildctlArgs() []string {
+	return []string{"build",
 		"--frontend", "dockerfile.v0",
-		"--local", "context="+ctxDir, "--local", "dockerfile="+ctxDir,
-		"--oci-layout", "base="+layout,
-		"--opt", "context:base=oci-layout://base@"+base.String(),
-		"--output", "type=soci,name="+ref+",push=true,registry.insecure=true"+output)
+		"--local", "context=" + h.Dir, "--local", "dockerfile=" + h.Dir,
+		"--oci-layout", "base=" + h.Layout,
+		"--opt", "context:base=oci-layout://base@" + h.Base.String(),
+	}
 }
 
 func TestSociPushV2(t *testing.T) {
