@@ -120,9 +120,17 @@ func TestPullRun(t *testing.T) {
 // layer indexed, small spans, and returns dst.
 func convert(t *testing.T, src, dst string) string {
 	t.Helper()
+	return convertWith(t, src, dst, "-span-size", "65536")
+}
+
+// convertWith runs `socikit convert -plain-http -min-layer-size 0 ARGS SRC
+// DST` and returns dst.
+func convertWith(t *testing.T, src, dst string, args ...string) string {
+	t.Helper()
 	bin := filepath.Join(repoRoot, "bin/socikit")
 	requireExecutable(t, bin)
-	out, err := exec.Command(bin, "convert", "-plain-http", "-min-layer-size", "0", "-span-size", "65536", src, dst).CombinedOutput()
+	args = append(append([]string{"convert", "-plain-http", "-min-layer-size", "0"}, args...), src, dst)
+	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("socikit convert: %v\n%s", err, out)
 	}

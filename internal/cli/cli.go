@@ -41,6 +41,7 @@ Commands:
   convert   index an image's layers and write a SOCI-enabled image
   inspect   describe the SOCI index of an image
   get-file  read one file of an indexed layer through its zTOC
+  status    show what socikit-snapshotter fetched of the images it mounted
 
 Run 'socikit <command> --help' for the flags of a command.
 `
@@ -64,6 +65,8 @@ func Run(ctx context.Context, args []string, opts ...Option) error {
 		err = runInspect(ctx, e, args[1:])
 	case "get-file":
 		err = runGetFile(ctx, e, args[1:])
+	case "status":
+		err = runStatus(ctx, e, args[1:])
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return nil

@@ -57,8 +57,9 @@ type Config struct {
 	// LogLevel is a logrus level: trace, debug, info, warn, error (default
 	// DefaultLogLevel).
 	LogLevel string `toml:"log_level"`
-	// MetricsAddress is a host:port serving /metrics (Prometheus text) and
-	// /debug/vars; empty (the default) serves nothing.
+	// MetricsAddress is a host:port serving /metrics (Prometheus text),
+	// /status (JSON, read by `socikit status`) and /debug/vars; empty (the
+	// default) serves nothing.
 	MetricsAddress string `toml:"metrics_address"`
 
 	Registry    RegistryConfig    `toml:"registry"`

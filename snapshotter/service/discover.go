@@ -51,6 +51,9 @@ type Layer struct {
 	Prefetch *ocispec.Descriptor
 	// Index is the SOCI index the layer comes from.
 	Index ocispec.Descriptor
+	// Image is the reference containerd pulls the image as (the
+	// cri.image-ref label; "" when not given). Only reported in Status.
+	Image string
 }
 
 // Layer returns the indexed layer d; the error matches

@@ -21,15 +21,23 @@ import (
 
 // Layers is the LayerMounter of the daemon: FUSE mounts of indexed layers
 // (snapshotter/layer) sharing one span cache under Root/cache and one set
-// of fetch counters.
+// of fetch metrics (and per-layer counters for Status).
 type Layers struct {
-	c        Config
-	cache    *cache.Cache
-	rt       http.RoundTripper
-	counters *remote.Counters
+	c       Config
+	cache   *cache.Cache
+	rt      http.RoundTripper
+	metrics *Metrics
 
 	mu     sync.Mutex
-	mounts map[string]*layer.Mounted
+	mounts map[string]*mountedLayer
+}
+
+// mountedLayer is a layer this daemon mounted.
+type mountedLayer struct {
+	m       *layer.Mounted
+	l       Layer
+	metrics *layerMetrics
+	at      time.Time
 }
 
 var _ LayerMounter = (*Layers)(nil)
@@ -45,7 +53,7 @@ func NewLayers(_ context.Context, c Config) (LayerMounter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open span cache: %w", err)
 	}
-	return &Layers{c: c, cache: ca, counters: &remote.Counters{}, mounts: map[string]*layer.Mounted{}}, nil
+	return &Layers{c: c, cache: ca, metrics: &Metrics{}, mounts: map[string]*mountedLayer{}}, nil
 }
 
 // MountLayer fetches the layer's zTOC (and prefetch list) and mounts it.
@@ -69,7 +77,8 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 	if err != nil {
 		return err
 	}
-	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(ls.counters))}
+	lm := &layerMetrics{parent: ls.metrics}
+	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(lm))}
 	if l.Prefetch != nil {
 		spans, err := prefetchSpans(ctx, reg, *l.Prefetch)
 		if err != nil {
@@ -86,7 +95,7 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 		return fmt.Errorf("mount layer %s: %w", l.Desc.Digest, err)
 	}
 	ls.mu.Lock()
-	ls.mounts[mountpoint] = m
+	ls.mounts[mountpoint] = &mountedLayer{m: m, l: l, metrics: lm, at: time.Now()}
 	ls.mu.Unlock()
 	log.G(ctx).WithField("layer", l.Desc.Digest).WithField("mountpoint", mountpoint).WithField("index", l.Index.Digest).Info("layer mounted lazily")
 	return nil
@@ -118,7 +127,7 @@ func (ls *Layers) Check(ctx context.Context, mountpoint string) error {
 	if m == nil {
 		return errors.New("not mounted by this process")
 	}
-	return m.Check(ctx)
+	return m.m.Check(ctx)
 }
 
 // Unmount unmounts the layer at mountpoint.
@@ -130,5 +139,5 @@ func (ls *Layers) Unmount(_ context.Context, mountpoint string) error {
 	if m == nil {
 		return nil
 	}
-	return m.Unmount()
+	return m.m.Unmount()
 }

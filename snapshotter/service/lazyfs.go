@@ -54,6 +54,7 @@ func (f *FileSystem) Mount(ctx context.Context, mountpoint string, labels map[st
 	if err != nil {
 		return err
 	}
+	l.Image = labels[snapshot.LabelImageRef]
 	return f.m.MountLayer(ctx, mountpoint, l)
 }
 

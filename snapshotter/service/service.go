@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/socikit/socikit/snapshotter/remote"
 	"github.com/socikit/socikit/snapshotter/snapshot"
 )
 
@@ -84,10 +83,11 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 			return fmt.Errorf("start layer filesystem: %w", err)
 		}
 	}
-	counters := &remote.Counters{}
-	if l, ok := m.(*Layers); ok {
-		l.rt = o.transport
-		counters = l.counters
+	metrics := &Metrics{}
+	layers, _ := m.(*Layers)
+	if layers != nil {
+		layers.rt = o.transport
+		metrics = layers.metrics
 	}
 	fsys := NewFileSystem(NewDiscoverer(c, o.transport), m)
 	sn, err := snapshot.New(ctx, c.Root, fsys, snapshot.WithMountOptions(c.Snapshotter.MountOptions...))
@@ -119,7 +119,16 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/debug/vars", expvar.Handler())
-		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) { writeMetrics(w, counters) })
+		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+			n := 0
+			if layers != nil {
+				layers.mu.Lock()
+				n = len(layers.mounts)
+				layers.mu.Unlock()
+			}
+			writeMetrics(w, metrics, n)
+		})
+		mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) { serveStatus(w, layers) })
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := hs.Serve(ml); !errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,274 @@
+//go:build integration
+
+package runtime
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/socikit/socikit/snapshotter/fs/fstest"
+)
+
+// diffLayers are the two layers of the differential test: fstest.Tricky
+// (every entry kind, a 1 MiB file spanning many 64 KiB spans, long and
+// non-UTF-8 names, xattrs, devices, hard links, a whiteout and an opaque
+// directory of its own) and above it a layer that deletes a file, a whole
+// directory and a file of a directory, makes a lower directory opaque,
+// replaces a file, and adds hard links, symlinks, a device and directory
+// xattrs of its own.
+//
+// Hard-link headers carry their target's mode, owner and mtime, and symlinks
+// mode 0777, as archive/tar's FileInfoHeader and GNU tar write them:
+// containerd applies a link header's mode and times to the shared inode
+// and reports symlinks 0777 whatever the header says, while the lazy mount
+// keeps the target's attributes and the header's symlink mode
+// (docs/snapshotter.md, "Differential rootfs"). explicit returns the paths
+// that have a header of their own.
+func diffLayers(t *testing.T) (lower, upper []byte, explicit map[string]bool) {
+	t.Helper()
+	explicit = map[string]bool{}
+	entries := fstest.Tricky(t.Name(), 1<<20)
+	last := map[string]tar.Header{}
+	for i := range entries {
+		h := &entries[i].Hdr
+		if h.Typeflag == tar.TypeLink {
+			target := last[fstest.Clean(h.Linkname)]
+			h.Mode, h.Uid, h.Gid, h.ModTime = target.Mode, target.Uid, target.Gid, target.ModTime
+		}
+		last[fstest.Clean(h.Name)] = *h
+		explicit[fstest.Clean(h.Name)] = true
+	}
+	lower, err := fstest.Tar(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Date(2025, 1, 2, 3, 4, 5, 987654321, time.UTC)
+	dir := func(name string, mode int64) tarFile {
+		return tarFile{h: tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: mode, ModTime: t1}}
+	}
+	reg := func(name string, mode int64, body []byte) tarFile {
+		return tarFile{h: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, ModTime: t1}, body: body}
+	}
+	wh := func(name string) tarFile {
+		return tarFile{h: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, ModTime: t1}}
+	}
+	bdir := dir("b/", 0o711)
+	bdir.h.PAXRecords = map[string]string{"SCHILY.xattr.user.dirattr": "on a directory"}
+	upperFiles := []tarFile{
+		dir("./", 0o755),
+		dir("a/", 0o750),
+		wh("a/.wh.empty"), // a file of the lower layer
+		reg("a/file", 0o600, []byte("replaced by the upper layer\n")), // its hard link a/hard keeps the old data
+		wh(".wh.implicit"), // a whole lower directory
+		dir("many/", 0o755),
+		wh("many/.wh.f001"),
+		dir("dev/", 0o755),
+		wh("dev/.wh..wh..opq"), // dev/null and dev/sda gone
+		{h: tar.Header{Typeflag: tar.TypeChar, Name: "dev/zero", Mode: 0o666, Devmajor: 1, Devminor: 5, ModTime: t1}},
+		bdir,
+		reg("b/orig", 0o644, fstest.Random(t.Name()+"orig", 200000)),
+		{h: tar.Header{Typeflag: tar.TypeLink, Name: "b/link", Linkname: "b/orig", ModTime: t1}},
+		{h: tar.Header{Typeflag: tar.TypeLink, Name: "b/link2", Linkname: "b/orig", ModTime: t1}},
+		{h: tar.Header{Typeflag: tar.TypeSymlink, Name: "b/up", Linkname: "../a/big", ModTime: t1}},
+		reg("b/"+strings.Repeat("x", 250), 0o644, []byte("a 250-byte name\n")),
+		reg("b/\xc3\x28invalid", 0o644, nil),
+	}
+	for i, f := range upperFiles {
+		switch f.h.Typeflag {
+		case tar.TypeLink:
+			upperFiles[i].h.Mode, upperFiles[i].h.ModTime = 0o644, t1 // as b/orig
+		case tar.TypeSymlink:
+			upperFiles[i].h.Mode = 0o777
+		}
+		explicit[fstest.Clean(f.h.Name)] = true
+	}
+	return lower, makeTar(t, upperFiles), explicit
+}
+
+// TestDifferentialRootfs pulls the same two-layer image twice into
+// containerd 2.4.2: unpacked by containerd's overlayfs snapshotter, and
+// converted (SOCI v2, 64 KiB spans) and mounted lazily by
+// socikit-snapshotter. A read-only view of each is mounted and the two trees
+// must be identical: names, types, modes, owners, sizes, mtimes, link
+// targets, device numbers, xattrs, hard-link groups, file contents, and
+// what the upper layer deleted is absent from both.
+func TestDifferentialRootfs(t *testing.T) {
+	requireRoot(t)
+	f := flavours[0]
+	requireExecutable(t, f.ctr)
+	reg := newRegistry(t)
+	lower, upper, explicit := diffLayers(t)
+	plain, img := reg.pushImage(t, "socikit/tricky", lower, upper)
+	indexed := convert(t, plain, plain+"-soci")
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := cf.RootFS.DiffIDs[0].String()
+	for _, d := range cf.RootFS.DiffIDs[1:] {
+		chain = fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(chain+" "+d.String())))
+	}
+
+	d := startContainerd(t, f)
+	ns := "socikit-test"
+	d.ctr(t, "-n", ns, "image", "pull", "--plain-http", plain) // overlayfs
+	d.ctr(t, "-n", ns, "image", "pull", "--snapshotter", "socikit", "--plain-http", indexed)
+	if got := d.lazyMounts(t); got != 2 {
+		t.Fatalf("%d lazy layer mounts, want 2", got)
+	}
+	view := func(snapshotter string) string {
+		key := "diff-view-" + snapshotter
+		target := t.TempDir()
+		d.ctr(t, "-n", ns, "snapshots", "--snapshotter", snapshotter, "view", key, chain)
+		cmd := strings.TrimSpace(d.ctr(t, "-n", ns, "snapshots", "--snapshotter", snapshotter, "mounts", target, key))
+		if out, err := exec.Command("sh", "-c", cmd).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", cmd, err, out)
+		}
+		t.Cleanup(func() {
+			if err := unix.Unmount(target, unix.MNT_DETACH); err != nil {
+				t.Errorf("unmount %s: %v", target, err)
+			}
+			d.tryCtr("-n", ns, "snapshots", "--snapshotter", snapshotter, "rm", key) //nolint:errcheck // the daemon goes away next
+		})
+		return target
+	}
+	want := walkTree(t, view("overlayfs"))
+	got := walkTree(t, view("socikit"))
+
+	for _, p := range []string{"a/empty", "implicit", "many/f001", "dev/null", "dev/sda", "a/gone"} {
+		if _, ok := want[p]; ok {
+			t.Errorf("overlayfs shows %s, which a whiteout deletes", p)
+		}
+	}
+	for _, p := range []string{"b/link", "a/big", fstest.LongName, fstest.BadUTF8, "dev/zero", "opq/kept"} {
+		if _, ok := want[p]; !ok {
+			t.Errorf("overlayfs lacks %q", p)
+		}
+	}
+	var paths []string
+	for p := range want {
+		paths = append(paths, p)
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			paths = append(paths, p)
+		}
+	}
+	sort.Strings(paths)
+	diffs := 0
+	for _, p := range paths {
+		w, g := want[p], got[p]
+		if p == "." || !explicit[p] {
+			// Directories without a header of their own: containerd
+			// creates them at unpack time (mtime now), the lazy mount
+			// shows mtime 0; containerd does not apply the root entry's
+			// mtime either.
+			w, g = dropMtime(w), dropMtime(g)
+		}
+		if w != g {
+			diffs++
+			t.Errorf("%q:\n  overlayfs: %s\n  socikit:   %s", p, w, g)
+		}
+	}
+	t.Logf("compared %d paths (overlayfs view vs lazy socikit view): %d differ", len(paths), diffs)
+}
+
+// walkTree describes every path under root (relative; "." for the root) as
+// one comparable string. Hard links are named by the first path of their
+// inode, so the groups must match, not the inode numbers.
+func walkTree(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	firstOfInode := map[[2]uint64]string{} // by (st_dev, st_ino): each lazy layer is a filesystem of its own
+	err := filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return err
+		}
+		mode := fs.FileMode(st.Mode & 0o7777)
+		desc := fmt.Sprintf("type=%o mode=%04o uid=%d gid=%d mtime=%d.%09d", st.Mode&syscall.S_IFMT, uint32(mode), st.Uid, st.Gid, st.Mtim.Sec, st.Mtim.Nsec)
+		switch st.Mode & syscall.S_IFMT {
+		case syscall.S_IFREG:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return fmt.Errorf("read %s: %w", rel, err)
+			}
+			desc += fmt.Sprintf(" size=%d sha256=%x nlink=%d", st.Size, sha256.Sum256(b), st.Nlink)
+			if first, ok := firstOfInode[[2]uint64{st.Dev, st.Ino}]; ok {
+				desc += " linkof=" + first
+			} else {
+				firstOfInode[[2]uint64{st.Dev, st.Ino}] = rel
+			}
+		case syscall.S_IFLNK:
+			l, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			desc += " -> " + l
+		case syscall.S_IFCHR, syscall.S_IFBLK:
+			desc += fmt.Sprintf(" rdev=%d,%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		}
+		desc += xattrs(t, p)
+		out[rel] = desc
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", root, err)
+	}
+	return out
+}
+
+// xattrs lists the extended attributes of p (not following symlinks),
+// overlayfs' own excepted.
+func xattrs(t *testing.T, p string) string {
+	t.Helper()
+	buf := make([]byte, 64<<10)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil {
+		return " xattrs=error:" + err.Error()
+	}
+	var names []string
+	for _, k := range strings.Split(string(buf[:n]), "\x00") {
+		if k != "" && !strings.HasPrefix(k, "trusted.overlay.") {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	s := ""
+	for _, k := range names {
+		v := make([]byte, 64<<10)
+		m, err := unix.Lgetxattr(p, k, v)
+		if err != nil {
+			s += fmt.Sprintf(" %s=error:%v", k, err)
+			continue
+		}
+		s += fmt.Sprintf(" %s=%q", k, v[:m])
+	}
+	return s
+}
+
+func dropMtime(s string) string {
+	f := strings.Fields(s)
+	for i, x := range f {
+		if strings.HasPrefix(x, "mtime=") {
+			f[i] = "mtime=(not compared)"
+		}
+	}
+	return strings.Join(f, " ")
+}
