@@ -110,6 +110,11 @@ func buildTree(z *ztoc.Ztoc) (*entry, []string) {
 
 func (b *builder) setAttr(e *entry, fe *ztoc.FileEntry) {
 	e.mode = e.mode&syscall.S_IFMT | uint32(fe.Mode)&0o7777
+	if e.mode&syscall.S_IFMT == syscall.S_IFLNK {
+		// Linux symlinks are always 0777, as overlayfs over an unpacked
+		// layer shows them, whatever the tar header says.
+		e.mode = syscall.S_IFLNK | 0o777
+	}
 	e.uid, e.gid = fe.UID, fe.GID
 	e.mtime = fe.ModTime
 	if x := fe.Xattrs(); len(x) > 0 {
