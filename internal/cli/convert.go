@@ -338,6 +338,14 @@ func (c *converter) loadImage(ctx context.Context, d ocispec.Descriptor, body []
 			return nil, fmt.Errorf("parse config of %s: %w", d.Digest, err)
 		}
 		im.platform = &ocispec.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant, OSVersion: p.OSVersion}
+		if p.OS == "" || p.Architecture == "" {
+			// An empty platform in the image index would match no runtime
+			// and containerd would pull no layer: take the host's, as for
+			// --platform.
+			h := hostPlatform()
+			c.e.warnf("image %s names no platform in its config; using %s", d.Digest, platformString(&h))
+			im.platform = &h
+		}
 	}
 	return im, nil
 }
