@@ -1,53 +1,88 @@
 #!/usr/bin/env bash
-# The main job, end to end on embedded defaults: builds socikit, makes an
-# image from local files (no network needed), pushes it to a registry on
-# loopback, converts it to a SOCI v2 image, inspects the index, and reads a
-# file through the zTOC with HTTP range requests; then the same to an OCI
-# layout tar. Until the exporter and snapshotter land, this is the demo of
-# the core.
+# The main job, end to end on embedded defaults, as root on a fresh Debian
+# machine (no network beyond the Go module proxy and Debian's packages):
+#   1. builds socikit, our buildkitd + buildctl, containerd v2.4.2 and
+#      socikit-snapshotter (minutes the first time, seconds after);
+#   2. starts a registry on loopback and pushes a base image made from local
+#      files (busybox + a slice of the Go source tree);
+#   3. builds examples/hello with buildctl --output type=soci: the layers are
+#      compressed and indexed in one pass, the SOCI v2 index is pushed with
+#      the image;
+#   4. inspects the index and reads a file through the zTOC with HTTP range
+#      requests;
+#   5. converts the base image with `socikit convert` (images built
+#      elsewhere) to an OCI layout tar;
+#   6. starts containerd with socikit-snapshotter, pulls the image lazily and
+#      runs it: the container starts before the image has been downloaded
+#      (`socikit status` shows how much was fetched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-apt_install ca-certificates git busybox-static
+if [ "$(id -u)" != 0 ]; then echo "demo.sh: run as root (buildkitd, containerd and FUSE need it)" >&2; exit 1; fi
+apt_install ca-certificates git busybox-static curl python3
 
 mkdir -p bin
-echo "== build socikit and crane (registry + image tool, from the Go module proxy)"
+echo "== build: socikit, crane (registry), buildkitd + buildctl, containerd + socikit-snapshotter"
 go build -o bin/socikit ./cmd/socikit
 GOBIN="$PWD/bin" go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
+scripts/buildkit-build.sh
+scripts/containerd-build.sh
 
-work=$(mktemp -d)
-regpid=
-cleanup() { [ -n "$regpid" ] && kill "$regpid" 2>/dev/null; rm -rf "$work"; }
+work=$(mktemp -d /tmp/socikit-demo.XXXXXX)
+regpid= bkroot= ctrdir=
+cleanup() {
+  set +e
+  [ -n "$ctrdir" ] && scripts/containerd-stop.sh "$ctrdir" >/dev/null 2>&1
+  [ -n "$bkroot" ] && [ -f "$bkroot/buildkitd.pid" ] && kill "$(cat "$bkroot/buildkitd.pid")" 2>/dev/null
+  [ -n "$regpid" ] && kill "$regpid" 2>/dev/null
+  sleep 1
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
-echo "== make an image: busybox + a slice of the Go source tree (~40 MB)"
-root=$work/rootfs
-mkdir -p "$root/bin" "$root/etc" "$root/usr/share/doc"
-cp /bin/busybox "$root/bin/busybox"
-printf 'NAME="socikit demo"\nID=demo\n' >"$root/etc/os-release"
-cp -r "$(go env GOROOT)/src/net" "$(go env GOROOT)/src/crypto" "$(go env GOROOT)/src/runtime" "$root/usr/share/doc/"
-tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$root" -cf "$work/layer.tar" .
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 5055)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 reg=127.0.0.1:$port
 bin/crane registry serve --address "$reg" >"$work/registry.log" 2>&1 &
 regpid=$!
 for _ in $(seq 50); do curl -fs "http://$reg/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
-bin/crane append --insecure --oci-empty-base -f "$work/layer.tar" -t "$reg/demo:latest" >/dev/null
-echo "pushed $reg/demo:latest"
 
-echo "== socikit convert (SOCI v2, 1 MiB spans)"
-time bin/socikit convert --plain-http --span-size 1048576 "$reg/demo:latest" "$reg/demo:soci"
+echo "== base image: busybox + a slice of the Go source tree (~40 MB), pushed to $reg/base:latest"
+root=$work/rootfs
+mkdir -p "$root/bin" "$root/etc" "$root/usr/share/doc"
+cp /bin/busybox "$root/bin/busybox"
+for t in sh ls cat wc echo head seq mkdir; do ln -s busybox "$root/bin/$t"; done
+printf 'NAME="socikit demo"\nID=demo\n' >"$root/etc/os-release"
+cp -r "$(go env GOROOT)/src/net" "$(go env GOROOT)/src/crypto" "$(go env GOROOT)/src/runtime" "$root/usr/share/doc/"
+tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$root" -cf "$work/layer.tar" .
+bin/crane append --insecure --oci-empty-base --platform linux/amd64 -f "$work/layer.tar" -t "$reg/base:latest" >/dev/null 2>&1
+bin/crane mutate --insecure "$reg/base:latest" --set-platform linux/amd64 -t "$reg/base:latest" >/dev/null 2>&1 || true
 
-echo "== socikit inspect"
-bin/socikit inspect --plain-http "$reg/demo:soci"
+echo "== buildctl build --output type=soci (our buildkitd)"
+bkroot=$(mktemp -d /tmp/socikit-buildkitd.XXXXXX)
+addr=$(BUILDKITD_ROOT=$bkroot BUILDKITD_REGISTRIES="$reg" scripts/buildkit-start.sh)
+time bin/buildctl --addr "$addr" build --frontend dockerfile.v0 \
+  --local context=examples/hello --local dockerfile=examples/hello \
+  --opt context:base=docker-image://$reg/base:latest \
+  --output "type=soci,name=$reg/hello:latest,push=true,registry.insecure=true,soci-span-size=auto" 2>&1 | tail -5
 
+echo "== socikit inspect $reg/hello:latest"
+bin/socikit inspect --plain-http "$reg/hello:latest"
 echo "== socikit get-file (zTOC + HTTP range requests only)"
-bin/socikit get-file --plain-http "$reg/demo:soci" etc/os-release
-bin/socikit get-file --plain-http -o "$work/got" "$reg/demo:soci" usr/share/doc/net/http/server.go
+bin/socikit get-file --plain-http "$reg/hello:latest" etc/os-release
+bin/socikit get-file --plain-http -o "$work/got" "$reg/hello:latest" usr/share/doc/net/http/server.go
 cmp "$work/got" "$root/usr/share/doc/net/http/server.go" && echo "server.go: identical to the original"
 
-echo "== the same image to an OCI layout tar (the CI case without a registry), v1 index"
-bin/socikit convert --plain-http --index-version v1 "$reg/demo:latest" "$work/demo-soci.tar"
-bin/socikit inspect "$work/demo-soci.tar"
+echo "== socikit convert: the base image (built elsewhere) to an OCI layout tar with a SOCI v2 index"
+bin/socikit convert --plain-http "$reg/base:latest" "$work/base-soci.tar"
+bin/socikit inspect "$work/base-soci.tar" | head -3
+
+echo "== containerd v2.4.2 + socikit-snapshotter: lazy pull and run"
+ctrdir=$(mktemp -d /tmp/socikit-ctrd.XXXXXX)
+metrics=127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'metrics_address = "%s"\n' "$metrics" >"$ctrdir/socikit.toml"
+eval "$(SOCIKIT_CONFIG=$ctrdir/socikit.toml scripts/containerd-start.sh "$ctrdir")"
+ctr() { bin/ctr -a "$CONTAINERD_ADDRESS" -n demo "$@"; }
+time ctr image pull --snapshotter socikit --plain-http "$reg/hello:latest" >/dev/null
+time ctr run --rm --snapshotter socikit "$reg/hello:latest" demo-hello /bin/sh -c 'cat /etc/os-release; wc -c /data/random.bin'
+bin/socikit status --address "$metrics"
 echo "demo: OK"
