@@ -47,8 +47,10 @@ if ((bench)); then
 		/^Benchmark/ { name = $1; sub(/-[0-9]+$/, "", name); ns[name] = $3 }
 		END {
 			if (ns["BenchmarkIndexUpstream"] && ns["BenchmarkIndexSocikit"])
-				printf "index:    upstream/socikit ns/op = %.2f\n", ns["BenchmarkIndexUpstream"] / ns["BenchmarkIndexSocikit"]
+				printf "index:       socikit/upstream time = %.2f\n", ns["BenchmarkIndexSocikit"] / ns["BenchmarkIndexUpstream"]
+			if (ns["BenchmarkMultiLayerUpstream"] && ns["BenchmarkMultiLayerSocikit"])
+				printf "multi-layer: socikit/upstream time = %.2f\n", ns["BenchmarkMultiLayerSocikit"] / ns["BenchmarkMultiLayerUpstream"]
 			if (ns["BenchmarkCompressPlainGzip"] && ns["BenchmarkCompressSocikit"])
-				printf "compress: socikit/plain-gzip ns/op = %.2f\n", ns["BenchmarkCompressSocikit"] / ns["BenchmarkCompressPlainGzip"]
+				printf "compress:    socikit/plain-gzip time = %.2f\n", ns["BenchmarkCompressSocikit"] / ns["BenchmarkCompressPlainGzip"]
 		}' "$out"
 fi
