@@ -63,16 +63,10 @@ func buildGzip(r io.Reader, o options) (*Ztoc, error) {
 	})
 
 	t := newTOCReader(zr)
-	for {
-		_, err := t.next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("build ztoc: %w", err)
-		}
+	usize, err := t.readAll()
+	if err != nil {
+		return nil, fmt.Errorf("build ztoc: %w", err)
 	}
-	usize := t.pos.pos
 	// Read to the end of the gzip stream: trailers, further members and
 	// padding after the tar archive are part of the blob.
 	if _, err := io.Copy(io.Discard, zr); err != nil {
@@ -107,16 +101,10 @@ func buildTar(r io.Reader, o options) (*Ztoc, error) {
 	src.h.started = true
 	src.fixed = o.spanSize
 	t := newTOCReader(src)
-	for {
-		_, err := t.next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("build ztoc: %w", err)
-		}
+	usize, err := t.readAll()
+	if err != nil {
+		return nil, fmt.Errorf("build ztoc: %w", err)
 	}
-	usize := t.pos.pos
 	if _, err := io.Copy(io.Discard, src); err != nil {
 		return nil, fmt.Errorf("build ztoc: read layer: %w", err)
 	}

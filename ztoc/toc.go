@@ -122,17 +122,16 @@ func entryType(hdr *tar.Header) (EntryType, error) {
 	return 0, fmt.Errorf("unsupported tar entry type %q", hdr.Typeflag)
 }
 
-// readTOC reads a whole tar stream and returns its entries and the
-// uncompressed archive size (the position at the end of the archive, not
-// counting padding after the end-of-archive blocks).
-func readTOC(r io.Reader) ([]FileEntry, int64, error) {
-	t := newTOCReader(r)
+// readAll reads the rest of the archive's entries and returns the
+// uncompressed archive size: the position at the end of the archive, not
+// counting padding after the end-of-archive blocks.
+func (t *tocReader) readAll() (int64, error) {
 	for {
 		if _, err := t.next(); err != nil {
 			if errors.Is(err, io.EOF) {
-				return t.files, t.pos.pos, nil
+				return t.pos.pos, nil
 			}
-			return nil, 0, err
+			return 0, err
 		}
 	}
 }
