@@ -25,7 +25,7 @@ const (
 	// the index marks for prefetch.
 	AttrPrefetch = "soci-prefetch"
 	// AttrReorder (bool, default false) puts the prefetch files first in the
-	// layers. Not implemented yet: true is an error.
+	// layers this build compresses; it needs AttrPrefetch.
 	AttrReorder = "soci-reorder"
 
 	attrPrefix = "soci-"
@@ -35,8 +35,10 @@ const (
 // whole, as lazy loading them saves little.
 const DefaultMinLayerSize int64 = 10 << 20
 
-// AutoSpanSize is the span size "auto" stands for until the content-driven
-// span planner of package exporter lands: upstream's default.
+// AutoSpanSize is the span size "auto" stands for when a layer that was not
+// compressed by this build (a base layer) is indexed with ztoc.Build: its
+// tar is not scanned, so upstream's default is used. New layers get spans
+// planned from their content (exporter.StreamPlanner).
 const AutoSpanSize int64 = 4 << 20
 
 // minSpanSize is the smallest span size accepted: one checkpoint window.
@@ -109,9 +111,6 @@ func ParseOptions(attrs map[string]string) (Options, map[string]string, error) {
 			} else {
 				o.Reorder, err = strconv.ParseBool(v)
 			}
-			if err == nil && o.Reorder {
-				err = fmt.Errorf("reordering is not implemented yet")
-			}
 		default:
 			return Options{}, nil, fmt.Errorf("unknown soci exporter attribute %q (known: %s, %s, %s, %s, %s)",
 				k, AttrIndex, AttrSpanSize, AttrMinLayerSize, AttrPrefetch, AttrReorder)
@@ -119,6 +118,9 @@ func ParseOptions(attrs map[string]string) (Options, map[string]string, error) {
 		if err != nil {
 			return Options{}, nil, fmt.Errorf("invalid value %q for %s: %w", v, k, err)
 		}
+	}
+	if o.Reorder && len(o.Prefetch) == 0 {
+		return Options{}, nil, fmt.Errorf("%s=true needs %s: the files to put first", AttrReorder, AttrPrefetch)
 	}
 	return o, rest, nil
 }

@@ -36,7 +36,13 @@ func TestParseOptions(t *testing.T) {
 		{name: "small span", attrs: map[string]string{"soci-span-size": "100"}, wantErr: "at least"},
 		{name: "bad version", attrs: map[string]string{"soci-index": "v3"}, wantErr: "soci-index"},
 		{name: "relative prefetch", attrs: map[string]string{"soci-prefetch": "a"}, wantErr: "not absolute"},
-		{name: "reorder", attrs: map[string]string{"soci-reorder": "true"}, wantErr: "not implemented"},
+		{name: "reorder without prefetch", attrs: map[string]string{"soci-reorder": "true"}, wantErr: "needs soci-prefetch"},
+		{
+			name:  "reorder",
+			attrs: map[string]string{"soci-reorder": "true", "soci-prefetch": "/a"},
+			want:  Options{Version: soci.V2, MinLayerSize: DefaultMinLayerSize, Prefetch: []string{"/a"}, Reorder: true},
+			rest:  map[string]string{},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, rest, err := ParseOptions(tc.attrs)

@@ -6,38 +6,76 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"sync"
 
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/pkg/labels"
+	"github.com/moby/buildkit/util/bklog"
 	"github.com/moby/buildkit/util/compression"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/socikit/socikit/exporter"
 	"github.com/socikit/socikit/soci"
-	"github.com/socikit/socikit/ztoc"
 )
 
 // Content-store labels that link a layer blob to the zTOC built while it was
 // compressed. BuildKit drops compression finalizer annotations, so the link
 // travels as labels; the gc.ref label keeps the zTOC as long as the layer.
+// Each label key ends with the span setting the zTOC was made for ("auto"
+// or a byte count, see SpanSetting): a blob BuildKit reuses from its cache
+// keeps the zTOCs of earlier builds, and a build that asks for another span
+// setting finds no label of its own and indexes the blob again (ztoc.Build)
+// instead of using a zTOC made for other spans.
 const (
-	// LabelZtoc (digest) on a layer blob: its zTOC blob.
+	// LabelZtoc + "." + setting (digest) on a layer blob: its zTOC blob.
 	LabelZtoc = "dev.socikit.ztoc"
-	// LabelZtocSpanSize (decimal) on a layer blob: the span size of its zTOC.
+	// LabelZtocSpanSize + "." + setting (decimal) on a layer blob: the span
+	// size of its zTOC (for auto, the size the planner chose last).
 	LabelZtocSpanSize = "dev.socikit.ztoc.span-size"
-	// labelGCRefZtoc makes containerd's GC keep the zTOC while the layer lives.
+	// labelGCRefZtoc + "." + setting makes containerd's GC keep the zTOC
+	// while the layer lives.
 	labelGCRefZtoc = "containerd.io/gc.ref.content.socikit.ztoc"
 )
 
+// SpanSetting names a span size option in label keys: "auto" for 0, else
+// the byte count.
+func SpanSetting(spanSize int64) string {
+	if spanSize <= 0 {
+		return "auto"
+	}
+	return strconv.FormatInt(spanSize, 10)
+}
+
+// ztocLabels returns the label keys for the zTOC, its span size and its GC
+// reference under span setting spanSize.
+func ztocLabels(spanSize int64) (ztocKey, sizeKey, gcKey string) {
+	s := "." + SpanSetting(spanSize)
+	return LabelZtoc + s, LabelZtocSpanSize + s, labelGCRefZtoc + s
+}
+
 // Compression is a BuildKit compression type: standard gzip (media type
 // application/vnd.oci.image.layer.v1.tar+gzip, readable by any client) written
-// by ztoc.Compress, which takes zTOC checkpoints at span ends in the same
+// by exporter.BuildLayerStream, which plans spans from the tar as it streams
+// (or uses SpanSize) and takes zTOC checkpoints at span ends in the same
 // pass. The finalizer stores the zTOC in the content store and labels the
-// layer blob with LabelZtoc.
+// layer blob with it (see LabelZtoc).
 type Compression struct {
-	// SpanSize is the target uncompressed span size.
+	// SpanSize is the target uncompressed span size; 0 chooses it from the
+	// layer's content (exporter.StreamPlanner).
 	SpanSize int64
+	// Startup lists the files read at start-up (the prefetch list): auto
+	// span planning cuts around them.
+	Startup []string
+	// Reorder moves the Startup files to the front of each layer this type
+	// compresses (exporter.BuildLayer with exporter.WithReorder). The
+	// layer's tar stream is spooled to a temporary file first, as
+	// reordering needs the whole tar; the finalizer then sets the blob's
+	// uncompressed digest (the diffID BuildKit puts in the image config) to
+	// that of the reordered tar.
+	Reorder bool
 }
 
 var _ compression.Type = Compression{}
@@ -66,27 +104,33 @@ func (c Compression) NeedsConversion(ctx context.Context, cs content.Store, desc
 	return compression.Gzip.NeedsConversion(ctx, cs, desc)
 }
 
-type compressResult struct {
-	blob digest.Digest
-	z    *ztoc.Ztoc
+// layerOptions are the exporter options for a layer compressed with config
+// comp: span setting, start-up files and gzip level (BuildKit's
+// compression-level, else exporter.DefaultCompressionLevel).
+func (c Compression) layerOptions(comp compression.Config) []exporter.Option {
+	opts := []exporter.Option{exporter.WithSpanSize(c.SpanSize), exporter.WithBuildToolIdentifier(BuildTool)}
+	if len(c.Startup) > 0 {
+		opts = append(opts, exporter.WithStartupFiles(c.Startup))
+	}
+	if comp.Level != nil {
+		opts = append(opts, exporter.WithCompressionLevel(*comp.Level))
+	}
+	if c.Reorder {
+		opts = append(opts, exporter.WithReorder(true))
+	}
+	return opts
 }
 
-// Compress returns a compressor that gzips a layer with ztoc.Compress, and a
-// finalizer that stores the zTOC and links it to the blob.
+// Compress returns a compressor that gzips a layer with
+// exporter.BuildLayerStream, and a finalizer that stores the zTOC and links
+// it to the blob.
 func (c Compression) Compress(ctx context.Context, comp compression.Config) (compression.Compressor, compression.Finalizer) {
 	var (
 		mu       sync.Mutex
-		res      *compressResult
+		res      *exporter.LayerResult
 		writeErr error
 	)
-	spanSize := c.SpanSize
-	if spanSize <= 0 {
-		spanSize = AutoSpanSize
-	}
-	opts := []ztoc.Option{ztoc.WithSpanSize(spanSize)}
-	if comp.Level != nil {
-		opts = append(opts, ztoc.WithCompressionLevel(*comp.Level))
-	}
+	opts := c.layerOptions(comp)
 	compressor := func(dest io.Writer, mediaType string) (io.WriteCloser, error) {
 		ct, err := compression.FromMediaType(mediaType)
 		if err != nil {
@@ -95,12 +139,20 @@ func (c Compression) Compress(ctx context.Context, comp compression.Config) (com
 		if ct != compression.Gzip {
 			return nil, fmt.Errorf("soci-gzip compressor: unsupported media type %q", mediaType)
 		}
+		if c.Reorder {
+			return newSpoolWriter(func(f *os.File, size int64) error {
+				r, err := exporter.BuildLayer(ctx, dest, f, size, opts...)
+				mu.Lock()
+				defer mu.Unlock()
+				res, writeErr = r, err
+				return err
+			})
+		}
 		pr, pw := io.Pipe()
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			dg := digest.Canonical.Digester()
-			z, err := ztoc.Compress(io.MultiWriter(dest, dg.Hash()), pr, opts...)
+			r, err := exporter.BuildLayerStream(ctx, dest, pr, opts...)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -109,7 +161,7 @@ func (c Compression) Compress(ctx context.Context, comp compression.Config) (com
 				pr.CloseWithError(err)
 				return
 			}
-			res, writeErr = &compressResult{blob: dg.Digest(), z: z}, nil
+			res, writeErr = r, nil
 			// Drain anything after the tar end so the writer never blocks.
 			_, _ = io.Copy(io.Discard, pr)
 		}()
@@ -129,10 +181,22 @@ func (c Compression) Compress(ctx context.Context, comp compression.Config) (com
 			}
 			return nil, errors.New("soci-gzip: no layer was compressed")
 		}
-		if err := storeZtoc(ctx, cs, r.blob, r.z, spanSize); err != nil {
+		if err := storeZtoc(ctx, cs, r.Digest, r.ZtocBlob, c.SpanSize, r.Spans.Size); err != nil {
 			return nil, err
 		}
-		return nil, nil
+		bklog.G(ctx).Debugf("soci-gzip: layer %s: %s", r.Digest, r.Spans)
+		if !c.Reorder {
+			return nil, nil
+		}
+		// BuildKit takes the diffID from this label once the finalizer has
+		// run (and the timestamp-rewriting converter from the annotation):
+		// the reordered tar's digest, not that of the tar it streamed.
+		info := content.Info{Digest: r.Digest, Labels: map[string]string{labels.LabelUncompressed: r.DiffID.String()}}
+		if _, err := cs.Update(ctx, info, "labels."+labels.LabelUncompressed); err != nil {
+			return nil, fmt.Errorf("label reordered layer %s with its diffID: %w", r.Digest, err)
+		}
+		bklog.G(ctx).Debugf("soci-gzip: layer %s reordered: %d entries moved first, diffID %s", r.Digest, len(r.Reordered), r.DiffID)
+		return map[string]string{labels.LabelUncompressed: r.DiffID.String()}, nil
 	}
 	return compressor, finalize
 }
@@ -152,10 +216,48 @@ func (p *pipeCloser) Close() error {
 	return p.err()
 }
 
-// storeZtoc writes z to the content store and labels the layer blob with it.
-func storeZtoc(ctx context.Context, cs content.Store, layer digest.Digest, z *ztoc.Ztoc, spanSize int64) error {
-	zd, err := writeZtoc(ctx, cs, z)
+// spoolWriter spools a layer's tar to a temporary file and, on Close,
+// hands the file to build.
+type spoolWriter struct {
+	f     *os.File
+	n     int64
+	build func(f *os.File, size int64) error
+	once  sync.Once
+	err   error
+}
+
+func newSpoolWriter(build func(f *os.File, size int64) error) (*spoolWriter, error) {
+	f, err := os.CreateTemp("", "socikit-layer-*.tar")
 	if err != nil {
+		return nil, fmt.Errorf("soci-gzip: spool layer: %w", err)
+	}
+	return &spoolWriter{f: f, build: build}, nil
+}
+
+func (w *spoolWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// Close builds the layer; BuildKit's differs may call it more than once.
+func (w *spoolWriter) Close() error {
+	w.once.Do(func() {
+		defer os.Remove(w.f.Name())
+		defer w.f.Close()
+		if err := w.build(w.f, w.n); err != nil {
+			w.err = fmt.Errorf("soci-gzip: reorder layer: %w", err)
+		}
+	})
+	return w.err
+}
+
+// storeZtoc writes the zTOC blob zb to the content store and labels the
+// layer blob with it under span setting setting; chosen is the span size
+// used (the annotation's value).
+func storeZtoc(ctx context.Context, cs content.Store, layer digest.Digest, zb []byte, setting, chosen int64) error {
+	zd := ocispecs.Descriptor{MediaType: soci.MediaTypeZtoc, Digest: digest.FromBytes(zb), Size: int64(len(zb))}
+	if err := writeBlob(ctx, cs, zd, zb); err != nil {
 		return err
 	}
 	info, err := cs.Info(ctx, layer)
@@ -165,26 +267,14 @@ func storeZtoc(ctx context.Context, cs content.Store, layer digest.Digest, z *zt
 	if info.Labels == nil {
 		info.Labels = map[string]string{}
 	}
-	info.Labels[LabelZtoc] = zd.Digest.String()
-	info.Labels[LabelZtocSpanSize] = strconv.FormatInt(spanSize, 10)
-	info.Labels[labelGCRefZtoc] = zd.Digest.String()
-	if _, err := cs.Update(ctx, info, "labels."+LabelZtoc, "labels."+LabelZtocSpanSize, "labels."+labelGCRefZtoc); err != nil {
+	zk, sk, gk := ztocLabels(setting)
+	info.Labels[zk] = zd.Digest.String()
+	info.Labels[sk] = strconv.FormatInt(chosen, 10)
+	info.Labels[gk] = zd.Digest.String()
+	if _, err := cs.Update(ctx, info, "labels."+zk, "labels."+sk, "labels."+gk); err != nil {
 		return fmt.Errorf("label layer %s with its ztoc: %w", layer, err)
 	}
 	return nil
-}
-
-// writeZtoc marshals z into the content store.
-func writeZtoc(ctx context.Context, cs content.Store, z *ztoc.Ztoc) (ocispecs.Descriptor, error) {
-	b, err := ztoc.Marshal(z)
-	if err != nil {
-		return ocispecs.Descriptor{}, fmt.Errorf("marshal ztoc: %w", err)
-	}
-	desc := ocispecs.Descriptor{MediaType: soci.MediaTypeZtoc, Digest: digest.FromBytes(b), Size: int64(len(b))}
-	if err := writeBlob(ctx, cs, desc, b); err != nil {
-		return ocispecs.Descriptor{}, err
-	}
-	return desc, nil
 }
 
 func writeBlob(ctx context.Context, cs content.Store, desc ocispecs.Descriptor, b []byte) error {

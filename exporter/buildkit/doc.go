@@ -8,11 +8,14 @@
 // Our buildkitd (cmd/buildkitd) wraps the workers it creates with it.
 //
 // The soci exporter commits the image with BuildKit's own image writer, with
-// layer compression set to Compression (plain gzip for every reader; the zTOC
-// is stored in the content store and linked to the layer blob by a label, as
-// compression finalizer annotations are dropped). Layers that arrive already
-// gzip-compressed (base images) are indexed with ztoc.Build. It then writes a
-// SOCI index (v2 by default: the image manifest is rewritten with
+// layer compression set to Compression (plain gzip for every reader, written
+// by exporter.BuildLayerStream, or exporter.BuildLayer when reordering; the
+// zTOC is stored in the content store and linked to the layer blob by a label
+// keyed by the span setting, as compression finalizer annotations are
+// dropped). Layers that arrive already gzip-compressed (base images), and
+// cached blobs without a zTOC for the requested span setting, are indexed
+// with ztoc.Build. It then assembles the SOCI index with exporter.Assemble
+// (v2 by default: the image manifest is rewritten with
 // com.amazon.soci.index-digest and an image index lists it and the SOCI
 // index; attestation manifests are kept) and pushes the result. Blobs and
 // child manifests are pushed before the manifests that reference them, and

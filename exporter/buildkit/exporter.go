@@ -95,7 +95,10 @@ func (e *sociExporter) Resolve(ctx context.Context, id int, attrs map[string]str
 		return nil, err
 	}
 	comp := i.opts.RefCfg.Compression
-	comp.Type = Compression{SpanSize: sopts.EffectiveSpanSize()}
+	if comp.Level != nil && (*comp.Level < 1 || *comp.Level > 9) {
+		return nil, fmt.Errorf("soci exporter: compression-level=%d: must be 1-9", *comp.Level)
+	}
+	comp.Type = Compression{SpanSize: sopts.SpanSize, Startup: sopts.Prefetch, Reorder: sopts.Reorder}
 	i.opts.RefCfg.Compression = comp
 	for k, v := range other {
 		var err error

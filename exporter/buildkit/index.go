@@ -3,11 +3,10 @@ package buildkit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"path"
 	"strconv"
-	"strings"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
@@ -15,6 +14,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/socikit/socikit/exporter"
 	"github.com/socikit/socikit/soci"
 	"github.com/socikit/socikit/ztoc"
 )
@@ -24,9 +24,6 @@ const BuildTool = "socikit"
 
 // maxDocument bounds the manifests and configs read from the content store.
 const maxDocument = 8 << 20
-
-// annotationReferenceType marks BuildKit attestation manifests in an index.
-const annotationReferenceType = "vnd.docker.reference.type"
 
 type indexResult struct {
 	// root is the descriptor to push: the v2 image index, or the original
@@ -38,183 +35,162 @@ type indexResult struct {
 	v1 []ocispecs.Descriptor
 }
 
-// addIndexes builds a SOCI index for every platform image under root and, for
-// v2, binds them into a new image index written to cs.
+// addIndexes builds a SOCI index for every platform image under root with
+// exporter.Assemble and writes what it adds to cs: zTOCs, prefetch blobs,
+// SOCI indexes and, for v2, the bound manifests and the new image index.
+// An image with no layer over the minimum size gets no index (a warning);
+// when no image has one, the root is returned unchanged.
 func addIndexes(ctx context.Context, cs content.Store, root ocispecs.Descriptor, o Options) (*indexResult, error) {
 	res := &indexResult{root: root}
-	var base []byte
-	type target struct {
-		desc     ocispecs.Descriptor
-		platform *ocispecs.Platform
+	rootBody, err := readBlob(ctx, cs, root)
+	if err != nil {
+		return nil, err
 	}
-	var targets []target
+	req := &exporter.Request{Version: o.Version, BuildTool: BuildTool, Root: root, RootBody: rootBody,
+		Layers: map[digest.Digest]*exporter.LayerIndex{}, Prefetch: o.Prefetch}
 	switch root.MediaType {
 	case ocispecs.MediaTypeImageIndex, images.MediaTypeDockerSchema2ManifestList:
-		b, err := readBlob(ctx, cs, root)
-		if err != nil {
-			return nil, err
-		}
-		base = b
 		var idx ocispecs.Index
-		if err := json.Unmarshal(b, &idx); err != nil {
+		if err := json.Unmarshal(rootBody, &idx); err != nil {
 			return nil, fmt.Errorf("parse image index %s: %w", root.Digest, err)
 		}
 		for _, m := range idx.Manifests {
-			if m.Annotations[annotationReferenceType] != "" || !images.IsManifestType(m.MediaType) {
+			if !exporter.IsPlatformImage(m) {
 				continue // attestation manifests stay as they are
 			}
-			targets = append(targets, target{desc: m, platform: m.Platform})
+			req.Images = append(req.Images, exporter.ImageManifest{Desc: m, Platform: m.Platform})
 		}
 	case ocispecs.MediaTypeImageManifest, images.MediaTypeDockerSchema2Manifest:
-		targets = append(targets, target{desc: root})
+		req.Images = append(req.Images, exporter.ImageManifest{Desc: root, Body: rootBody})
 	default:
 		return nil, fmt.Errorf("unexpected root media type %q", root.MediaType)
 	}
 
-	var bound []soci.BoundImage
-	prefetchFound := map[string]bool{}
-	for _, t := range targets {
-		mb, err := readBlob(ctx, cs, t.desc)
-		if err != nil {
-			return nil, err
-		}
-		var m ocispecs.Manifest
-		if err := json.Unmarshal(mb, &m); err != nil {
-			return nil, fmt.Errorf("parse manifest %s: %w", t.desc.Digest, err)
-		}
-		platform := t.platform
-		if platform == nil {
-			if platform, err = configPlatform(ctx, cs, m.Config); err != nil {
+	for k := range req.Images {
+		im := &req.Images[k]
+		if im.Body == nil {
+			if im.Body, err = readBlob(ctx, cs, im.Desc); err != nil {
 				return nil, err
 			}
 		}
-		ix := &soci.Index{Version: o.Version, BuildTool: BuildTool}
+		var m ocispecs.Manifest
+		if err := json.Unmarshal(im.Body, &m); err != nil {
+			return nil, fmt.Errorf("parse manifest %s: %w", im.Desc.Digest, err)
+		}
+		if im.Platform == nil {
+			if im.Platform, err = configPlatform(ctx, cs, m.Config); err != nil {
+				return nil, err
+			}
+		}
 		for _, l := range m.Layers {
-			lz, z, ok, err := layerZtoc(ctx, cs, l, o)
+			if _, done := req.Layers[l.Digest]; done {
+				continue
+			}
+			li, err := layerZtoc(ctx, cs, l, o)
 			if err != nil {
 				return nil, fmt.Errorf("index layer %s: %w", l.Digest, err)
 			}
-			if !ok {
-				continue
+			if li != nil {
+				req.Layers[l.Digest] = li
 			}
-			ix.Layers = append(ix.Layers, lz)
-			if len(o.Prefetch) > 0 {
-				pf, found, err := prefetchOf(ctx, cs, l.Digest, z, o.Prefetch)
-				if err != nil {
-					return nil, err
-				}
-				for _, p := range found {
-					prefetchFound[p] = true
-				}
-				if pf != nil {
-					ix.Prefetches = append(ix.Prefetches, *pf)
-				}
-			}
-		}
-		if len(ix.Layers) == 0 {
-			bklog.G(ctx).Warnf("soci exporter: no layer of %s is over %d bytes; it gets no SOCI index", t.desc.Digest, o.MinLayerSize)
-			continue
-		}
-		if o.Version == soci.V1 {
-			ix.Subject = &ocispecs.Descriptor{MediaType: ocispecs.MediaTypeImageManifest, Digest: t.desc.Digest, Size: t.desc.Size}
-			if t.desc.MediaType != "" {
-				ix.Subject.MediaType = t.desc.MediaType
-			}
-		}
-		body, idesc, err := ix.Marshal()
-		if err != nil {
-			return nil, fmt.Errorf("marshal SOCI index: %w", err)
-		}
-		cfg := o.Version.ConfigDescriptor()
-		if err := writeBlob(ctx, cs, cfg, []byte(soci.EmptyConfigJSON)); err != nil {
-			return nil, err
-		}
-		if err := writeBlob(ctx, cs, idesc, body); err != nil {
-			return nil, err
-		}
-		res.indexes = append(res.indexes, idesc)
-		if o.Version == soci.V1 {
-			res.v1 = append(res.v1, idesc)
-			continue
-		}
-		nm, ndesc, err := soci.BindV2(mb, platform, idesc)
-		if err != nil {
-			return nil, fmt.Errorf("bind SOCI index to %s: %w", t.desc.Digest, err)
-		}
-		if err := writeBlob(ctx, cs, ndesc, nm); err != nil {
-			return nil, err
-		}
-		bound = append(bound, soci.BoundImage{Original: t.desc.Digest, Manifest: ndesc, Index: idesc})
-	}
-	for _, p := range o.Prefetch {
-		if !prefetchFound[p] {
-			return nil, fmt.Errorf("%s: %q is not a regular file in any indexed layer", AttrPrefetch, p)
 		}
 	}
-	if len(bound) == 0 {
+
+	out, err := exporter.Assemble(req)
+	if errors.Is(err, exporter.ErrNoLayers) {
+		bklog.G(ctx).Warnf("soci exporter: no layer of %s is over %d bytes; it gets no SOCI index", root.Digest, o.MinLayerSize)
 		return res, nil
 	}
-	ib, idesc, err := soci.BuildImageIndex(base, bound)
 	if err != nil {
-		return nil, fmt.Errorf("build image index: %w", err)
-	}
-	if err := writeBlob(ctx, cs, idesc, ib); err != nil {
+		var pe *exporter.PrefetchNotFoundError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("%s: %q is not a regular file in any indexed layer of image %s (%s)", AttrPrefetch, pe.Path, pe.Image, pe.Platform)
+		}
 		return nil, err
 	}
-	res.root = ocispecs.Descriptor{MediaType: idesc.MediaType, Digest: idesc.Digest, Size: idesc.Size}
+	for _, im := range out.Unindexed {
+		bklog.G(ctx).Warnf("soci exporter: no layer of %s is over %d bytes; it gets no SOCI index", im.Desc.Digest, o.MinLayerSize)
+	}
+	for _, b := range out.Blobs {
+		if err := writeBlob(ctx, cs, b.Desc, b.Body); err != nil {
+			return nil, err
+		}
+	}
+	for _, b := range out.Manifests {
+		if err := writeBlob(ctx, cs, b.Desc, b.Body); err != nil {
+			return nil, err
+		}
+	}
+	for _, ix := range out.Indexed {
+		res.indexes = append(res.indexes, ix.Index)
+	}
+	if o.Version == soci.V1 {
+		for _, r := range out.Referrers {
+			if err := writeBlob(ctx, cs, r.Desc, r.Body); err != nil {
+				return nil, err
+			}
+			res.v1 = append(res.v1, r.Desc)
+		}
+		return res, nil
+	}
+	if err := writeBlob(ctx, cs, out.Root.Desc, out.Root.Body); err != nil {
+		return nil, err
+	}
+	res.root = ocispecs.Descriptor{MediaType: out.Root.Desc.MediaType, Digest: out.Root.Desc.Digest, Size: out.Root.Desc.Size}
 	return res, nil
 }
 
 // layerZtoc returns the zTOC of a layer: the one stored when our compressor
-// wrote it, else one built from the blob (base layers, cached layers).
-func layerZtoc(ctx context.Context, cs content.Store, l ocispecs.Descriptor, o Options) (soci.LayerZtoc, *ztoc.Ztoc, bool, error) {
+// wrote it for the same span setting, else one built from the blob with
+// ztoc.Build (base layers, and cached layers compressed for another span
+// setting). It returns nil for a layer that gets no zTOC (under the minimum
+// size, not a tar layer).
+func layerZtoc(ctx context.Context, cs content.Store, l ocispecs.Descriptor, o Options) (*exporter.LayerIndex, error) {
 	if l.Size < o.MinLayerSize || !indexable(l.MediaType) {
-		return soci.LayerZtoc{}, nil, false, nil
+		return nil, nil
 	}
-	lz := soci.LayerZtoc{LayerDigest: l.Digest, LayerMediaType: l.MediaType}
 	info, err := cs.Info(ctx, l.Digest)
 	if err != nil {
-		return lz, nil, false, fmt.Errorf("stat layer: %w", err)
+		return nil, fmt.Errorf("stat layer: %w", err)
 	}
-	var z *ztoc.Ztoc
-	var zdesc ocispecs.Descriptor
-	if zd, ok := info.Labels[LabelZtoc]; ok {
+	zk, sk, _ := ztocLabels(o.SpanSize)
+	if zd, ok := info.Labels[zk]; ok {
 		d, err := digest.Parse(zd)
 		if err != nil {
-			return lz, nil, false, fmt.Errorf("label %s: %w", LabelZtoc, err)
+			return nil, fmt.Errorf("label %s: %w", zk, err)
 		}
 		zi, err := cs.Info(ctx, d)
 		if err != nil {
-			return lz, nil, false, fmt.Errorf("stat ztoc %s: %w", d, err)
+			return nil, fmt.Errorf("stat ztoc %s: %w", d, err)
 		}
-		zdesc = ocispecs.Descriptor{MediaType: soci.MediaTypeZtoc, Digest: d, Size: zi.Size}
-		b, err := readBlob(ctx, cs, zdesc)
+		b, err := readZtocBlob(ctx, cs, ocispecs.Descriptor{MediaType: soci.MediaTypeZtoc, Digest: d, Size: zi.Size})
 		if err != nil {
-			return lz, nil, false, err
+			return nil, err
 		}
-		if z, err = ztoc.Unmarshal(b); err != nil {
-			return lz, nil, false, fmt.Errorf("read ztoc %s: %w", d, err)
-		}
-		lz.SpanSize, _ = strconv.ParseInt(info.Labels[LabelZtocSpanSize], 10, 64)
-	} else {
-		ra, err := cs.ReaderAt(ctx, l)
+		li, err := exporter.NewLayerIndex(b)
 		if err != nil {
-			return lz, nil, false, fmt.Errorf("open layer: %w", err)
+			return nil, fmt.Errorf("read ztoc %s: %w", d, err)
 		}
-		defer ra.Close()
-		spanSize := o.EffectiveSpanSize()
-		z, err = ztoc.Build(io.NewSectionReader(ra, 0, ra.Size()), ztoc.WithSpanSize(spanSize), ztoc.WithBuildToolIdentifier(BuildTool))
-		if err != nil {
-			return lz, nil, false, err
-		}
-		if zdesc, err = writeZtoc(ctx, cs, z); err != nil {
-			return lz, nil, false, err
-		}
-		lz.SpanSize = spanSize
+		li.SpanSize, _ = strconv.ParseInt(info.Labels[sk], 10, 64)
+		return li, nil
 	}
-	lz.Ztoc = zdesc
-	lz.DisableXattrs = noXattrs(z)
-	return lz, z, true, nil
+	// A base layer, or a cached blob whose zTOC was made for another span
+	// setting: index the blob as it is.
+	ra, err := cs.ReaderAt(ctx, l)
+	if err != nil {
+		return nil, fmt.Errorf("open layer: %w", err)
+	}
+	defer ra.Close()
+	spanSize := o.EffectiveSpanSize()
+	z, err := ztoc.Build(io.NewSectionReader(ra, 0, ra.Size()), ztoc.WithSpanSize(spanSize), ztoc.WithBuildToolIdentifier(BuildTool))
+	if err != nil {
+		return nil, err
+	}
+	b, err := ztoc.Marshal(z)
+	if err != nil {
+		return nil, fmt.Errorf("marshal ztoc: %w", err)
+	}
+	return &exporter.LayerIndex{Ztoc: z, Blob: b, SpanSize: spanSize}, nil
 }
 
 func indexable(mt string) bool {
@@ -224,49 +200,6 @@ func indexable(mt string) bool {
 		return true
 	}
 	return false
-}
-
-// noXattrs tells whether the layer has no extended attributes and no opaque
-// directories (which the runtime turns into an xattr).
-func noXattrs(z *ztoc.Ztoc) bool {
-	for k := range z.Files {
-		f := &z.Files[k]
-		if len(f.Xattrs()) > 0 || path.Base(f.Name) == ".wh..wh..opq" {
-			return false
-		}
-	}
-	return true
-}
-
-// prefetchOf returns the prefetch blob of a layer for the listed paths found
-// in it as regular files, and those paths.
-func prefetchOf(ctx context.Context, cs content.Store, layer digest.Digest, z *ztoc.Ztoc, paths []string) (*soci.LayerPrefetch, []string, error) {
-	ix, err := ztoc.NewIndex(z)
-	if err != nil {
-		return nil, nil, fmt.Errorf("index ztoc of %s: %w", layer, err)
-	}
-	var found []string
-	var spans []soci.PrefetchSpan
-	for _, p := range paths {
-		e := z.Lookup(strings.TrimPrefix(p, "/"))
-		if e == nil || e.Type != ztoc.TypeReg {
-			continue
-		}
-		found = append(found, p)
-		first, last := ix.SpansOf(e.UncompressedOffset, e.UncompressedSize)
-		spans = append(spans, soci.PrefetchSpan{StartSpan: first, EndSpan: last})
-	}
-	if len(spans) == 0 {
-		return nil, nil, nil
-	}
-	b, desc, err := soci.Prefetch{Layer: layer, Spans: spans}.Marshal()
-	if err != nil {
-		return nil, nil, fmt.Errorf("marshal prefetch of %s: %w", layer, err)
-	}
-	if err := writeBlob(ctx, cs, desc, b); err != nil {
-		return nil, nil, err
-	}
-	return &soci.LayerPrefetch{Layer: layer, Prefetch: desc}, found, nil
 }
 
 func configPlatform(ctx context.Context, cs content.Store, cfg ocispecs.Descriptor) (*ocispecs.Platform, error) {
@@ -285,6 +218,18 @@ func configPlatform(ctx context.Context, cs content.Store, cfg ocispecs.Descript
 func readBlob(ctx context.Context, cs content.Store, d ocispecs.Descriptor) ([]byte, error) {
 	if d.Size > maxDocument {
 		return nil, fmt.Errorf("blob %s: %d bytes is over %d", d.Digest, d.Size, maxDocument)
+	}
+	b, err := content.ReadBlob(ctx, cs, d)
+	if err != nil {
+		return nil, fmt.Errorf("read blob %s: %w", d.Digest, err)
+	}
+	return b, nil
+}
+
+// readZtocBlob reads a zTOC blob, up to ztoc.MaxZtocSize.
+func readZtocBlob(ctx context.Context, cs content.Store, d ocispecs.Descriptor) ([]byte, error) {
+	if d.Size > ztoc.MaxZtocSize {
+		return nil, fmt.Errorf("ztoc %s: %d bytes is over %d", d.Digest, d.Size, ztoc.MaxZtocSize)
 	}
 	b, err := content.ReadBlob(ctx, cs, d)
 	if err != nil {

@@ -23,7 +23,7 @@ var busyboxApplets = []string{"sh", "ls", "mkdir", "seq", "head", "wc", "cat", "
 
 // makeBaseLayout writes an OCI layout with a one-layer busybox-static image
 // and returns its directory and manifest digest.
-func makeBaseLayout(t *testing.T) (string, digest.Digest) {
+func makeBaseLayout(t testing.TB) (string, digest.Digest) {
 	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {

@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 
 // NewSandbox returns the shared sandbox, starting it on first use, or skips
 // the test when the machine cannot run it.
-func NewSandbox(t *testing.T) *Sandbox {
+func NewSandbox(t testing.TB) *Sandbox {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root: buildkitd with the OCI worker")
@@ -76,7 +76,7 @@ func NewSandbox(t *testing.T) *Sandbox {
 			sbErr = err.Error()
 			return
 		}
-		srv := &http.Server{Handler: registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: refusals.wrap(registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0)))), ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(l)
 		stops = append(stops, func() { srv.Close() })
 		host := l.Addr().String()
@@ -126,4 +126,79 @@ func (s *Sandbox) Buildctl(ctx context.Context, args ...string) (string, error) 
 func (s *Sandbox) Log() string {
 	b, _ := os.ReadFile(filepath.Join(s.Root, "buildkitd.log"))
 	return string(b)
+}
+
+// refusingRegistry makes the sandbox registry refuse some pushes, by
+// repository name, and records the manifests it accepted:
+//   - a repository named refuse-tag-*: manifest PUTs by tag get a 500;
+//   - refuse-soci-*: PUTs of a manifest whose body names a SOCI index
+//     media type get a 500;
+//   - refuse-blob-*: it has no blob, and every blob upload gets a 500.
+type refusingRegistry struct {
+	mu       sync.Mutex
+	accepted map[string][][]byte // repository -> manifest bodies stored
+}
+
+var refusals = &refusingRegistry{accepted: map[string][][]byte{}}
+
+// Accepted returns the manifest bodies stored in repo.
+func (r *refusingRegistry) Accepted(repo string) [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.accepted[repo]
+}
+
+func (r *refusingRegistry) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		p := strings.TrimPrefix(req.URL.Path, "/v2/")
+		repo, ref, isManifest := strings.Cut(p, "/manifests/")
+		if !isManifest {
+			repo, _, _ = strings.Cut(p, "/blobs/")
+		}
+		refuse := func() {
+			http.Error(w, `{"errors":[{"code":"UNKNOWN","message":"refused by the test registry"}]}`, http.StatusInternalServerError)
+		}
+		if strings.HasPrefix(repo, "refuse-blob-") && strings.Contains(p, "/blobs/") {
+			// The registry's blobs are shared by all repositories: answer
+			// that this one has none, so that the pusher uploads them.
+			if req.Method == http.MethodHead || req.Method == http.MethodGet {
+				http.NotFound(w, req)
+				return
+			}
+			refuse()
+			return
+		}
+		if !isManifest || req.Method != http.MethodPut {
+			h.ServeHTTP(w, req)
+			return
+		}
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			refuse()
+			return
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		if strings.HasPrefix(repo, "refuse-tag-") && !strings.HasPrefix(ref, "sha256:") ||
+			strings.HasPrefix(repo, "refuse-soci-") && bytes.Contains(body, []byte("application/vnd.amazon.soci.index")) {
+			refuse()
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(sw, req)
+		if sw.code < 300 {
+			r.mu.Lock()
+			r.accepted[repo] = append(r.accepted[repo], body)
+			r.mu.Unlock()
+		}
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
 }

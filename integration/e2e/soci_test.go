@@ -25,13 +25,14 @@ import (
 )
 
 // buildHello builds examples/hello FROM the busybox base layout with extra
-// --output attributes and returns buildctl's output.
-func buildHello(t *testing.T, s *Sandbox, ref string, output string) (string, error) {
+// --output attributes (and extra buildctl arguments) and returns buildctl's
+// output.
+func buildHello(t *testing.T, s *Sandbox, ref string, output string, extra ...string) (string, error) {
 	t.Helper()
 	h := prepareHello(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	return s.Buildctl(ctx, append(h.buildctlArgs(),
+	return s.Buildctl(ctx, append(append(h.buildctlArgs(), extra...),
 		"--output", "type=soci,name="+ref+",push=true,registry.insecure=true"+output)...)
 }
 
@@ -45,7 +46,7 @@ type helloInput struct {
 
 // prepareHello copies examples/hello into a temporary build context, adds
 // the payload files and makes the base layout.
-func prepareHello(t *testing.T) helloInput {
+func prepareHello(t testing.TB) helloInput {
 	t.Helper()
 	layout, base := makeBaseLayout(t)
 	ctxDir := t.TempDir()
@@ -85,7 +86,9 @@ func TestSociPushV2(t *testing.T) {
 	s := NewSandbox(t)
 	ref := s.Registry + "/hello:latest"
 	start := time.Now()
-	out, err := buildHello(t, s, ref, ",soci-min-layer-size=0,soci-span-size=1M,soci-prefetch=/data/random.bin")
+	// --no-cache: the new layers are compressed by this build (other tests
+	// may have left cached blobs, which would be indexed with ztoc.Build).
+	out, err := buildHello(t, s, ref, ",soci-min-layer-size=0,soci-span-size=1M,soci-prefetch=/data/random.bin", "--no-cache")
 	if err != nil {
 		t.Fatalf("buildctl build: %v\n%s\n-- buildkitd log --\n%s", err, out, s.Log())
 	}
@@ -154,6 +157,16 @@ func TestSociPushV2(t *testing.T) {
 		if err != nil {
 			t.Fatalf("layer %d: ztoc.Unmarshal: %v", i, err)
 		}
+		// New layers come from the one-pass writer (every checkpoint
+		// byte-aligned); the base layer, compressed by someone else, was
+		// indexed with ztoc.Build (checkpoints at block ends, mid-byte).
+		aligned, ncp := checkpointsAligned(t, z)
+		switch {
+		case i > 0 && !aligned:
+			t.Errorf("layer %d: a checkpoint has Bits != 0: not written by the one-pass writer", i)
+		case i == 0 && aligned && ncp > 1:
+			t.Errorf("base layer: all %d checkpoints byte-aligned: re-compressed instead of indexed with ztoc.Build?", ncp)
+		}
 		if z.CompressedArchiveSize != int64(len(blob)) {
 			t.Errorf("layer %d: zTOC compressed size %d, blob %d", i, z.CompressedArchiveSize, len(blob))
 		}
@@ -216,7 +229,7 @@ func TestSociBadAttributes(t *testing.T) {
 	}
 }
 
-func fetchManifest(t *testing.T, repo name.Repository, d digest.Digest) []byte {
+func fetchManifest(t testing.TB, repo name.Repository, d digest.Digest) []byte {
 	t.Helper()
 	desc, err := remote.Get(repo.Digest(d.String()))
 	if err != nil {
