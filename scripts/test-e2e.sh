@@ -5,12 +5,17 @@
 # warm), then runs the integration/e2e module's tests (build tag
 # integration). They need root (buildkitd's OCI worker, runc, overlayfs) and
 # busybox-static for the base image; without root they skip.
+# TestSociImageUpstreamAccepts parses the zTOCs with upstream SOCI as a
+# library (cgo zlib: gcc, zlib1g-dev); TestSociImageRunsPlain runs the image
+# on containerd 2.4.2 from bin/ (scripts/containerd-build.sh, seconds when
+# built) with its default overlayfs snapshotter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-apt_install busybox-static runc ca-certificates
+apt_install busybox-static runc ca-certificates gcc zlib1g-dev
 scripts/buildkit-build.sh
 scripts/buildx-build.sh
+scripts/containerd-build.sh
 cd integration/e2e
 go vet -tags integration ./...
 go test -tags integration -count=1 -timeout 20m -v ./... "$@"
