@@ -31,7 +31,7 @@ func TestSnapshotterConformance(t *testing.T) {
 	})
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (overlay mounts)")

@@ -118,14 +118,14 @@ func TestPullRun(t *testing.T) {
 
 // convert runs `socikit convert` (bin/socikit) from src to dst with every
 // layer indexed, small spans, and returns dst.
-func convert(t *testing.T, src, dst string) string {
+func convert(t testing.TB, src, dst string) string {
 	t.Helper()
 	return convertWith(t, src, dst, "-span-size", "65536")
 }
 
 // convertWith runs `socikit convert -plain-http -min-layer-size 0 ARGS SRC
 // DST` and returns dst.
-func convertWith(t *testing.T, src, dst string, args ...string) string {
+func convertWith(t testing.TB, src, dst string, args ...string) string {
 	t.Helper()
 	bin := filepath.Join(repoRoot, "bin/socikit")
 	requireExecutable(t, bin)
@@ -138,7 +138,7 @@ func convertWith(t *testing.T, src, dst string, args ...string) string {
 }
 
 // lazyMounts counts the FUSE layer mounts under the snapshotter's root.
-func (d *daemons) lazyMounts(t *testing.T) int {
+func (d *daemons) lazyMounts(t testing.TB) int {
 	t.Helper()
 	b, err := os.ReadFile("/proc/self/mounts")
 	if err != nil {
@@ -155,7 +155,7 @@ func (d *daemons) lazyMounts(t *testing.T) int {
 }
 
 // metric returns one value from the snapshotter's /metrics.
-func (d *daemons) metric(t *testing.T, name string) string {
+func (d *daemons) metric(t testing.TB, name string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + d.metrics + "/metrics")
 	if err != nil {
@@ -177,7 +177,7 @@ func (d *daemons) metric(t *testing.T, name string) string {
 
 // pushBusybox pushes a one-layer image (Debian's static busybox, a marker
 // file) to a registry on loopback and returns its reference.
-func pushBusybox(t *testing.T) string {
+func pushBusybox(t testing.TB) string {
 	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
@@ -247,7 +247,7 @@ type daemons struct {
 }
 
 // freeAddress returns a loopback host:port nobody listens on.
-func freeAddress(t *testing.T) string {
+func freeAddress(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -257,7 +257,7 @@ func freeAddress(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func startContainerd(t *testing.T, f flavour) *daemons {
+func startContainerd(t testing.TB, f flavour) *daemons {
 	t.Helper()
 	for _, b := range []string{"bin/socikit-snapshotter", "bin/containerd", "bin/containerd-shim-runc-v2"} {
 		requireExecutable(t, filepath.Join(repoRoot, b))
@@ -309,7 +309,7 @@ func startContainerd(t *testing.T, f flavour) *daemons {
 }
 
 // ctr runs ctr against the daemon and returns its stdout.
-func (d *daemons) ctr(t *testing.T, args ...string) string {
+func (d *daemons) ctr(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := d.tryCtr(args...)
 	if err != nil {
@@ -319,7 +319,7 @@ func (d *daemons) ctr(t *testing.T, args ...string) string {
 }
 
 // ctrRetry runs ctr until it succeeds or the time is up.
-func (d *daemons) ctrRetry(t *testing.T, wait time.Duration, args ...string) string {
+func (d *daemons) ctrRetry(t testing.TB, wait time.Duration, args ...string) string {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for {
@@ -348,7 +348,7 @@ func (d *daemons) tryCtr(args ...string) (string, error) {
 
 // restartSnapshotter stops socikit-snapshotter and starts it again with the
 // same root and socket, as containerd-start.sh did.
-func (d *daemons) restartSnapshotter(t *testing.T) {
+func (d *daemons) restartSnapshotter(t testing.TB) {
 	t.Helper()
 	pidFile := filepath.Join(d.dir, "socikit.pid")
 	b, err := os.ReadFile(pidFile)
@@ -391,7 +391,7 @@ func (d *daemons) restartSnapshotter(t *testing.T) {
 	t.Fatal("socikit-snapshotter did not come back")
 }
 
-func requireExecutable(t *testing.T, p string) {
+func requireExecutable(t testing.TB, p string) {
 	t.Helper()
 	if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
 		t.Skipf("%s is missing: run scripts/containerd-build.sh", p)

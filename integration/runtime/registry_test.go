@@ -37,7 +37,7 @@ import (
 // blob bytes it serves, can serve a blob's bytes altered (Corrupt) and can
 // go away (Down).
 type testRegistry struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *httptest.Server
 	host string
 	next http.Handler
@@ -48,7 +48,7 @@ type testRegistry struct {
 	override map[string][]byte // digest -> bytes served instead of the stored blob
 }
 
-func newRegistry(t *testing.T) *testRegistry {
+func newRegistry(t testing.TB) *testRegistry {
 	t.Helper()
 	r := &testRegistry{t: t, next: registry.New(registry.Logger(log.New(io.Discard, "", 0))),
 		served: map[string]int64{}, byAgent: map[string]int64{}, override: map[string][]byte{}}
@@ -146,7 +146,7 @@ type tarFile struct {
 
 // makeTar writes entries as a tar stream with a fixed mtime where none is
 // set.
-func makeTar(t *testing.T, files []tarFile) []byte {
+func makeTar(t testing.TB, files []tarFile) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -174,7 +174,7 @@ func makeTar(t *testing.T, files []tarFile) []byte {
 
 // busyboxTar is a layer with Debian's static busybox as /bin/busybox and
 // /bin/sh, and /etc/socikit-test.
-func busyboxTar(t *testing.T) []byte {
+func busyboxTar(t testing.TB) []byte {
 	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
@@ -192,7 +192,7 @@ func busyboxTar(t *testing.T) []byte {
 // goTreeTar is a layer of about limit bytes of files of the Go
 // installation (sources, then compiled tools) under /data/go: content
 // no container start needs.
-func goTreeTar(t *testing.T, limit int64) []byte {
+func goTreeTar(t testing.TB, limit int64) []byte {
 	t.Helper()
 	out, err := exec.Command(mustLookPath(t, "go"), "env", "GOROOT").Output()
 	if err != nil {
@@ -249,7 +249,7 @@ func sortTarFiles(fs []tarFile) {
 	}
 }
 
-func mustLookPath(t *testing.T, f string) string {
+func mustLookPath(t testing.TB, f string) string {
 	t.Helper()
 	for _, d := range append(filepath.SplitList(os.Getenv("PATH")), "/usr/local/go/bin") {
 		p := filepath.Join(d, f)
@@ -265,7 +265,7 @@ func mustLookPath(t *testing.T, f string) string {
 // pushImage pushes an image of the given uncompressed layers (gzipped by
 // go-containerregistry) as repo:latest and returns its reference and the
 // image.
-func (r *testRegistry) pushImage(t *testing.T, repo string, layers ...[]byte) (string, v1.Image) {
+func (r *testRegistry) pushImage(t testing.TB, repo string, layers ...[]byte) (string, v1.Image) {
 	t.Helper()
 	img := empty.Image
 	for _, l := range layers {
@@ -320,7 +320,7 @@ type sociLayer struct {
 // sociLayers reads the converted image ref (an image index with one
 // linux/amd64 image and its SOCI v2 index) back from the registry and
 // returns its layers with their zTOCs.
-func sociLayers(t *testing.T, ref string) []sociLayer {
+func sociLayers(t testing.TB, ref string) []sociLayer {
 	t.Helper()
 	rr, err := name.ParseReference(ref)
 	if err != nil {
