@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -96,26 +95,7 @@ func checkLayers(t *testing.T, m ocispec.Manifest, ix *soci.Index, blob blobFunc
 			t.Errorf("layer %d: zTOC compressed size %d, blob %d", i, z.CompressedArchiveSize, len(lb))
 		}
 		want := tarFiles(t, lb)
-		zr, err := ztoc.NewReader(z, bytes.NewReader(lb))
-		must(t, err)
-		n := 0
-		for k := range z.Files {
-			e := &z.Files[k]
-			if e.Type != ztoc.TypeReg {
-				continue
-			}
-			got, err := zr.ReadFile(e)
-			if err != nil {
-				t.Fatalf("layer %d: read %s through the zTOC: %v", i, e.Name, err)
-			}
-			if w, ok := want[e.Name]; !ok || !bytes.Equal(got, w) {
-				t.Errorf("layer %d: %s through the zTOC differs from the tar (%d vs %d bytes)", i, e.Name, len(got), len(w))
-			}
-			n++
-		}
-		if n != len(want) {
-			t.Errorf("layer %d: zTOC lists %d regular files, tar has %d", i, n, len(want))
-		}
+		n := checkZtocFiles(t, i, z, lb, want)
 		t.Logf("layer %d: %d bytes, %d files, %d spans, zTOC %d bytes", i, len(lb), n, z.MaxSpanID+1, len(zb))
 	}
 }

@@ -171,26 +171,7 @@ func TestSociPushV2(t *testing.T) {
 			t.Errorf("layer %d: zTOC compressed size %d, blob %d", i, z.CompressedArchiveSize, len(blob))
 		}
 		want := tarFiles(t, blob) // also proves the layer is plain gzip
-		zr, err := ztoc.NewReader(z, bytes.NewReader(blob))
-		must(t, err)
-		n := 0
-		for k := range z.Files {
-			e := &z.Files[k]
-			if e.Type != ztoc.TypeReg {
-				continue
-			}
-			got, err := zr.ReadFile(e)
-			if err != nil {
-				t.Fatalf("layer %d: read %s through the zTOC: %v", i, e.Name, err)
-			}
-			if w, ok := want[e.Name]; !ok || !bytes.Equal(got, w) {
-				t.Errorf("layer %d: %s through the zTOC differs from the tar (%d vs %d bytes)", i, e.Name, len(got), len(w))
-			}
-			n++
-		}
-		if n != len(want) {
-			t.Errorf("layer %d: zTOC lists %d regular files, tar has %d", i, n, len(want))
-		}
+		n := checkZtocFiles(t, i, z, blob, want)
 		files += n
 		t.Logf("layer %d: %d bytes, %d files, %d spans, zTOC %d bytes, span size %d", i, len(blob), n, z.MaxSpanID+1, len(zb), lz.SpanSize)
 	}
@@ -313,4 +294,32 @@ func TestSociPushV1(t *testing.T) {
 	if !found {
 		t.Fatalf("no v1 SOCI index among the referrers of %s: %+v", desc.Digest, im.Manifests)
 	}
+}
+
+// checkZtocFiles reads every regular file of layer i through its zTOC and
+// the blob, compares it with want (the layer's tar content by name) and
+// returns how many files it read.
+func checkZtocFiles(t *testing.T, i int, z *ztoc.Ztoc, blob []byte, want map[string][]byte) int {
+	t.Helper()
+	zr, err := ztoc.NewReader(z, bytes.NewReader(blob))
+	must(t, err)
+	n := 0
+	for k := range z.Files {
+		e := &z.Files[k]
+		if e.Type != ztoc.TypeReg {
+			continue
+		}
+		got, err := zr.ReadFile(e)
+		if err != nil {
+			t.Fatalf("layer %d: read %s through the zTOC: %v", i, e.Name, err)
+		}
+		if w, ok := want[e.Name]; !ok || !bytes.Equal(got, w) {
+			t.Errorf("layer %d: %s through the zTOC differs from the tar (%d vs %d bytes)", i, e.Name, len(got), len(w))
+		}
+		n++
+	}
+	if n != len(want) {
+		t.Errorf("layer %d: zTOC lists %d regular files, tar has %d", i, n, len(want))
+	}
+	return n
 }
