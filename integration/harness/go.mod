@@ -1,0 +1,5 @@
+module github.com/socikit/socikit/integration/harness
+
+go 1.26.8
+
+replace github.com/socikit/socikit => ../..

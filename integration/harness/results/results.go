@@ -1,0 +1,89 @@
+// Package results holds the raw measurements of one harness run, shared by
+// the runner (which fills them) and the report writers (CSV, JSON,
+// Markdown, PNG).
+package results
+
+import "time"
+
+// Contender names, in the order reports list them. Overlayfs is the
+// baseline every ratio is taken against; Upstream is upstream
+// soci-snapshotter v0.16.1 with its own index of the plain image.
+const (
+	Overlayfs      = "overlayfs"       // containerd overlayfs: full pull of the plain image, then run
+	SocikitAuto    = "socikit-auto"    // our exporter, soci-span-size=auto
+	SocikitReorder = "socikit-reorder" // our exporter, auto spans + soci-reorder from the start-up profile
+	SocikitConvert = "socikit-4m"      // `socikit convert --span-size 4194304` of the plain image
+	Upstream       = "upstream-soci"   // upstream soci-snapshotter, index by upstream's builder (4 MiB spans)
+)
+
+// Contenders lists the contender names in report order.
+var Contenders = []string{Overlayfs, SocikitAuto, SocikitReorder, SocikitConvert, Upstream}
+
+// Run is one invocation of the harness.
+type Run struct {
+	Started  time.Time `json:"started"`  // UTC
+	Mode     string    `json:"mode"`     // "quick" or "full"
+	Host     string    `json:"host"`     // uname -r, cores, memory
+	Link     Link      `json:"link"`     // shaping of the registry link
+	Runs     int       `json:"runs"`     // iterations per (image, contender)
+	Command  string    `json:"command"`  // the command line that produced it
+	Images   []Image   `json:"images"`   // the images measured
+	Samples  []Sample  `json:"samples"`  // one per (image, contender, iteration)
+	Failures []Failure `json:"failures"` // contenders that failed, with the error
+}
+
+// Link is the shaping of the link between the runtime and the registry.
+type Link struct {
+	RateMbit  float64 `json:"rate_mbit"`  // tc tbf rate on the registry's egress; 0 = unshaped
+	LatencyMS float64 `json:"latency_ms"` // delay added to every HTTP request by the proxy
+}
+
+// Image describes one benchmark image (sizes of the plain image).
+type Image struct {
+	Name             string `json:"name"`             // python, node, jvm, toolchain, ...
+	Layers           int    `json:"layers"`           // layer count
+	CompressedBytes  int64  `json:"compressed_bytes"` // sum of compressed layer sizes
+	UncompressedSize int64  `json:"uncompressed_bytes"`
+	// StartupFiles and StartupBytes are the regular files the app reads
+	// before its ready line (from the start-up profile) and their size;
+	// StartupCompressed estimates their compressed size (each file's size
+	// times its layer's compression ratio).
+	StartupFiles      int    `json:"startup_files"`
+	StartupBytes      int64  `json:"startup_bytes"`
+	StartupCompressed int64  `json:"startup_compressed_bytes"`
+	Ready             string `json:"ready"` // the ready line the app prints
+}
+
+// Sample is one cold start of one image by one contender.
+type Sample struct {
+	Image     string `json:"image"`
+	Contender string `json:"contender"`
+	Iter      int    `json:"iter"`
+	// PullMS is `ctr image pull` (for lazy contenders: manifests, zTOCs,
+	// mounts); ReadyMS runs from the start of the pull to the ready line.
+	PullMS  float64 `json:"pull_ms"`
+	ReadyMS float64 `json:"ready_ms"`
+	// ReadAllMS runs from the start of a second, separate cold pull to the
+	// exit of a container that reads every regular file (0: not measured).
+	ReadAllMS float64 `json:"read_all_ms"`
+	// BytesBeforeReady counts the bytes the registry sent (blobs,
+	// manifests, headers excluded) from the start of the pull to the ready
+	// line; BytesTotal until the end of the sample (background fetch
+	// included when it had finished).
+	BytesBeforeReady int64 `json:"bytes_before_ready"`
+	BytesTotal       int64 `json:"bytes_total"`
+	Requests         int64 `json:"requests_before_ready"`
+	// IndexBytes is the size of the SOCI index manifest and its zTOCs (0
+	// for overlayfs).
+	IndexBytes int64 `json:"index_bytes"`
+	// PeakRSSKiB is the snapshotter's peak resident memory (VmHWM) at the
+	// end of the sample; for overlayfs, containerd's.
+	PeakRSSKiB int64 `json:"peak_rss_kib"`
+}
+
+// Failure records a contender that could not be measured.
+type Failure struct {
+	Image     string `json:"image"`
+	Contender string `json:"contender"`
+	Error     string `json:"error"`
+}
