@@ -12,6 +12,25 @@
 # with config-v1.6.toml. DIR defaults to a new /tmp/socikit-ctrd.XXXXXX.
 # SOCIKIT_CONFIG names a snapshotter TOML config (default: none).
 # Logs: DIR/containerd.log, DIR/socikit.log.
+#
+# SOCI_UPSTREAM=1 (containerd 2.4 only) also starts upstream AWS
+# soci-snapshotter, bin/soci-snapshotter-grpc (scripts/soci-upstream-build.sh),
+# as the proxy snapshotter "soci" (examples/containerd/config-v2.4-soci.toml
+# is appended to containerd's config) and prints SOCI_ADDRESS too:
+#
+#   eval "$(SOCI_UPSTREAM=1 SOCI_PLAIN_HTTP_HOSTS=10.200.0.2:5000 scripts/containerd-start.sh)"
+#   bin/ctr -a "$CONTAINERD_ADDRESS" image pull --snapshotter soci --plain-http ...
+#
+# Its root is DIR/soci, socket DIR/soci.sock, log DIR/soci.log, pid
+# DIR/soci.pid. Its config, DIR/soci-config.toml, keeps upstream's defaults
+# (background fetcher on, prefetch off, SOCI v2 discovery on, v1 off, its own
+# content store) and only sets containerd's address (DIR/containerd.sock) and
+# adds, for each host:port in SOCI_PLAIN_HTTP_HOSTS (comma-separated), a
+# resolver mirror "http://HOST" with insecure = true, so that upstream talks
+# plain HTTP to that registry (loopback hosts are plain HTTP anyway). A mirror
+# host without the scheme silently turns upstream's lazy pull into a full one.
+# SOCI_CONFIG names an upstream TOML config to use instead (copied to
+# DIR/soci-config.toml as is); SOCI_LOG_LEVEL defaults to info (upstream's).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 flavour=v2.4
@@ -31,9 +50,41 @@ else
 fi
 [ -x "$containerd" ] || { echo "missing $containerd: run scripts/containerd-build.sh" >&2; exit 1; }
 [ -x "$here/bin/socikit-snapshotter" ] || { echo "missing bin/socikit-snapshotter: run scripts/containerd-build.sh" >&2; exit 1; }
+soci=${SOCI_UPSTREAM:-}
+[ "$soci" = 0 ] && soci=
+if [ -n "$soci" ]; then
+  [ $flavour = v2.4 ] || { echo "SOCI_UPSTREAM needs containerd 2.4 (1.6's proxy snapshotter drops the namespace upstream needs)" >&2; exit 1; }
+  [ -x "$here/bin/soci-snapshotter-grpc" ] || { echo "missing bin/soci-snapshotter-grpc: run scripts/soci-upstream-build.sh" >&2; exit 1; }
+fi
 
 sed -e "s#@DIR@#$dir#g" -e "s#@SOCIKIT_SOCK@#$sock#g" \
   "$here/examples/containerd/config-$flavour.toml" >"$dir/config.toml"
+if [ -n "$soci" ]; then
+  soci_sock=$dir/soci.sock
+  sed -e "s#@DIR@#$dir#g" -e "s#@SOCI_SOCK@#$soci_sock#g" \
+    "$here/examples/containerd/config-v2.4-soci.toml" >>"$dir/config.toml"
+  if [ -n "${SOCI_CONFIG:-}" ]; then
+    cp "$SOCI_CONFIG" "$dir/soci-config.toml"
+  else
+    {
+      echo "# upstream soci-snapshotter config written by scripts/containerd-start.sh:"
+      echo "# upstream's defaults, plus this containerd's socket and plain HTTP for"
+      echo "# SOCI_PLAIN_HTTP_HOSTS."
+      echo
+      # For layers without a zTOC upstream reads the image through containerd
+      # (default /run/containerd/containerd.sock; a wrong one costs a 10 s
+      # dial timeout per pull, then containerd unpacks them itself).
+      echo "[content_store]"
+      echo "  containerd_address = \"$dir/containerd.sock\""
+      IFS=, read -ra hosts <<<"${SOCI_PLAIN_HTTP_HOSTS:-}"
+      for h in "${hosts[@]}"; do
+        h=${h#http://}; h=${h#https://}; h=${h%%/*}; h=${h// /}
+        [ -n "$h" ] || continue
+        printf '\n[[resolver.host."%s".mirrors]]\n  host = "http://%s"\n  insecure = true\n' "$h" "$h"
+      done
+    } >"$dir/soci-config.toml"
+  fi
+fi
 
 wait_for() { # wait_for SOCKET PID NAME LOG
   for _ in $(seq 1 200); do
@@ -51,6 +102,13 @@ setsid "$here/bin/socikit-snapshotter" "${cfg[@]}" --root "$dir/socikit" --addre
 echo $! >"$dir/socikit.pid"
 wait_for "$sock" "$(cat "$dir/socikit.pid")" socikit-snapshotter "$dir/socikit.log"
 
+if [ -n "$soci" ]; then
+  setsid "$here/bin/soci-snapshotter-grpc" --config "$dir/soci-config.toml" --root "$dir/soci" \
+    --address "$soci_sock" --log-level "${SOCI_LOG_LEVEL:-info}" >"$dir/soci.log" 2>&1 </dev/null &
+  echo $! >"$dir/soci.pid"
+  wait_for "$soci_sock" "$(cat "$dir/soci.pid")" soci-snapshotter-grpc "$dir/soci.log"
+fi
+
 PATH=$path setsid "$containerd" --config "$dir/config.toml" --log-level "${CONTAINERD_LOG_LEVEL:-info}" \
   >"$dir/containerd.log" 2>&1 </dev/null &
 echo $! >"$dir/containerd.pid"
@@ -58,4 +116,5 @@ wait_for "$dir/containerd.sock" "$(cat "$dir/containerd.pid")" containerd "$dir/
 
 echo "CONTAINERD_ADDRESS=$dir/containerd.sock"
 echo "SOCIKIT_ADDRESS=$sock"
+[ -n "$soci" ] && echo "SOCI_ADDRESS=$soci_sock"
 echo "SOCIKIT_DIR=$dir"

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Stops what scripts/containerd-start.sh DIR started: containerd first (its
-# shims' containers should be gone already), then socikit-snapshotter, which
-# unmounts its lazy layers; then unmounts whatever is left under DIR.
+# shims' containers should be gone already), then socikit-snapshotter and, if
+# SOCI_UPSTREAM started it, upstream's soci-snapshotter-grpc, which unmount
+# their lazy layers; then unmounts whatever is left under DIR.
 # Keeps DIR (logs) unless --rm is given.
 set -uo pipefail
 rm_dir=
 if [ "${1:-}" = --rm ]; then rm_dir=1; shift; fi
 dir=${1:?usage: containerd-stop.sh [--rm] DIR}
-for name in containerd socikit; do
+for name in containerd socikit soci; do
   f=$dir/$name.pid
   [ -f "$f" ] || continue
   pid=$(cat "$f")

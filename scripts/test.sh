@@ -4,7 +4,8 @@
 # detector, every fuzz target for a short budget, the interop tests against
 # upstream SOCI, the runtime tests (containerd 2.4.2 and 1.6 with our
 # snapshotter, conformance suite) and the build tests (our buildkitd with the
-# soci exporter, buildctl, a registry). FUZZTIME overrides the per-target
+# soci exporter, buildctl, a registry), and the benchmark harness in quick
+# mode (one image, every contender, a shaped link). FUZZTIME overrides the per-target
 # budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +24,6 @@ echo "== runtime: containerd + socikit-snapshotter"
 scripts/test-runtime.sh
 echo "== build: our buildkitd + buildctl --output type=soci"
 scripts/test-e2e.sh
+echo "== benchmark harness: unit tests, then a quick run (docs/benchmark.md)"
+(cd integration/harness && go vet ./... && go test -race -count=1 ./...)
+scripts/bench.sh --quick --out "${BENCH_OUT:-$(mktemp -d /tmp/socikit-bench.XXXXXX)}"

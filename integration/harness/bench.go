@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/socikit/socikit/integration/harness/report"
+	"github.com/socikit/socikit/integration/harness/results"
+)
+
+// config is the harness's command line.
+type config struct {
+	repo, contexts, registry, out, mode, command, buildkitdRoot string
+	apps, contenders, readAll                                   []string
+	runs                                                        int
+	link                                                        results.Link
+	readyTimeout                                                time.Duration
+}
+
+// contender is one way of starting an image.
+type contender struct {
+	name        string
+	snapshotter string // containerd snapshotter
+	tag         string // which variant of the image it pulls
+	upstream    bool   // needs upstream soci-snapshotter running
+}
+
+var allContenders = []contender{
+	{results.Overlayfs, "overlayfs", "plain", false},
+	{results.SocikitAuto, "socikit", "auto", false},
+	{results.SocikitReorder, "socikit", "reorder", false},
+	{results.SocikitConvert, "socikit", "convert4m", false},
+	{results.Upstream, "soci", "upstream", true},
+}
+
+func run(ctx context.Context, c config) error {
+	var err error
+	if c.repo, err = filepath.Abs(c.repo); err != nil {
+		return err
+	}
+	if c.out == "" {
+		c.out = filepath.Join(c.repo, "bench-results", time.Now().UTC().Format("20060102T150405Z"))
+	}
+	if c.buildkitdRoot == "" {
+		c.buildkitdRoot = filepath.Join(c.contexts, "buildkitd")
+	}
+	contenders := allContenders
+	if len(c.contenders) > 0 {
+		contenders = nil
+		for _, name := range c.contenders {
+			i := slices.IndexFunc(allContenders, func(x contender) bool { return x.name == name })
+			if i < 0 {
+				return fmt.Errorf("unknown contender %q (have %s)", name, strings.Join(results.Contenders, ", "))
+			}
+			contenders = append(contenders, allContenders[i])
+		}
+	}
+	if err := checkRegistry(ctx, c.registry); err != nil {
+		return err
+	}
+	r := &results.Run{
+		Started: time.Now().UTC(), Mode: c.mode, Host: hostInfo(), Link: c.link, Runs: c.runs, Command: c.command,
+	}
+
+	// Build and index every image first: the measurements must not share
+	// the machine with a build.
+	var images []*benchImage
+	bk, err := startBuildkitd(ctx, c)
+	if err != nil {
+		return err
+	}
+	for _, app := range c.apps {
+		img, err := buildImage(ctx, c, bk, app)
+		if err != nil {
+			bk.stop()
+			return fmt.Errorf("image %s: %w", app, err)
+		}
+		images = append(images, img)
+		r.Images = append(r.Images, img.info)
+	}
+	bk.stop()
+
+	for iter := 0; iter < c.runs; iter++ {
+		for _, img := range images {
+			// Rotate who goes first, so no contender always runs on a
+			// freshly idle machine.
+			order := slices.Clone(contenders)
+			rot := iter % len(order)
+			order = append(order[rot:], order[:rot]...)
+			for _, ct := range order {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				s, err := coldStart(ctx, c, img, ct, iter)
+				if err != nil {
+					logf("FAILED %s/%s: %v", img.info.Name, ct.name, err)
+					r.Failures = append(r.Failures, results.Failure{Image: img.info.Name, Contender: ct.name, Error: err.Error()})
+					continue
+				}
+				if slices.Contains(c.readAll, ct.name) {
+					ms, err := readAll(ctx, c, img, ct, iter)
+					if err != nil {
+						logf("FAILED read-all %s/%s: %v", img.info.Name, ct.name, err)
+						r.Failures = append(r.Failures, results.Failure{Image: img.info.Name, Contender: ct.name + " (read-all)", Error: err.Error()})
+					}
+					s.ReadAllMS = ms
+				}
+				s.IndexBytes = img.indexBytes[ct.tag]
+				r.Samples = append(r.Samples, s)
+				logf("%s/%s #%d: ready %.0f ms (pull %.0f), %.1f MB before ready, %.1f MB total, read-all %.0f ms, peak RSS %d MiB",
+					img.info.Name, ct.name, iter, s.ReadyMS, s.PullMS, mb(s.BytesBeforeReady), mb(s.BytesTotal), s.ReadAllMS, s.PeakRSSKiB>>10)
+			}
+		}
+	}
+
+	if err := os.MkdirAll(c.out, 0o755); err != nil {
+		return err
+	}
+	if err := report.Write(c.out, r); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	fmt.Println(report.Markdown(r))
+	logf("results in %s", c.out)
+	if len(r.Failures) > 0 {
+		return errors.New("some contenders failed (see the failures above and in the report)")
+	}
+	return checkLazy(r)
+}
+
+// checkLazy fails the run when a lazy contender fetched, before its ready
+// line, as many bytes as overlayfs's full pull: then it did not start
+// lazily, and its figures would mean nothing. The goals themselves are
+// reported, not enforced.
+func checkLazy(r *results.Run) error {
+	full := map[string]int64{}
+	for _, s := range r.Samples {
+		if s.Contender == results.Overlayfs {
+			full[s.Image] = s.BytesBeforeReady
+		}
+	}
+	var errs []error
+	for _, s := range r.Samples {
+		if f, ok := full[s.Image]; ok && s.Contender != results.Overlayfs && s.BytesBeforeReady >= f {
+			errs = append(errs, fmt.Errorf("%s/%s #%d fetched %d bytes before ready, overlayfs's full pull %d: not lazy",
+				s.Image, s.Contender, s.Iter, s.BytesBeforeReady, f))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func hostInfo() string {
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("linux %s, %d cores, %s", strings.TrimSpace(string(kernel)), runtime.NumCPU(), memTotal())
+}
+
+func memTotal() string {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			var kib int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kib)
+			return fmt.Sprintf("%.0f GiB", float64(kib)/(1<<20))
+		}
+	}
+	return "memory unknown"
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func mb(n int64) float64 { return float64(n) / 1e6 }

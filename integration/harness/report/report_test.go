@@ -1,0 +1,372 @@
+package report
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"flag"
+	"image"
+	_ "image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/socikit/socikit/integration/harness/results"
+)
+
+var outDir = flag.String("out", "", "also write the synthetic report into this directory, to look at")
+
+func TestSummarize(t *testing.T) {
+	nan := math.NaN()
+	for _, tc := range []struct {
+		name string
+		in   []float64
+		want Stat
+	}{
+		{"empty", nil, Stat{0, nan, nan, nan}},
+		{"one", []float64{5}, Stat{1, 5, 5, 5}},
+		{"odd", []float64{3, 1, 2}, Stat{3, 2, 1, 3}},
+		{"even", []float64{4, 1, 3, 2}, Stat{4, 2.5, 1, 4}},
+		{"even two", []float64{10, 11}, Stat{2, 10.5, 10, 11}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := append([]float64(nil), tc.in...)
+			got := Summarize(in)
+			if !sameStat(got, tc.want) {
+				t.Errorf("Summarize(%v) = %+v, want %+v", tc.in, got, tc.want)
+			}
+			if !reflect.DeepEqual(in, tc.in) {
+				t.Errorf("Summarize modified its input: %v, was %v", in, tc.in)
+			}
+			if m := Median(tc.in); !sameFloat(m, tc.want.Median) {
+				t.Errorf("Median(%v) = %v, want %v", tc.in, m, tc.want.Median)
+			}
+		})
+	}
+}
+
+func sameFloat(a, b float64) bool {
+	return (math.IsNaN(a) && math.IsNaN(b)) || math.Abs(a-b) < 1e-9
+}
+
+func sameStat(a, b Stat) bool {
+	return a.N == b.N && sameFloat(a.Median, b.Median) && sameFloat(a.Min, b.Min) && sameFloat(a.Max, b.Max)
+}
+
+// cell is the median figures of one synthetic (image, contender) cell;
+// its three iterations are these times 1, 0.9 and 1.1 (so the median is
+// the figure itself, the minimum 0.9× and the maximum 1.1×).
+type cell struct {
+	pullMS, readyMS, readAllMS float64
+	before, total, index, rss  int64
+}
+
+var iterFactors = []float64{1, 0.9, 1.1}
+
+// syntheticRun has two images × five contenders × three iterations, with
+// upstream-soci failed on jvm and socikit-4m simply missing on jvm. The
+// samples are listed in a scrambled order.
+func syntheticRun() *results.Run {
+	r := &results.Run{
+		Started:  time.Date(2025, 3, 14, 9, 26, 53, 0, time.UTC),
+		Mode:     "quick",
+		Host:     "6.1.0-amd64, 4 cores, 16 GiB",
+		Link:     results.Link{RateMbit: 100, LatencyMS: 20},
+		Runs:     3,
+		Command:  "harness -mode quick -rate 100 -latency 20ms",
+		Failures: []results.Failure{{Image: "jvm", Contender: results.Upstream, Error: "pull: context deadline exceeded\n(after 300 s)"}},
+		Images: []results.Image{
+			{Name: "python", Layers: 3, CompressedBytes: 87e6, UncompressedSize: 250e6,
+				StartupFiles: 900, StartupBytes: 50e6, StartupCompressed: 20e6, Ready: "READY python"},
+			{Name: "jvm", Layers: 5, CompressedBytes: 600e6, UncompressedSize: 1400e6,
+				StartupFiles: 2000, StartupBytes: 120e6, StartupCompressed: 50e6, Ready: "READY jvm"},
+		},
+	}
+	cells := map[[2]string]cell{
+		{"python", results.Overlayfs}:      {9000, 12000, 12000, 87e6, 87e6, 0, 40000},
+		{"python", results.SocikitAuto}:    {300, 2000, 12600, 24e6, 60e6, 1.5e6, 30000},
+		{"python", results.SocikitReorder}: {300, 1500, 13500, 21e6, 55e6, 1.5e6, 30000},
+		{"python", results.SocikitConvert}: {400, 4800, 0, 40e6, 80e6, 0.5e6, 0},
+		{"python", results.Upstream}:       {500, 6000, 14000, 50e6, 87e6, 2e6, 50000},
+		{"jvm", results.Overlayfs}:         {60000, 70000, 72000, 600e6, 600e6, 0, 40000},
+		{"jvm", results.SocikitAuto}:       {800, 10500, 75000, 60e6, 300e6, 8e6, 60000},
+		{"jvm", results.SocikitReorder}:    {800, 7000, 76000, 55e6, 300e6, 8e6, 60000},
+	}
+	for _, iter := range []int{2, 0, 1} {
+		for _, img := range []string{"jvm", "python"} {
+			for _, c := range []string{results.Upstream, results.SocikitAuto, results.Overlayfs, results.SocikitReorder, results.SocikitConvert} {
+				v, ok := cells[[2]string{img, c}]
+				if !ok {
+					continue
+				}
+				f := iterFactors[iter]
+				r.Samples = append(r.Samples, results.Sample{
+					Image: img, Contender: c, Iter: iter,
+					PullMS: v.pullMS * f, ReadyMS: v.readyMS * f, ReadAllMS: v.readAllMS * f,
+					BytesBeforeReady: int64(float64(v.before) * f), BytesTotal: int64(float64(v.total) * f),
+					Requests: int64(100 * f), IndexBytes: v.index, PeakRSSKiB: v.rss,
+				})
+			}
+		}
+	}
+	return r
+}
+
+func TestStats(t *testing.T) {
+	m := newModel(syntheticRun())
+	for _, tc := range []struct {
+		image, contender string
+		f                metric
+		want             Stat
+	}{
+		{"python", results.Overlayfs, readyS, Stat{3, 12, 10.8, 13.2}},
+		{"python", results.SocikitAuto, beforeMB, Stat{3, 24, 21.6, 26.4}},
+		{"python", results.SocikitConvert, readAllS, Stat{}}, // not measured
+		{"python", results.SocikitConvert, rssMiB, Stat{}},   // not measured
+		{"jvm", results.Upstream, readyS, Stat{}},            // failed
+		{"jvm", results.SocikitConvert, readyS, Stat{}},      // missing
+		{"jvm", results.SocikitReorder, indexMB, Stat{3, 8, 8, 8}},
+	} {
+		got := m.stat(tc.image, tc.contender, tc.f)
+		want := tc.want
+		if want.N == 0 {
+			want = Summarize(nil)
+		}
+		if !sameStat(got, want) {
+			t.Errorf("%s/%s: got %+v, want %+v", tc.image, tc.contender, got, want)
+		}
+	}
+}
+
+func TestChecks(t *testing.T) {
+	checks := Checks(syntheticRun())
+	if want := 2 * len(goals) * len(goalContenders); len(checks) != want {
+		t.Fatalf("got %d checks, want %d", len(checks), want)
+	}
+	got := map[[3]string]Check{}
+	for _, c := range checks {
+		got[[3]string{c.Image, c.Goal, c.Contender}] = c
+	}
+	const (
+		vsOverlay  = "time to ready / overlayfs"
+		vsUpstream = "time to ready / upstream SOCI"
+		fetch      = "bytes before ready / compressed size of files read"
+		readAll    = "read everything / overlayfs full pull + read"
+	)
+	nan := math.NaN()
+	for _, tc := range []struct {
+		image, goal, contender string
+		value                  float64
+		verdict                string
+	}{
+		{"python", vsOverlay, results.SocikitAuto, 2.0 / 12, "PASS"},
+		{"python", vsOverlay, results.SocikitReorder, 1.5 / 12, "PASS"},
+		{"python", vsOverlay, results.SocikitConvert, 4.8 / 12, "FAIL"},
+		{"python", vsUpstream, results.SocikitAuto, 2.0 / 6, "PASS"},
+		{"python", vsUpstream, results.SocikitConvert, 0.8, "FAIL"},
+		{"python", fetch, results.SocikitAuto, 1.2, "PASS"},
+		{"python", fetch, results.SocikitReorder, 1.05, "PASS"},
+		{"python", fetch, results.SocikitConvert, 2.0, "FAIL"},
+		{"python", readAll, results.SocikitAuto, 1.05, "PASS"},
+		{"python", readAll, results.SocikitReorder, 1.125, "FAIL"},
+		{"python", readAll, results.SocikitConvert, nan, "n/a"}, // not measured
+		{"jvm", vsOverlay, results.SocikitAuto, 0.15, "PASS"},
+		{"jvm", vsOverlay, results.SocikitReorder, 0.1, "PASS"},
+		{"jvm", vsOverlay, results.SocikitConvert, nan, "n/a"},  // missing contender
+		{"jvm", vsUpstream, results.SocikitAuto, nan, "n/a"},    // upstream failed
+		{"jvm", vsUpstream, results.SocikitReorder, nan, "n/a"}, // upstream failed
+		{"jvm", fetch, results.SocikitAuto, 1.2, "PASS"},
+		{"jvm", fetch, results.SocikitReorder, 1.1, "PASS"},
+		{"jvm", readAll, results.SocikitAuto, 75.0 / 72, "PASS"},
+	} {
+		c, ok := got[[3]string{tc.image, tc.goal, tc.contender}]
+		if !ok {
+			t.Errorf("no check %s/%s/%s", tc.image, tc.goal, tc.contender)
+			continue
+		}
+		if !sameFloat(c.Value, tc.value) || c.Verdict() != tc.verdict {
+			t.Errorf("%s/%s/%s: got %v %s, want %v %s", tc.image, tc.goal, tc.contender,
+				c.Value, c.Verdict(), tc.value, tc.verdict)
+		}
+	}
+	for _, tc := range []struct {
+		value, limit float64
+		want         string
+	}{{0.2, 0.2, "PASS"}, {0.2001, 0.2, "FAIL"}, {nan, 0.2, "n/a"}} {
+		if got := (Check{Value: tc.value, Limit: tc.limit}).Verdict(); got != tc.want {
+			t.Errorf("Verdict(%v ≤ %v) = %s, want %s", tc.value, tc.limit, got, tc.want)
+		}
+	}
+}
+
+func TestCheckValue(t *testing.T) {
+	for _, tc := range []struct {
+		value, limit float64
+		want         string
+	}{
+		{0.17, 0.2, "0.17×"},
+		{0.2, 0.2, "0.20×"},
+		{0.2049, 0.2, "0.205×"},
+		{1.104, 1.1, "1.104×"},
+		{1.0999, 1.1, "1.10×"},
+		{1.125, 1.1, "1.12×"},
+	} {
+		if got := checkValue(Check{Value: tc.value, Limit: tc.limit}); got != tc.want {
+			t.Errorf("checkValue(%v, limit %v) = %s, want %s", tc.value, tc.limit, got, tc.want)
+		}
+	}
+}
+
+func TestMarkdown(t *testing.T) {
+	md := Markdown(syntheticRun())
+	for _, want := range []string{
+		"# socikit benchmark (quick)",
+		"- Command: `harness -mode quick -rate 100 -latency 20ms`",
+		"- Date: 2025-03-14 09:26:53 UTC",
+		"- Link: 100 Mbit/s, +20 ms per request",
+		"- Runs per cell: 3",
+		"- Host: 6.1.0-amd64, 4 cores, 16 GiB",
+		"| overlayfs | 3 | 12.00 (10.80–13.20) | 9.00 (8.10–9.90) | 12.00 (10.80–13.20) | 87.0 (78.3–95.7) |",
+		"| socikit-4m | 3 | 4.80 (4.32–5.28) | 0.40 (0.36–0.44) | – |",
+		"| upstream-soci | 0 (failed) | – |",
+		"| socikit-4m | 0 (no samples) | – |",
+		"### Time to ready / overlayfs\n\n| image | socikit-auto | socikit-reorder | socikit-4m | upstream-soci |",
+		"| python | 0.17× | 0.12× | 0.40× | 0.50× |",
+		"| jvm | 0.15× | 0.10× | – | – |",
+		"| python | 4.35× | 1.20× | 1.05× | 2.00× | 2.50× |", // fetch amplification
+		"| python (87.0 MB) | time to ready / overlayfs ≤ 0.2 | 0.17× PASS | 0.12× PASS | 0.40× FAIL |",
+		"| jvm (600.0 MB) | time to ready / upstream SOCI ≤ 0.7 | n/a | n/a | n/a |",
+		"| python (87.0 MB) | read everything / overlayfs full pull + read ≤ 1.1 | 1.05× PASS | 1.12× FAIL | n/a |",
+		"Passed (of the checks with data): socikit-auto 7/7, socikit-reorder 6/7, socikit-4m 0/3.",
+		"## Failures\n\n- jvm / upstream-soci: pull: context deadline exceeded (after 300 s)\n",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("summary lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(md)
+	}
+}
+
+func TestCSV(t *testing.T) {
+	r := syntheticRun()
+	var buf bytes.Buffer
+	if err := WriteCSV(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatalf("parse CSV: %v", err)
+	}
+	if len(rows) != 1+len(r.Samples) {
+		t.Fatalf("got %d rows, want %d", len(rows), 1+len(r.Samples))
+	}
+	if !reflect.DeepEqual(rows[0], CSVHeader) {
+		t.Errorf("header %v, want %v", rows[0], CSVHeader)
+	}
+	col := map[string]int{}
+	for i, h := range CSVHeader {
+		col[h] = i
+	}
+	// Sorted: image in Run order, contender in report order, iteration.
+	var order []string
+	for _, row := range rows[1:] {
+		key := row[col["image"]] + "/" + row[col["contender"]]
+		if len(order) == 0 || order[len(order)-1] != key {
+			order = append(order, key)
+		}
+	}
+	wantOrder := []string{
+		"python/overlayfs", "python/socikit-auto", "python/socikit-reorder", "python/socikit-4m", "python/upstream-soci",
+		"jvm/overlayfs", "jvm/socikit-auto", "jvm/socikit-reorder",
+	}
+	if !reflect.DeepEqual(order, wantOrder) {
+		t.Errorf("row order %v, want %v", order, wantOrder)
+	}
+	first := rows[1]
+	for name, want := range map[string]float64{
+		"iter": 0, "ready_ms": 12000, "read_all_ms": 12000, "bytes_before_ready": 87e6,
+		"image_compressed_bytes": 87e6, "startup_compressed_bytes": 20e6, "rate_mbit": 100, "latency_ms": 20,
+	} {
+		got, err := strconv.ParseFloat(first[col[name]], 64)
+		if err != nil || got != want {
+			t.Errorf("first row %s = %q, want %v", name, first[col[name]], want)
+		}
+	}
+	if got := rows[2][col["iter"]]; got != "1" {
+		t.Errorf("second row iter = %s, want 1", got)
+	}
+}
+
+func TestJSON(t *testing.T) {
+	r := syntheticRun()
+	var a, b bytes.Buffer
+	if err := WriteJSON(&a, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteJSON(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Error("two writes of the same Run differ")
+	}
+	var back results.Run
+	if err := json.Unmarshal(a.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(&back, r) {
+		t.Errorf("round trip differs:\n%+v\nwant\n%+v", back, *r)
+	}
+	var empty bytes.Buffer
+	if err := WriteJSON(&empty, &results.Run{}); err != nil {
+		t.Fatal(err)
+	}
+	if s := empty.String(); !strings.Contains(s, `"failures": []`) || strings.Contains(s, "null") {
+		t.Errorf("empty run: %s", s)
+	}
+}
+
+func TestWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		run  *results.Run
+	}{
+		{"synthetic", syntheticRun()},
+		{"empty", &results.Run{}},
+		{"samples only", &results.Run{Samples: []results.Sample{{Image: "x", Contender: "other", ReadyMS: 5}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := Write(dir, tc.run); err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range []string{JSONFile, CSVFile, MarkdownFile} {
+				if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Size() == 0 {
+					t.Errorf("%s: %v (empty: %v)", name, err, err == nil)
+				}
+			}
+			for _, name := range []string{ReadyChartFile, BytesChartFile} {
+				f, err := os.Open(filepath.Join(dir, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg, format, err := image.DecodeConfig(f)
+				f.Close()
+				if err != nil || format != "png" || cfg.Width != ChartWidth || cfg.Height != ChartHeight {
+					t.Errorf("%s: %s %dx%d, %v; want png %dx%d", name, format, cfg.Width, cfg.Height, err, ChartWidth, ChartHeight)
+				}
+			}
+		})
+	}
+	if *outDir != "" {
+		if err := Write(*outDir, syntheticRun()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
