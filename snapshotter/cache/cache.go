@@ -70,11 +70,16 @@ type Cache struct {
 }
 
 type layerState struct {
-	size  int64
+	size  int64 // span and content file bytes
 	refs  int
 	used  time.Time
 	live  *Layer // the acquired Layer, shared by all acquirers
 	spans map[SpanID]int64
+	files map[int64]int64 // content files by key
+}
+
+func newLayerState() *layerState {
+	return &layerState{spans: make(map[SpanID]int64), files: make(map[int64]int64)}
 }
 
 // Open opens (creating it if needed) the cache in dir and scans what an
@@ -125,7 +130,7 @@ func (c *Cache) layerDir(d digest.Digest) string {
 // scan lists the span files of layer d, removing unfinished ones.
 func (c *Cache) scan(d digest.Digest) (*layerState, error) {
 	dir := c.layerDir(d)
-	st := &layerState{spans: make(map[SpanID]int64)}
+	st := newLayerState()
 	if fi, err := os.Stat(dir); err == nil {
 		st.used = fi.ModTime()
 	}
@@ -139,6 +144,13 @@ func (c *Cache) scan(d digest.Digest) (*layerState, error) {
 	for _, e := range ents {
 		if strings.HasSuffix(e.Name(), tmpSuffix) {
 			os.Remove(filepath.Join(dir, e.Name()))
+			continue
+		}
+		if e.Name() == filesDir {
+			// Content files last one process: they are not synced.
+			if err := os.RemoveAll(filepath.Join(dir, filesDir)); err != nil {
+				return nil, fmt.Errorf("remove content files: %w", err)
+			}
 			continue
 		}
 		id, err := strconv.ParseInt(e.Name(), 10, 32)
@@ -158,7 +170,7 @@ func (c *Cache) scan(d digest.Digest) (*layerState, error) {
 // Dir returns the cache's directory.
 func (c *Cache) Dir() string { return c.dir }
 
-// Size returns the bytes of span files in the cache.
+// Size returns the bytes of span and content files in the cache.
 func (c *Cache) Size() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -175,7 +187,7 @@ func (c *Cache) Acquire(d digest.Digest) (*Layer, error) {
 	defer c.mu.Unlock()
 	st := c.layers[d]
 	if st == nil {
-		st = &layerState{spans: make(map[SpanID]int64)}
+		st = newLayerState()
 		c.layers[d] = st
 	}
 	if err := os.MkdirAll(c.layerDir(d), 0o700); err != nil {
@@ -289,7 +301,10 @@ func (l *Layer) Cached() (spans int, bytes int64) {
 	s := l.shared
 	s.c.mu.Lock()
 	defer s.c.mu.Unlock()
-	return len(s.st.spans), s.st.size
+	for _, n := range s.st.spans {
+		bytes += n
+	}
+	return len(s.st.spans), bytes
 }
 
 func (l *Layer) spanPath(id SpanID) string {

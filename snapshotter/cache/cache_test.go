@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -120,4 +121,106 @@ func TestShared(t *testing.T) {
 		t.Fatalf("second handle: %v %q", err, p)
 	}
 	b.Release()
+}
+
+func TestContentFiles(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Open(dir, WithMaxSize(1000), WithNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.Acquire(dg("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Put(0, []byte("0123456789"))
+	l.Put(1, []byte("abcdefghij"))
+	if _, err := l.OpenFile(7, 6); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("OpenFile before PutFile: %v", err)
+	}
+	// A part outside the cached spans stores nothing.
+	if err := l.PutFile(7, []Extent{{Span: 1, Off: 5, Len: 6}}); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("PutFile past a span: %v", err)
+	}
+	if err := l.PutFile(7, []Extent{{Span: 2, Off: 0, Len: 1}}); err == nil {
+		t.Fatal("PutFile of a missing span succeeded")
+	}
+	if err := l.PutFile(7, []Extent{{Span: 0, Off: 7, Len: 3}, {Span: 1, Off: 0, Len: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := l.OpenFile(7, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(f)
+	f.Close()
+	if string(b) != "789abc" {
+		t.Fatalf("content %q", b)
+	}
+	if _, err := l.OpenFile(7, 5); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("OpenFile with the wrong size: %v", err)
+	}
+	if n, sz := l.Files(); n != 1 || sz != 6 {
+		t.Fatalf("Files() = %d %d", n, sz)
+	}
+	if n, sz := l.Cached(); n != 2 || sz != 20 {
+		t.Fatalf("Cached() = %d %d", n, sz)
+	}
+	if c.Size() != 26 {
+		t.Fatalf("size %d, want spans and content files", c.Size())
+	}
+	// Replacing keeps the accounting right.
+	if err := l.PutFile(7, []Extent{{Span: 0, Off: 7, Len: 3}, {Span: 1, Off: 0, Len: 3}}); err != nil || c.Size() != 26 {
+		t.Fatalf("replace: %v, size %d", err, c.Size())
+	}
+	l.Release()
+
+	// Content files last one process: a reopened cache removes them.
+	fdir := filepath.Join(dir, "sha256", dg("a").Encoded(), filesDir)
+	os.WriteFile(filepath.Join(fdir, "9.123"+tmpSuffix), []byte("x"), 0o600)
+	c2, err := Open(dir, WithMaxSize(1000), WithNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.Size() != 20 {
+		t.Fatalf("size after reopen %d, want the spans only", c2.Size())
+	}
+	if _, err := os.Stat(fdir); !os.IsNotExist(err) {
+		t.Fatalf("content files left after reopen: %v", err)
+	}
+	l2, _ := c2.Acquire(dg("a"))
+	if _, err := l2.OpenFile(7, 6); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("OpenFile after reopen: %v", err)
+	}
+	if _, ok := l2.Has(1); !ok {
+		t.Fatal("span lost with the content files")
+	}
+	if err := l2.PutFile(7, []Extent{{Span: 0, Off: 7, Len: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	l2.Release()
+	// Content files go with their layer.
+	if err := c2.Remove(dg("a")); err != nil || c2.Size() != 0 {
+		t.Fatalf("remove: %v, size %d", err, c2.Size())
+	}
+	if _, err := os.Stat(fdir); !os.IsNotExist(err) {
+		t.Fatalf("content files left after remove: %v", err)
+	}
+}
+
+func TestContentFilesEvict(t *testing.T) {
+	c, _ := Open(t.TempDir(), WithMaxSize(150), WithNoSync())
+	old, _ := c.Acquire(dg("old"))
+	old.Put(0, make([]byte, 60))
+	old.PutFile(0, []Extent{{Span: 0, Off: 0, Len: 60}})
+	old.Release()
+	busy, _ := c.Acquire(dg("busy"))
+	defer busy.Release()
+	busy.Put(0, make([]byte, 40)) // 160 > 150: "old" goes, content file included
+	if _, err := os.Stat(filepath.Join(c.Dir(), "sha256", dg("old").Encoded(), filesDir)); !os.IsNotExist(err) {
+		t.Fatalf("content files of the evicted layer left: %v", err)
+	}
+	if c.Size() != 40 {
+		t.Fatalf("size %d", c.Size())
+	}
 }

@@ -26,6 +26,12 @@
 // in use are never evicted, so the cache can exceed the limit while they
 // are mounted.
 //
+// Content files (PutFile, OpenFile) hold bytes copied from cached spans,
+// for FUSE passthrough (the data of one regular file of the layer), under
+// DIR/<algorithm>/<hex>/files/<key>. They count in the size limit and go
+// with their layer. They are not synced, so they last one process: Open
+// removes those left by an earlier one.
+//
 // The cache does not know span sizes; callers compare Has' size with the
 // span's and treat a mismatch as absent (Put replaces the file).
 package cache

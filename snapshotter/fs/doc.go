@@ -22,6 +22,18 @@
 // is returned to the kernel as EIO (EINTR when the read was interrupted),
 // logged once per file and kept for Err; wrong bytes are never served.
 //
+// FUSE passthrough (WithPassthrough): a regular file of at least a minimum
+// size whose bytes are all local is opened with a backing file, a local
+// file holding exactly its data that the ContentSource makes from verified
+// spans (after the tar header check); the kernel then reads that file
+// itself and no read reaches this process. Opens of an inode stay of one
+// kind while any is open (the kernel fails a passthrough open next to a
+// cached one), so a file opened before its bytes were local keeps reading
+// through FUSE until every such open is closed. The first backing file of
+// a mount is offered to the kernel once to learn whether it takes them
+// (PassthroughErr says why not); when it does not, every read goes
+// through FUSE. Stats counts reads and both kinds of opens.
+//
 // Use:
 //
 //	f, err := fs.New(z, fetcher)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,6 +48,8 @@ type Option func(*options) error
 type options struct {
 	opaque []string
 	noSuid bool
+	pt     ContentSource // nil: no passthrough
+	ptMin  int64
 }
 
 // WithOpaqueXattrs sets the xattrs that mark opaque directories. Default
@@ -85,6 +88,16 @@ type FS struct {
 	mu      sync.Mutex
 	lastErr error
 	skipped []string
+
+	// Passthrough (WithPassthrough).
+	srv              backingRegistrar // set by Mount before it serves
+	probeMu          sync.Mutex
+	ptState          atomic.Int32
+	ptErr            error // guarded by probeMu
+	openMu           sync.Mutex
+	opens            map[*entry]*openState
+	contentErrLogged atomic.Bool
+	stats            stats
 }
 
 // New builds the tree of the layer indexed by z, reading file contents
@@ -122,6 +135,14 @@ func (f *FS) Options() *fusefs.Options {
 	if !f.o.noSuid {
 		mopts = append(mopts, "suid", "dev")
 	}
+	// FUSE_PASSTHROUGH is negotiated only when used: it makes the mount
+	// count as stacked (go-fuse's max_stack_depth 1, which keeps an
+	// overlayfs over the mount within the kernel's depth of 2, and needs
+	// backing files on a filesystem that is not stacked).
+	var disabled uint64
+	if f.o.pt == nil {
+		disabled = fuse.CAP_PASSTHROUGH
+	}
 	return &fusefs.Options{
 		EntryTimeout:    &t,
 		AttrTimeout:     &t,
@@ -131,14 +152,15 @@ func (f *FS) Options() *fusefs.Options {
 		// let go-fuse turn it into 0644.
 		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
-			DirectMountStrict: true,
-			DirectMountFlags:  flags,
-			AllowOther:        true,
-			FsName:            "socikit",
-			Name:              "socikit",
-			Options:           mopts,
-			MaxReadAhead:      1 << 20,
-			MaxWrite:          1 << 20, // also max_read: fewer, larger FUSE reads
+			DirectMountStrict:    true,
+			DirectMountFlags:     flags,
+			AllowOther:           true,
+			FsName:               "socikit",
+			Name:                 "socikit",
+			Options:              mopts,
+			MaxReadAhead:         1 << 20,
+			MaxWrite:             1 << 20, // also max_read: fewer, larger FUSE reads
+			DisabledCapabilities: disabled,
 		},
 	}
 }
@@ -146,8 +168,16 @@ func (f *FS) Options() *fusefs.Options {
 // Mount mounts the layer at mountpoint (root only: a direct mount, no
 // fusermount) and returns once the mount is up.
 func (f *FS) Mount(mountpoint string) (*Mount, error) {
-	s, err := fusefs.Mount(mountpoint, f.Root(), f.Options())
+	// fusefs.Mount, with the server kept before it serves (passthrough
+	// probes through it).
+	opts := f.Options()
+	s, err := fuse.NewServer(fusefs.NewNodeFS(f.Root(), opts), mountpoint, &opts.MountOptions)
 	if err != nil {
+		return nil, fmt.Errorf("mount layer at %s: %w", mountpoint, err)
+	}
+	f.srv = s
+	go s.Serve()
+	if err := s.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mount layer at %s: %w", mountpoint, err)
 	}
 	return &Mount{srv: s, dir: mountpoint}, nil

@@ -119,9 +119,12 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	return []byte(n.e.link), 0
 }
 
-// Open implements fusefs.NodeOpener. No file handle is kept: reads go to
-// the node. The kernel keeps the page cache across opens (the data never
-// changes).
+// Open implements fusefs.NodeOpener. Reads go to the node. The kernel
+// keeps the page cache across opens (the data never changes). With
+// WithPassthrough, files of at least the minimum size get a handle: one
+// offering the kernel a backing file when their content is local (go-fuse
+// then drops FOPEN_KEEP_CACHE and sets FOPEN_PASSTHROUGH), else one that
+// counts the opens reading through FUSE.
 func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
 		return nil, 0, syscall.EROFS
@@ -129,12 +132,16 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if n.e.mode&syscall.S_IFMT != syscall.S_IFREG {
 		return nil, 0, syscall.EINVAL
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return n.fs.open(ctx, n.e), fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // Read implements fusefs.NodeReader. The first read of a file verifies
 // its tar header against the TOC; any failure is EIO, never wrong data.
 func (n *node) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n.fs.stats.reads.Add(1)
+	if _, ok := fh.(*ptHandle); ok {
+		n.fs.stats.fallbackReads.Add(1)
+	}
 	e := n.e
 	if e.file < 0 {
 		return nil, syscall.EINVAL

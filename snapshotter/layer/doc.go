@@ -12,9 +12,15 @@
 //		layer.WithPrefetch(spans, 10*time.Second),
 //		layer.WithBackground(remote.BackgroundOptions{Rate: 8 << 20, Delay: 5 * time.Second}),
 //		layer.WithFetchOptions(remote.WithMetrics(counters)),
+//		layer.WithPassthrough(0), // FUSE passthrough for files >= 1 MiB once cached
 //	)
 //	err = m.Check(ctx)   // the mount still answers
 //	err = m.Unmount()    // unmount, stop fetching, release the cache layer
+//
+// With WithPassthrough, a regular file whose spans are all cached is
+// copied, at its next open, from the span files into a content file of
+// the cache (keyed by its offset in the tar stream), and the kernel reads
+// that file itself (FUSE passthrough); Mounted.Stats counts the opens.
 //
 // Mount needs root and /dev/fuse. Spans cached by an earlier process are
 // used without fetching them again, so remounting after a restart costs

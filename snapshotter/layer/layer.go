@@ -37,6 +37,8 @@ type options struct {
 	background   *remote.BackgroundOptions
 	fetch        []remote.Option
 	fs           []fs.Option
+	passthrough  bool
+	ptMinSize    int64
 }
 
 // DefaultPrefetchWait bounds how long Mount waits for prefetched spans.
@@ -75,6 +77,22 @@ func WithBackground(bo remote.BackgroundOptions) Option {
 func WithFetchOptions(opts ...remote.Option) Option {
 	return func(o *options) error {
 		o.fetch = append(o.fetch, opts...)
+		return nil
+	}
+}
+
+// WithPassthrough serves regular files of at least minSize bytes (0:
+// fs.DefaultPassthroughMinSize) through FUSE passthrough once all their
+// spans are cached: the first open after that copies the file's bytes from
+// the span files into a content file of the cache (DIR/<alg>/<hex>/files/
+// <tar offset>), and the kernel reads that file itself. Where the kernel
+// refuses passthrough, files read through FUSE. Default: off.
+func WithPassthrough(minSize int64) Option {
+	return func(o *options) error {
+		if minSize < 0 {
+			return fmt.Errorf("passthrough minimum size %d is negative", minSize)
+		}
+		o.passthrough, o.ptMinSize = true, minSize
 		return nil
 	}
 }
@@ -140,7 +158,11 @@ func Mount(ctx context.Context, mountpoint string, src Source, c *cache.Cache, o
 			f.Close()
 		}
 	}()
-	lfs, err := fs.New(src.Ztoc, f, o.fs...)
+	fsOpts := o.fs
+	if o.passthrough {
+		fsOpts = append(fsOpts[:len(fsOpts):len(fsOpts)], fs.WithPassthrough(newContentSource(ix, cl), o.ptMinSize))
+	}
+	lfs, err := fs.New(src.Ztoc, f, fsOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
 	}
@@ -225,6 +247,13 @@ func (m *Mounted) Unmount() error {
 	})
 	return m.unmounted
 }
+
+// Stats returns the filesystem's counters (reads, passthrough opens).
+func (m *Mounted) Stats() fs.Stats { return m.fs.Stats() }
+
+// PassthroughErr returns why the kernel refused passthrough for this
+// mount, or nil.
+func (m *Mounted) PassthroughErr() error { return m.fs.PassthroughErr() }
 
 // Progress returns the cached and total spans of the layer.
 func (m *Mounted) Progress() (cached, total int) { return m.fetcher.Progress() }

@@ -42,7 +42,22 @@ type Fetcher struct {
 	inflight map[SpanID]*call
 
 	foreground atomic.Int32 // on-demand reads waiting: background fetch yields
+
+	raMu    sync.Mutex
+	raNext  SpanID              // the span after the last read's: a read starting there is sequential
+	raWin   int                 // spans fetched ahead of the next sequential read (0: not sequential)
+	raMarks map[SpanID]struct{} // spans read ahead and not read yet
 }
+
+// Read-ahead: reads that continue where the previous one ended make the
+// fetcher fetch the spans after them before they are asked for, as the
+// kernel's read-ahead does for block devices. The window starts at
+// readAheadFirst spans and doubles with each read that moves on to the
+// next span, up to WithReadAhead compressed bytes: reading a whole layer (a
+// checksum of every file, a copy) then costs one round trip per window
+// instead of one per span, while a start-up's scattered reads fetch no
+// more than they ask for.
+const readAheadFirst = 2
 
 type call struct {
 	done chan struct{}
@@ -62,7 +77,7 @@ func NewFetcher(ctx context.Context, ix *ztoc.Index, blob Blob, c *cache.Layer, 
 	}
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	return &Fetcher{ix: ix, blob: blob, cache: c, o: o, life: life, close: cancel,
-		sem: make(chan struct{}, o.fetchJobs), inflight: make(map[SpanID]*call)}, nil
+		sem: make(chan struct{}, o.fetchJobs), inflight: make(map[SpanID]*call), raMarks: make(map[SpanID]struct{})}, nil
 }
 
 // Index returns the fetcher's span index.
@@ -141,6 +156,7 @@ func (f *Fetcher) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 		return 0, eof
 	}
 	first, last := f.ix.SpansOf(off, int64(len(p)))
+	f.readAhead(first, last)
 	if err := f.Fetch(ctx, first, last); err != nil {
 		return 0, err
 	}
@@ -162,6 +178,79 @@ func (f *Fetcher) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 		}
 	}
 	return n, eof
+}
+
+// readAhead notes a read of spans first..last and, when it continues the
+// previous read into a span that is missing or was itself fetched ahead,
+// starts fetching the window of spans after last without waiting for
+// them. Reading through spans cached for another reason (prefetched
+// start-up files, say) reads nothing ahead.
+func (f *Fetcher) readAhead(first, last SpanID) {
+	if f.o.readAhead == 0 {
+		return
+	}
+	spans := f.ix.Spans()
+	f.raMu.Lock()
+	if first == f.raNext-1 && last == first {
+		// Still in the span the previous read ended in.
+		f.raMu.Unlock()
+		return
+	}
+	sequential := first == f.raNext || first == f.raNext-1
+	f.raNext = last + 1
+	trigger := false
+	for id := first; id <= last; id++ {
+		if _, ok := f.raMarks[id]; ok {
+			delete(f.raMarks, id)
+			trigger = true
+		} else if !f.cached(id) {
+			trigger = true
+		}
+	}
+	if !sequential {
+		f.raWin = 0
+	}
+	if !sequential || !trigger {
+		f.raMu.Unlock()
+		return
+	}
+	f.raWin = max(readAheadFirst, 2*f.raWin)
+	end := last
+	for end+1 < SpanID(len(spans)) && int(end-last) < f.raWin &&
+		spans[end+1].CompressedEnd-spans[last+1].CompressedStart <= f.o.readAhead {
+		end++
+	}
+	f.raWin = int(end - last)
+	ids := make([]SpanID, 0, end-last)
+	for id := last + 1; id <= end; id++ {
+		ids = append(ids, id)
+		f.raMarks[id] = struct{}{}
+	}
+	f.raMu.Unlock()
+	if len(ids) > 0 {
+		f.startMissing(ReadAhead, ids)
+	}
+}
+
+// startMissing starts fetches for those of ids neither cached nor in
+// flight, and does not wait for them.
+func (f *Fetcher) startMissing(kind FetchKind, ids []SpanID) {
+	if f.life.Err() != nil {
+		return
+	}
+	var miss []SpanID
+	f.mu.Lock()
+	for _, id := range ids {
+		if f.inflight[id] != nil || f.cached(id) {
+			continue
+		}
+		f.inflight[id] = &call{done: make(chan struct{})}
+		miss = append(miss, id)
+	}
+	f.mu.Unlock()
+	if len(miss) > 0 {
+		f.start(kind, miss)
+	}
 }
 
 // ensure makes ids cached: it starts fetches for the missing spans no one

@@ -17,11 +17,16 @@ const (
 	Prefetch
 	// Background fetches fill the rest of the layer.
 	Background
+	// ReadAhead fetches run ahead of sequential reads.
+	ReadAhead
+
+	// NumFetchKinds is the number of fetch kinds.
+	NumFetchKinds = iota
 )
 
-var kindNames = [...]string{OnDemand: "on-demand", Prefetch: "prefetch", Background: "background"}
+var kindNames = [...]string{OnDemand: "on-demand", Prefetch: "prefetch", Background: "background", ReadAhead: "read-ahead"}
 
-// String returns "on-demand", "prefetch" or "background".
+// String returns "on-demand", "prefetch", "background" or "read-ahead".
 func (k FetchKind) String() string {
 	if int(k) < len(kindNames) {
 		return kindNames[k]
@@ -58,7 +63,7 @@ type Metrics interface {
 // Counters is a Metrics that counts, with atomic counters. Its zero value
 // is ready to use.
 type Counters struct {
-	Fetches       [3]atomic.Int64 // by FetchKind
+	Fetches       [NumFetchKinds]atomic.Int64 // by FetchKind
 	FetchErrors   atomic.Int64
 	FetchedSpans  atomic.Int64
 	FetchedBytes  atomic.Int64 // compressed bytes transferred

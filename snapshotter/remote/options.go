@@ -25,6 +25,7 @@ type options struct {
 	metrics      Metrics
 	fetchJobs    int
 	maxFetchSize int64
+	readAhead    int64
 }
 
 // Defaults of the blob options.
@@ -140,7 +141,8 @@ func WithKeychain(k authn.Keychain) Option {
 func makeOptions(opts []Option) (options, error) {
 	o := options{retries: DefaultRetries, backoff: DefaultBackoff, timeout: DefaultRequestTimeout,
 		maxRequest: DefaultMaxRequestSize, jobs: DefaultBlobJobs, multiRange: DefaultMultiRange,
-		keychain: authn.DefaultKeychain, metrics: nopMetrics{}, fetchJobs: DefaultFetchJobs, maxFetchSize: DefaultMaxFetchSize}
+		keychain: authn.DefaultKeychain, metrics: nopMetrics{}, fetchJobs: DefaultFetchJobs, maxFetchSize: DefaultMaxFetchSize,
+		readAhead: DefaultReadAhead}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return o, err
@@ -157,7 +159,22 @@ const (
 	// spans fetched together: coalescing saves round trips, but a read
 	// waits for its whole run.
 	DefaultMaxFetchSize = 16 << 20
+	// DefaultReadAhead caps the compressed bytes fetched ahead of
+	// sequential reads (see Fetcher.ReadAt).
+	DefaultReadAhead = 16 << 20
 )
+
+// WithReadAhead caps the compressed bytes a Fetcher fetches ahead of
+// sequential reads; 0 turns read-ahead off. Default DefaultReadAhead.
+func WithReadAhead(n int64) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("read-ahead %d is negative", n)
+		}
+		o.readAhead = n
+		return nil
+	}
+}
 
 // WithMetrics sets where a Fetcher reports. Default: nowhere.
 func WithMetrics(m Metrics) Option {

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -106,7 +107,8 @@ func (fx *fixture) fetcher(t testing.TB, bopts []Option, fopts ...Option) (*Fetc
 
 func TestReadAtMatchesTar(t *testing.T) {
 	fx := newFixture(t)
-	f, m := fx.fetcher(t, nil)
+	// No read-ahead: its fetches would land after the cached read below.
+	f, m := fx.fetcher(t, nil, WithReadAhead(0))
 	ctx := context.Background()
 	for _, r := range []struct{ off, n int64 }{{0, 512}, {1000, 200000}, {int64(len(fx.tar)) - 3000, 3000}, {5, 0}} {
 		p := make([]byte, r.n)
@@ -265,6 +267,67 @@ func TestBackground(t *testing.T) {
 	}
 }
 
+// TestReadAhead reads the layer front to back in small reads, as a copy or
+// a checksum of every file does: read-ahead fetches the spans before they
+// are asked for, in growing windows, so there are far fewer requests than
+// spans; reading backwards fetches nothing ahead.
+func TestReadAhead(t *testing.T) {
+	ctx := context.Background()
+	fx := newFixture(t)
+	f, m := fx.fetcher(t, nil)
+	spans := len(fx.ix.Spans())
+	p := make([]byte, 16<<10)
+	for off := int64(0); off < int64(len(fx.tar)); off += int64(len(p)) {
+		n, err := f.ReadAt(ctx, p, off)
+		if err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p[:n], fx.tar[off:off+int64(n)]) {
+			t.Fatalf("wrong bytes at %d", off)
+		}
+	}
+	if m.Fetches[ReadAhead].Load() == 0 {
+		t.Fatal("no read-ahead fetch")
+	}
+	if got := fx.srv.requests.Load(); got > int64(spans)/3 {
+		t.Fatalf("%d requests for %d spans read in order", got, spans)
+	}
+	t.Logf("%d spans, %d requests, %d read-ahead fetches", spans, fx.srv.requests.Load(), m.Fetches[ReadAhead].Load())
+
+	fx = newFixture(t)
+	f, m = fx.fetcher(t, nil)
+	for id := spans - 1; id >= 0; id -= 2 {
+		s := fx.ix.Spans()[id]
+		if _, err := f.ReadAt(ctx, p[:1], s.UncompressedStart); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := m.Fetches[ReadAhead].Load(); got != 0 {
+		t.Fatalf("%d read-ahead fetches for backward reads", got)
+	}
+
+	// Reading through prefetched spans (a reordered layer's start-up
+	// files) reads nothing ahead.
+	fx = newFixture(t)
+	f, m = fx.fetcher(t, nil)
+	var hot []SpanID
+	for id := range SpanID(10) {
+		hot = append(hot, id)
+	}
+	if err := f.Prefetch(ctx, hot); err != nil {
+		t.Fatal(err)
+	}
+	end := fx.ix.Spans()[9].UncompressedEnd
+	for off := int64(0); off+int64(len(p)) <= end; off += int64(len(p)) {
+		if _, err := f.ReadAt(ctx, p, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := m.Fetches[ReadAhead].Load(); got != 0 {
+		t.Fatalf("%d read-ahead fetches while reading prefetched spans", got)
+	}
+}
+
 func TestRedact(t *testing.T) {
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return errors.New("stop") }}
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -279,7 +342,7 @@ func TestRedact(t *testing.T) {
 }
 
 func TestParseFetchKind(t *testing.T) {
-	for k := OnDemand; k <= Background; k++ {
+	for k := OnDemand; k < NumFetchKinds; k++ {
 		if got, err := ParseFetchKind(k.String()); err != nil || got != k {
 			t.Errorf("%v: %v %v", k, got, err)
 		}

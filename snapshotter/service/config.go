@@ -23,6 +23,10 @@ const (
 	// DefaultDiscoveryTimeout bounds the registry round trips of finding
 	// an index; past it the layer is unpacked instead.
 	DefaultDiscoveryTimeout = Duration(10 * time.Second)
+	// DefaultPassthroughMinSize is the smallest file served through FUSE
+	// passthrough (1 MiB): smaller files take one or a few FUSE reads and
+	// are not worth a second copy on disk.
+	DefaultPassthroughMinSize = 1 << 20
 )
 
 // Config is the daemon's TOML configuration. Every field has a usable
@@ -49,6 +53,8 @@ const (
 //	prefetch_wait = "10s"
 //	background_rate = 0                  # bytes/s; 0: no background fetch
 //	background_delay = "5s"
+//	disable_passthrough = false          # true: every read goes through FUSE
+//	passthrough_min_size = 1048576       # bytes; smaller files read through FUSE
 type Config struct {
 	// Root is the state directory (default DefaultRoot).
 	Root string `toml:"root"`
@@ -86,6 +92,16 @@ type LazyConfig struct {
 	// BackgroundDelay is waited after a mount before the background fetch
 	// starts (default 5s).
 	BackgroundDelay Duration `toml:"background_delay"`
+	// DisablePassthrough turns FUSE passthrough off: every read of a lazy
+	// layer goes through the daemon (default false: passthrough where
+	// the kernel allows it).
+	DisablePassthrough bool `toml:"disable_passthrough"`
+	// PassthroughMinSize is the size in bytes from which a regular file
+	// whose spans are all cached is copied into a content file of the
+	// span cache (counted in CacheMaxSize) and read by the kernel itself
+	// through FUSE passthrough; smaller files are read through FUSE
+	// (default DefaultPassthroughMinSize; 0 means the default).
+	PassthroughMinSize int64 `toml:"passthrough_min_size"`
 }
 
 // RegistryConfig configures registry access. Credentials come from the
@@ -139,7 +155,8 @@ func DefaultConfig() Config {
 		Address:   DefaultAddress,
 		LogLevel:  DefaultLogLevel,
 		Discovery: DiscoveryConfig{Timeout: DefaultDiscoveryTimeout},
-		Lazy:      LazyConfig{PrefetchWait: Duration(10 * time.Second), BackgroundDelay: Duration(5 * time.Second)},
+		Lazy: LazyConfig{PrefetchWait: Duration(10 * time.Second), BackgroundDelay: Duration(5 * time.Second),
+			PassthroughMinSize: DefaultPassthroughMinSize},
 	}
 }
 
@@ -172,6 +189,9 @@ func (c Config) Validate() error {
 	}
 	if c.Discovery.Timeout <= 0 {
 		return fmt.Errorf("config: discovery.timeout must be positive")
+	}
+	if c.Lazy.PassthroughMinSize < 0 {
+		return fmt.Errorf("config: lazy.passthrough_min_size must not be negative")
 	}
 	if slices.Contains(c.Registry.PlainHTTP, "") {
 		return fmt.Errorf("config: registry.plain_http has an empty host")

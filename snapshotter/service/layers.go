@@ -90,6 +90,13 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 	if ls.c.Lazy.BackgroundRate > 0 {
 		opts = append(opts, layer.WithBackground(remote.BackgroundOptions{Rate: ls.c.Lazy.BackgroundRate, Delay: time.Duration(ls.c.Lazy.BackgroundDelay)}))
 	}
+	if !ls.c.Lazy.DisablePassthrough {
+		minSize := ls.c.Lazy.PassthroughMinSize
+		if minSize == 0 {
+			minSize = DefaultPassthroughMinSize
+		}
+		opts = append(opts, layer.WithPassthrough(minSize))
+	}
 	m, err := layer.Mount(ctx, mountpoint, layer.Source{Digest: l.Desc.Digest, Ztoc: z, Blob: blob}, ls.cache, opts...)
 	if err != nil {
 		return fmt.Errorf("mount layer %s: %w", l.Desc.Digest, err)

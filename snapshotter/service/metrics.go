@@ -20,7 +20,7 @@ var LatencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 // use; it is safe for concurrent use.
 type Metrics struct {
 	remote.Counters
-	latency [3]histogram // by remote.FetchKind
+	latency [remote.NumFetchKinds]histogram // by remote.FetchKind
 }
 
 var _ remote.Metrics = (*Metrics)(nil)

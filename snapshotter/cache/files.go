@@ -1,0 +1,165 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// filesDir is the directory, inside a layer's directory, of its content
+// files.
+const filesDir = "files"
+
+// Extent is Len bytes of a cached span, from offset Off of the span's
+// bytes.
+type Extent struct {
+	Span SpanID
+	Off  int64
+	Len  int64
+}
+
+// A content file holds bytes assembled from a layer's cached spans (the
+// data of one regular file of the layer, for FUSE passthrough), under
+//
+//	DIR/<algorithm>/<hex>/files/<key>
+//
+// Content files count in the cache's size and go with their layer. They
+// are not synced (making one is on the path of an open(2)), so they last
+// one process: Open removes those an earlier process left, and they are
+// made again from the spans when needed.
+
+func (l *Layer) filePath(key int64) string {
+	return filepath.Join(l.dir, filesDir, strconv.FormatInt(key, 10))
+}
+
+// HasFile reports whether content file key is stored, and its size.
+func (l *Layer) HasFile(key int64) (size int64, ok bool) {
+	s := l.shared
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	size, ok = s.st.files[key]
+	return size, ok
+}
+
+// Files returns the number of content files and their bytes.
+func (l *Layer) Files() (files int, bytes int64) {
+	s := l.shared
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	for _, n := range s.st.files {
+		bytes += n
+	}
+	return len(s.st.files), bytes
+}
+
+// OpenFile opens content file key read-only. It returns an error wrapping
+// os.ErrNotExist when there is none or when its size is not size (a file
+// of the wrong size is not used; PutFile replaces it).
+func (l *Layer) OpenFile(key, size int64) (*os.File, error) {
+	s, err := l.impl()
+	if err != nil {
+		return nil, err
+	}
+	if n, ok := l.HasFile(key); !ok || n != size {
+		return nil, fmt.Errorf("content file %d of %s: %w", key, s.d, os.ErrNotExist)
+	}
+	f, err := os.Open(s.filePath(key))
+	if err != nil {
+		return nil, fmt.Errorf("content file %d of %s: %w", key, s.d, err)
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != size || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("content file %d of %s changed on disk: %w", key, s.d, os.ErrNotExist)
+	}
+	return f, nil
+}
+
+// PutFile makes content file key from the bytes of cached spans named by
+// parts, in order, replacing any earlier file. The file is written under a
+// temporary name and renamed into place, so it is absent or complete; it
+// is not synced (see above). It fails, storing nothing, when a part is not
+// in a cached span. Bytes are copied in the kernel (copy_file_range) where
+// the filesystem allows.
+func (l *Layer) PutFile(key int64, parts []Extent) error {
+	s, err := l.impl()
+	if err != nil {
+		return err
+	}
+	if key < 0 {
+		return fmt.Errorf("content file %d: negative key", key)
+	}
+	var total int64
+	for _, p := range parts {
+		n, ok := l.Has(p.Span)
+		if !ok || p.Off < 0 || p.Len < 0 || p.Off+p.Len > n {
+			return fmt.Errorf("content file %d of %s: bytes %d+%d of span %d not cached: %w", key, s.d, p.Off, p.Len, p.Span, os.ErrNotExist)
+		}
+		total += p.Len
+	}
+	dir := filepath.Join(s.dir, filesDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("content file %d of %s: %w", key, s.d, err)
+	}
+	f, err := os.CreateTemp(dir, strconv.FormatInt(key, 10)+".*"+tmpSuffix)
+	if err != nil {
+		return fmt.Errorf("content file %d of %s: %w", key, s.d, err)
+	}
+	tmp := f.Name()
+	for _, p := range parts {
+		if err = s.copySpan(f, p); err != nil {
+			break
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, s.filePath(key))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("content file %d of %s: %w", key, s.d, err)
+	}
+
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, had := s.st.files[key]; had {
+		s.st.size -= old
+		c.size -= old
+	}
+	s.st.files[key] = total
+	s.st.size += total
+	if _, known := c.layers[s.d]; !known {
+		c.layers[s.d] = s.st
+	}
+	c.size += total
+	return c.evictLocked()
+}
+
+// copySpan appends p's bytes to f. The span file is opened on its own: its
+// offset is moved so that io.CopyN can use copy_file_range.
+func (l *Layer) copySpan(f *os.File, p Extent) error {
+	if p.Len == 0 {
+		return nil
+	}
+	src, err := os.Open(l.spanPath(p.Span))
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if _, err := src.Seek(p.Off, io.SeekStart); err != nil {
+		return err
+	}
+	n, err := io.CopyN(f, src, p.Len)
+	if n != p.Len {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("span %d is short: %w", p.Span, io.ErrUnexpectedEOF)
+		}
+		return err
+	}
+	return nil
+}
