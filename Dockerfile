@@ -4,7 +4,9 @@
 #              place of the stock one (adds --output type=soci); for
 #              docker buildx create --driver docker-container --driver-opt image=...
 #   binaries   bin/buildkitd and bin/buildctl only (docker buildx build --target binaries -o .)
+# GO_VERSION is the Go release of the build stage's golang image.
 ARG GO_VERSION=1.26
+# BUILDKIT_VERSION is the stock BuildKit image the builder stage starts from.
 ARG BUILDKIT_VERSION=v0.34.2
 
 FROM golang:${GO_VERSION}-bookworm AS build

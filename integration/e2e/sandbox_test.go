@@ -47,6 +47,7 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	printBenchReports()
 	for _, s := range stops {
 		s()
 	}
