@@ -1,9 +1,12 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -210,7 +213,6 @@ func describe(ctx context.Context, app string, a *images.App, ref string) (resul
 		return info, fmt.Errorf("%s has %d layers, want %d (%s)", ref, len(layers), len(parts), strings.Join(parts, ", "))
 	}
 	info.Layers = len(layers)
-	ratio := make([]float64, len(parts))
 	for i, l := range layers {
 		size, err := l.Size()
 		if err != nil {
@@ -222,9 +224,13 @@ func describe(ctx context.Context, app string, a *images.App, ref string) (resul
 		}
 		info.CompressedBytes += size
 		info.UncompressedSize += raw
-		ratio[i] = float64(size) / float64(raw)
 	}
+	// The start-up files, in the order they are first opened, as one gzip
+	// tar stream: what their bytes cost on the wire when fetched together.
 	// The last layer holding a path is the one a reader sees.
+	cw := &countWriter{}
+	gz := gzip.NewWriter(cw)
+	tw := tar.NewWriter(gz)
 	for _, p := range a.StartupFiles {
 		for i := len(parts) - 1; i >= 0; i-- {
 			rel := strings.TrimPrefix(p, "/")
@@ -240,12 +246,43 @@ func describe(ctx context.Context, app string, a *images.App, ref string) (resul
 			}
 			info.StartupFiles++
 			info.StartupBytes += fi.Size()
-			info.StartupCompressed += int64(float64(fi.Size()) * ratio[i])
+			if err := addFile(tw, filepath.Join(a.Context, parts[i], rel), p, fi); err != nil {
+				return info, err
+			}
 			break
 		}
 	}
+	if err := tw.Close(); err != nil {
+		return info, err
+	}
+	if err := gz.Close(); err != nil {
+		return info, err
+	}
+	info.StartupCompressed = cw.n
 	return info, nil
 }
+
+func addFile(tw *tar.Writer, path, name string, fi os.FileInfo) error {
+	hdr, err := tar.FileInfoHeader(fi, "")
+	if err != nil {
+		return err
+	}
+	hdr.Name = name
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(tw, f)
+	return err
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
 // treeSize approximates the tar size of a directory: regular files'
 // bytes rounded up to 512, plus a 512-byte header per entry.

@@ -46,8 +46,8 @@ type Image struct {
 	UncompressedSize int64  `json:"uncompressed_bytes"`
 	// StartupFiles and StartupBytes are the regular files the app reads
 	// before its ready line (from the start-up profile) and their size;
-	// StartupCompressed estimates their compressed size (each file's size
-	// times its layer's compression ratio).
+	// StartupCompressed is their compressed size: the files, whole, in
+	// first-open order, as one tar stream through gzip (level 6).
 	StartupFiles      int    `json:"startup_files"`
 	StartupBytes      int64  `json:"startup_bytes"`
 	StartupCompressed int64  `json:"startup_compressed_bytes"`
