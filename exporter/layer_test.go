@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"io"
+	"math"
 	"slices"
 	"testing"
 
@@ -101,8 +102,13 @@ func TestChooseSpanSize(t *testing.T) {
 			}
 		}},
 		{"unknown: model", nil, func(t *testing.T, c SpanChoice) {
-			if c.StartupKnown || c.FetchBytes == 0 {
-				t.Errorf("got %v", c)
+			if c.StartupKnown || c.FetchBytes == 0 || c.Requests == 0 || c.RequestBytes != int64(math.Round(c.Requests*DefaultRequestBytes)) {
+				t.Errorf("got %v (request bytes %d)", c, c.RequestBytes)
+			}
+		}},
+		{"known: one request per span touched", []Option{WithStartupFiles([]string{"d/f10", "d/f900"}), WithRequestBytes(1000)}, func(t *testing.T, c SpanChoice) {
+			if c.Requests < 1 || c.Requests != math.Trunc(c.Requests) || c.RequestBytes != int64(c.Requests)*1000 {
+				t.Errorf("got %v (request bytes %d)", c, c.RequestBytes)
 			}
 		}},
 		{"candidates", []Option{WithSpanCandidates(1 << 20)}, func(t *testing.T, c SpanChoice) {
@@ -131,6 +137,63 @@ func TestChooseSpanSize(t *testing.T) {
 	}
 	if _, err := ChooseSpanSize(l, WithReadFraction(0)); err == nil {
 		t.Error("read fraction 0: no error")
+	}
+	if _, err := ChooseSpanSize(l, WithRequestBytes(-1)); err == nil {
+		t.Error("request bytes -1: no error")
+	}
+	// Requests cost: spans no smaller than when bytes alone count.
+	for _, p := range []float64{0.01, 0.05, 0.3} {
+		free, err := ChooseSpanSize(l, WithReadFraction(p), WithRequestBytes(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		paid, err := ChooseSpanSize(l, WithReadFraction(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if paid.Size < free.Size || free.RequestBytes != 0 {
+			t.Errorf("read fraction %v: %v with request cost, %v without", p, paid, free)
+		}
+	}
+}
+
+// TestHotRunCuts checks the cuts around runs of start-up files: each run
+// is cut before and after, and runs closer than maxGap bytes are one run.
+func TestHotRunCuts(t *testing.T) {
+	var entries []tarEntry
+	for i := 0; i < 12; i++ {
+		entries = append(entries, tarEntry{name: "f" + itoa(i), size: 10 << 10})
+	}
+	in := makeTar(t, entries)
+	l, err := Scan(bytes.NewReader(in), int64(len(in)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hot := make([]bool, len(l.Entries))
+	for _, i := range []int{1, 2, 4, 9} { // runs 1-2, 4, 9: gaps of one and four files
+		hot[i] = true
+	}
+	at := func(ix ...int) []int64 {
+		var out []int64
+		for _, i := range ix {
+			out = append(out, l.Entries[i].HeaderOffset)
+		}
+		return out
+	}
+	file := l.Entries[1].End() - l.Entries[1].HeaderOffset // one file's bytes
+	for _, tt := range []struct {
+		maxGap int64
+		want   []int64
+	}{
+		{0, at(1, 3, 4, 5, 9, 10)},
+		{file, at(1, 3, 4, 5, 9, 10)}, // a gap of one file is not less than one file
+		{file + 1, at(1, 5, 9, 10)},   // 1-4 joined
+		{4*file + 1, at(1, 10)},       // all joined
+		{1 << 30, at(1, 10)},          // all joined
+	} {
+		if got := hotRunCuts(l, hot, tt.maxGap); !slices.Equal(got, tt.want) {
+			t.Errorf("max gap %d: cuts %v, want %v", tt.maxGap, got, tt.want)
+		}
 	}
 }
 

@@ -23,20 +23,29 @@ type options struct {
 	candidates   []int64
 	startup      []string // nil: unknown
 	reorder      bool
-	readFraction float64 // 0: DefaultReadFiles / files
-	ratio        float64
-	level        int
-	jobs         int
-	buildTool    string
+	readFraction float64 // 0: the prior below
+	// The no-list prior: p = max(priorFraction, priorFiles / files)
+	// (DefaultReadFraction, DefaultReadFiles; the calibration test sets
+	// them to evaluate other priors).
+	priorFraction float64
+	priorFiles    float64
+	requestBytes  int64
+	ratio         float64
+	level         int
+	jobs          int
+	buildTool     string
 }
 
 func makeOptions(opts []Option) (*options, error) {
 	o := &options{
-		candidates: DefaultSpanCandidates,
-		ratio:      DefaultCompressionRatio,
-		level:      DefaultCompressionLevel,
-		jobs:       runtime.GOMAXPROCS(0),
-		buildTool:  ztoc.DefaultBuildTool,
+		candidates:    DefaultSpanCandidates,
+		priorFraction: DefaultReadFraction,
+		priorFiles:    DefaultReadFiles,
+		requestBytes:  DefaultRequestBytes,
+		ratio:         DefaultCompressionRatio,
+		level:         DefaultCompressionLevel,
+		jobs:          runtime.GOMAXPROCS(0),
+		buildTool:     ztoc.DefaultBuildTool,
 	}
 	for _, opt := range opts {
 		if err := opt(o); err != nil {
@@ -97,14 +106,28 @@ func WithReorder(on bool) Option {
 
 // WithReadFraction sets the probability with which the span-size model
 // assumes each regular file is read at start-up when no start-up list is
-// known. Default min(1, DefaultReadFiles / the layer's non-empty regular
-// files).
+// known. Default min(1, max(DefaultReadFraction, DefaultReadFiles / the
+// layer's non-empty regular files)).
 func WithReadFraction(p float64) Option {
 	return func(o *options) error {
 		if !(p > 0 && p <= 1) {
 			return fmt.Errorf("read fraction %v: must be in (0, 1]", p)
 		}
 		o.readFraction = p
+		return nil
+	}
+}
+
+// WithRequestBytes sets what the span-size model counts for each span a
+// start-up touches (one HTTP range request), in bytes: the link's request
+// latency times its bandwidth (20 ms at 25 MB/s is 500 KB). 0 counts
+// bytes only. Default DefaultRequestBytes.
+func WithRequestBytes(n int64) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("request bytes %d: must not be negative", n)
+		}
+		o.requestBytes = n
 		return nil
 	}
 }

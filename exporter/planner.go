@@ -36,7 +36,8 @@ func (p *Planner) Plan(spanStart, hdrStart int64, e *ztoc.FileEntry) []int64 {
 
 // Cost-model constants. The zTOC is fetched whole before a layer is
 // mounted (upstream's snapshotter does), so every span costs its
-// checkpoint on the critical path.
+// checkpoint on the critical path; every span a start-up touches costs
+// its compressed bytes and one HTTP range request.
 const (
 	// ztocBytesPerSpan is one checkpoint (8+8+1 bytes + a raw 32 KiB
 	// window) plus the span's digest string in the flatbuffer (4-byte
@@ -49,14 +50,35 @@ const (
 	// for span bytes when choosing a span size, before the layer is
 	// compressed: gzip -6 on binaries, libraries and text gives 0.3-0.5.
 	DefaultCompressionRatio = 0.4
-	// DefaultReadFiles is how many of a layer's non-empty regular files a
-	// start-up is assumed to read, each file equally likely, when no
-	// start-up list is known: each is read with probability
-	// min(1, DefaultReadFiles/files). Start-ups measured read from 2
-	// (`go env`: the binary and go.env) to a few thousand files (`go
-	// build`); 32 makes the model pick 1 MiB spans on a Go toolchain
-	// layer, the best fixed size for the `go build` start-up.
-	DefaultReadFiles = 32
+	// DefaultRequestBytes is what one HTTP range request costs, in bytes
+	// of transfer: the snapshotter fetches the spans a start-up touches
+	// on demand, about one request per span, and a registry round trip
+	// (~20 ms) moves 500 KB at 200 Mbit/s (25 MB/s). Without this term
+	// the model chose 512 KiB spans on large layers read by real
+	// start-ups: 3-4 times the requests of 4 MiB spans, costing more time
+	// than the bytes they saved (WithRequestBytes; 0 counts bytes only).
+	DefaultRequestBytes = 500_000
+	// DefaultReadFraction and DefaultReadFiles are the start-up assumed
+	// when no start-up list is known: each non-empty regular file is read
+	// with probability p = min(1, max(DefaultReadFraction,
+	// DefaultReadFiles / files)), independently (WithReadFraction sets
+	// p). Real start-ups read 0.1-16 % of a layer's files (7 of 5,214
+	// for node from Debian's base layer, 2,194 of 15,022 for `go build`
+	// from the Go toolchain) but clustered: whole directories (zoneinfo,
+	// a package's modules) and a few large libraries, so they touch far
+	// fewer spans than as many files scattered at random would. p is
+	// therefore an effective share, not the real one: on the ten layers
+	// and start-ups of TestCalibrateSpanSize (python, node, JVM and C
+	// toolchain images, the Go toolchain), 2-3 % picks a span size within
+	// 12 % of the best candidate's cost on every layer, 1.75 % or 3.5 %
+	// one 1.7 times as costly on some layer; 2.5 % is the middle of that
+	// range. The floor of 8 files (start-ups read as few as 2 files from
+	// a layer, `go env`, or 7, node from the base layer) matters for
+	// small layers and for StreamPlanner, which applies the model to
+	// growing prefixes: with a floor of 32, their first thousand files
+	// looked heavily read and got 8 MiB spans.
+	DefaultReadFraction = 0.025
+	DefaultReadFiles    = 8
 )
 
 // DefaultSpanCandidates are the span sizes auto sizing chooses from:
@@ -74,40 +96,50 @@ type SpanChoice struct {
 	Spans int
 	// ZtocBytes estimates the zTOC size, FetchBytes the compressed span
 	// bytes a start-up fetches (exact span choice, estimated compression
-	// ratio; an expectation under the read-fraction model when no start-up
-	// list is known). Cost = ZtocBytes + FetchBytes was minimised.
+	// ratio), Requests the number of spans it touches, each one HTTP
+	// request, and RequestBytes their cost in bytes (Requests × the
+	// request cost, WithRequestBytes). Without a start-up list, FetchBytes
+	// and Requests are expectations under the read-fraction model.
+	// Cost = ZtocBytes + FetchBytes + RequestBytes was minimised.
 	ZtocBytes, FetchBytes int64
+	Requests              float64
+	RequestBytes          int64
 	// StartupKnown tells whether a start-up file list was used.
 	StartupKnown bool
 }
 
-// Cost is the estimated bytes a lazy start fetches from the layer.
-func (c SpanChoice) Cost() int64 { return c.ZtocBytes + c.FetchBytes }
+// Cost is the estimated cost of a lazy start from the layer: the bytes it
+// fetches plus its requests counted as bytes.
+func (c SpanChoice) Cost() int64 { return c.ZtocBytes + c.FetchBytes + c.RequestBytes }
 
 // Planner returns the ztoc.SpanPlanner applying c.
 func (c SpanChoice) Planner() *Planner { return &Planner{Size: c.Size, Cuts: c.Cuts} }
 
 // String summarises the choice for logs.
 func (c SpanChoice) String() string {
-	return fmt.Sprintf("span size %d (+%d cuts): %d spans, zTOC ~%d B, start-up fetch ~%d B", c.Size, len(c.Cuts), c.Spans, c.ZtocBytes, c.FetchBytes)
+	return fmt.Sprintf("span size %d (+%d cuts): %d spans, zTOC ~%d B, start-up fetch ~%d B in ~%.0f requests", c.Size, len(c.Cuts), c.Spans, c.ZtocBytes, c.FetchBytes, c.Requests)
 }
 
 // ChooseSpanSize chooses the span plan of a layer from its headers: among
 // the candidate sizes (WithSpanCandidates), each with and without extra
-// cuts before and after each run of start-up files, the one with the least
+// cuts around the runs of start-up files, the one with the least
 // estimated start-up cost:
 //
 //	cost = zTOC bytes (32,865 per span + 190 per entry)
 //	     + ratio × uncompressed bytes of the spans a start-up touches
+//	     + request cost (500,000) × number of spans it touches
 //
 // With a start-up list (WithStartupFiles, even an empty one), the spans
 // touched are exactly those holding the header or data of a listed file
-// (hard links and symlinks inside the layer followed). Without one, each
-// regular file is assumed read with probability WithReadFraction (default
-// DefaultReadFiles divided by the number of non-empty regular files) and
-// the expected span bytes are counted. Ties go to the larger span, then to no
-// extra cuts. Only the WithStartupFiles, WithSpanCandidates,
-// WithReadFraction and WithCompressionRatio options are used.
+// (hard links and symlinks inside the layer followed). The extra cuts
+// start and end each run of listed files, runs closer than the bytes one
+// request is worth (request cost / ratio) being kept as one. Without a
+// list, each regular file is assumed read with probability
+// WithReadFraction (default max(DefaultReadFraction, DefaultReadFiles /
+// the number of non-empty regular files)) and the expected span bytes and
+// spans touched are counted. Ties go to the larger span, then to no extra
+// cuts. Only the WithStartupFiles, WithSpanCandidates, WithReadFraction,
+// WithRequestBytes and WithCompressionRatio options are used.
 func ChooseSpanSize(l *Layer, opts ...Option) (SpanChoice, error) {
 	o, err := makeOptions(opts)
 	if err != nil {
@@ -129,7 +161,7 @@ func chooseSpanSize(l *Layer, o *options) SpanChoice {
 	}
 	var runCuts []int64
 	if known {
-		runCuts = hotRunCuts(l, hot)
+		runCuts = hotRunCuts(l, hot, int64(float64(o.requestBytes)/o.ratio))
 	}
 	fixed := int64(len(l.Entries)) * ztocBytesPerFile
 	p := o.readFraction
@@ -140,7 +172,7 @@ func chooseSpanSize(l *Layer, o *options) SpanChoice {
 				files++
 			}
 		}
-		p = min(1, DefaultReadFiles/float64(max(files, 1)))
+		p = min(1, max(o.priorFraction, o.priorFiles/float64(max(files, 1))))
 	}
 	best := SpanChoice{Size: -1}
 	cands := slices.Clone(o.candidates)
@@ -157,11 +189,14 @@ func chooseSpanSize(l *Layer, o *options) SpanChoice {
 				ZtocBytes: fixed + int64(len(starts))*ztocBytesPerSpan}
 			var fetch float64
 			if known {
-				fetch = float64(touched(l, starts, hot))
+				var n int
+				fetch, n = touched(l, starts, hot)
+				c.Requests = float64(n)
 			} else {
-				fetch = expected(l, starts, p)
+				fetch, c.Requests = expected(l, starts, p)
 			}
 			c.FetchBytes = int64(math.Round(fetch * o.ratio))
+			c.RequestBytes = int64(math.Round(c.Requests * float64(o.requestBytes)))
 			if best.Size < 0 || c.Cost() < best.Cost() {
 				best = c
 			}
@@ -171,19 +206,29 @@ func chooseSpanSize(l *Layer, o *options) SpanChoice {
 }
 
 // hotRunCuts returns the header offsets that start and end each run of hot
-// entries (entries without data neither break nor start a run).
-func hotRunCuts(l *Layer, hot []bool) []int64 {
+// entries (entries without data neither break nor start a run). Runs less
+// than maxGap bytes apart are one run: fetching the gap costs less than
+// the request a separate span would.
+func hotRunCuts(l *Layer, hot []bool, maxGap int64) []int64 {
 	var cuts []int64
 	in := false
+	var lastEnd int64 = -1 // end of the last hot entry's data
 	for i := range l.Entries {
 		e := &l.Entries[i]
 		switch {
 		case hot[i] && !in:
-			cuts = append(cuts, e.HeaderOffset)
+			if n := len(cuts); n > 0 && lastEnd >= 0 && e.HeaderOffset-lastEnd < maxGap {
+				cuts = cuts[:n-1] // join the previous run: drop its end
+			} else {
+				cuts = append(cuts, e.HeaderOffset)
+			}
 			in = true
 		case !hot[i] && in && e.IsReg() && e.Size > 0:
 			cuts = append(cuts, e.HeaderOffset)
 			in = false
+		}
+		if hot[i] {
+			lastEnd = e.End()
 		}
 	}
 	return cuts
@@ -224,9 +269,9 @@ func spanLen(l *Layer, starts []int64, i int) int64 {
 	return l.Size - starts[i]
 }
 
-// touched returns the uncompressed bytes of the spans holding the header
-// or data of a hot entry.
-func touched(l *Layer, starts []int64, hot []bool) int64 {
+// touched returns the uncompressed bytes and the number of the spans
+// holding the header or data of a hot entry.
+func touched(l *Layer, starts []int64, hot []bool) (float64, int) {
 	seen := make(map[int]bool)
 	var n int64
 	for i, h := range hot {
@@ -242,12 +287,13 @@ func touched(l *Layer, starts []int64, hot []bool) int64 {
 			}
 		}
 	}
-	return n
+	return float64(n), len(seen)
 }
 
-// expected returns the expected uncompressed bytes of the spans touched
-// when each non-empty regular file is read with probability p.
-func expected(l *Layer, starts []int64, p float64) float64 {
+// expected returns the expected uncompressed bytes and number of the
+// spans touched when each non-empty regular file is read with probability
+// p.
+func expected(l *Layer, starts []int64, p float64) (bytes, spans float64) {
 	miss := make([]float64, len(starts)) // probability that no file of span i is read
 	for i := range miss {
 		miss[i] = 1
@@ -262,9 +308,9 @@ func expected(l *Layer, starts []int64, p float64) float64 {
 			miss[s] *= 1 - p
 		}
 	}
-	var n float64
 	for i := range starts {
-		n += (1 - miss[i]) * float64(spanLen(l, starts, i))
+		bytes += (1 - miss[i]) * float64(spanLen(l, starts, i))
+		spans += 1 - miss[i]
 	}
-	return n
+	return bytes, spans
 }
