@@ -37,6 +37,9 @@ func startDaemons(ctx context.Context, c config, ct contender) (*daemons, error)
 	if ct.upstream {
 		cmd.Env = append(cmd.Env, "SOCI_UPSTREAM=1")
 	}
+	if c.socikitConfig != "" {
+		cmd.Env = append(cmd.Env, "SOCIKIT_CONFIG="+c.socikitConfig)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

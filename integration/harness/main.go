@@ -38,6 +38,7 @@ func main() {
 	flag.Float64Var(&c.link.RateMbit, "rate-mbit", 0, "recorded: the link's rate (set by scripts/bench-net.sh)")
 	flag.Float64Var(&c.link.LatencyMS, "latency-ms", 0, "recorded: the registry's per-request delay")
 	flag.DurationVar(&c.readyTimeout, "timeout", 10*time.Minute, "longest wait for one container")
+	flag.StringVar(&c.socikitConfig, "socikit-config", "", "socikit-snapshotter TOML config for the socikit contenders (default: none, the defaults)")
 	flag.StringVar(&c.buildkitdRoot, "buildkitd-root", "", "buildkitd state kept between runs (default: CONTEXTS/buildkitd)")
 	flag.Parse()
 	c.apps = splitList(*apps)

@@ -9,7 +9,7 @@
 //	m, err := layer.Mount(ctx, mountpoint, layer.Source{
 //		Digest: desc.Digest, Ztoc: z, Blob: blob,
 //	}, c,
-//		layer.WithPrefetch(spans, 10*time.Second),
+//		layer.WithPrefetch(spans, 0), // fetches start now, the mount does not wait
 //		layer.WithBackground(remote.BackgroundOptions{Rate: 8 << 20, Delay: 5 * time.Second}),
 //		layer.WithFetchOptions(remote.WithMetrics(counters)),
 //		layer.WithPassthrough(0), // FUSE passthrough for files >= 1 MiB once cached
