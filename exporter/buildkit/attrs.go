@@ -25,7 +25,8 @@ const (
 	// the index marks for prefetch.
 	AttrPrefetch = "soci-prefetch"
 	// AttrReorder (bool, default false) puts the prefetch files first in the
-	// layers this build compresses; it needs AttrPrefetch.
+	// layers the build produced (not in base-image layers); it needs
+	// AttrPrefetch.
 	AttrReorder = "soci-reorder"
 
 	attrPrefix = "soci-"
@@ -35,10 +36,10 @@ const (
 // whole, as lazy loading them saves little.
 const DefaultMinLayerSize int64 = 10 << 20
 
-// AutoSpanSize is the span size "auto" stands for when a layer that was not
-// compressed by this build (a base layer) is indexed with ztoc.Build: its
-// tar is not scanned, so upstream's default is used. New layers get spans
-// planned from their content (exporter.StreamPlanner).
+// AutoSpanSize is the span size "auto" stands for when a base-image layer,
+// whose blob is kept as it is, is indexed with ztoc.Build: its tar is not
+// scanned, so upstream's default is used. The layers the build produced get
+// spans planned from their content (exporter.StreamPlanner).
 const AutoSpanSize int64 = 4 << 20
 
 // minSpanSize is the smallest span size accepted: one checkpoint window.

@@ -8,10 +8,13 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/labels"
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/buildkit/util/bklog"
 	"github.com/moby/buildkit/util/compression"
 	digest "github.com/opencontainers/go-digest"
@@ -38,6 +41,11 @@ const (
 	// labelGCRefZtoc + "." + setting makes containerd's GC keep the zTOC
 	// while the layer lives.
 	labelGCRefZtoc = "containerd.io/gc.ref.content.socikit.ztoc"
+	// LabelCompressed + "." + setting (digest) on a layer blob that
+	// Compression wrote: the digest of the parameters it was written with
+	// (Compression.Params). A blob satisfies a Compression only if it
+	// carries this label with the same parameters (NeedsConversion).
+	LabelCompressed = "dev.socikit.compressed"
 )
 
 // SpanSetting names a span size option in label keys: "auto" for 0, else
@@ -56,12 +64,27 @@ func ztocLabels(spanSize int64) (ztocKey, sizeKey, gcKey string) {
 	return LabelZtoc + s, LabelZtocSpanSize + s, labelGCRefZtoc + s
 }
 
+// compressedLabel is the LabelCompressed key for span setting spanSize.
+func compressedLabel(spanSize int64) string {
+	return LabelCompressed + "." + SpanSetting(spanSize)
+}
+
 // Compression is a BuildKit compression type: standard gzip (media type
 // application/vnd.oci.image.layer.v1.tar+gzip, readable by any client) written
 // by exporter.BuildLayerStream, which plans spans from the tar as it streams
 // (or uses SpanSize) and takes zTOC checkpoints at span ends in the same
 // pass. The finalizer stores the zTOC in the content store and labels the
-// layer blob with it (see LabelZtoc).
+// layer blob with it (see LabelZtoc) and with the parameters it was written
+// with (LabelCompressed).
+//
+// For BuildKit a plain gzip blob is not a soci-gzip blob: NeedsConversion
+// accepts only a blob this type wrote with the same parameters, or one of
+// the Keep blobs (base-image layers, kept as they are). The soci exporter
+// exports with this type forced (compression.Config.Force), so BuildKit
+// converts every other cached blob of the build's own layers (a plain gzip
+// blob left by a type=image export, say) with this compressor, links the
+// result to the cache record as a compression variant, and finds it there
+// on the next export with the same parameters.
 type Compression struct {
 	// SpanSize is the target uncompressed span size; 0 chooses it from the
 	// layer's content (exporter.StreamPlanner).
@@ -76,12 +99,57 @@ type Compression struct {
 	// uncompressed digest (the diffID BuildKit puts in the image config) to
 	// that of the reordered tar.
 	Reorder bool
+	// Level is the gzip level (1-9); 0 is exporter.DefaultCompressionLevel.
+	// BuildKit's compression.Config.Level, when set, is the same value.
+	Level int
+	// Keep lists blobs used as they are whatever wrote them: the layers of
+	// base images, whose digests are shared with the images they come from.
+	// NeedsConversion is false for them.
+	Keep map[digest.Digest]struct{}
+	// KeepNone marks a forced compression with nothing kept (the exporter's
+	// force-compression=true): it only changes String, so that BuildKit's
+	// per-ref flight for this type is not shared with a conversion that
+	// keeps base layers.
+	KeepNone bool
 }
 
 var _ compression.Type = Compression{}
 
-// String names the type in BuildKit's logs and cache records.
-func (c Compression) String() string { return "soci-gzip" }
+// String names the type in BuildKit's logs and in the keys of its per-ref
+// conversion flights (cache/blobs.go ensureCompression): two exports with
+// different parameters must not share one, so the name carries a digest of
+// the parameters.
+func (c Compression) String() string {
+	s := "soci-gzip-" + c.Params().Encoded()[:12]
+	if c.KeepNone {
+		s += "-all"
+	}
+	return s
+}
+
+// level is the gzip level: comp.Level when BuildKit's config has one, else
+// Level, else exporter.DefaultCompressionLevel.
+func (c Compression) level(comp *compression.Config) int {
+	switch {
+	case comp != nil && comp.Level != nil:
+		return *comp.Level
+	case c.Level != 0:
+		return c.Level
+	}
+	return exporter.DefaultCompressionLevel
+}
+
+// Params is the digest of everything a blob written by this type depends on
+// besides the layer's tar: span setting, gzip level, start-up files and
+// reordering. It is the value of the LabelCompressed label.
+func (c Compression) Params() digest.Digest {
+	var b strings.Builder
+	fmt.Fprintf(&b, "socikit soci-gzip 1\nspan %s\nlevel %d\nreorder %t\n", SpanSetting(c.SpanSize), c.level(nil), c.Reorder)
+	for _, p := range c.Startup {
+		fmt.Fprintf(&b, "startup %q\n", p)
+	}
+	return digest.FromString(b.String())
+}
 
 // MediaType is the OCI gzip layer type: the layers are plain gzip.
 func (c Compression) MediaType() string { return ocispecs.MediaTypeImageLayerGzip }
@@ -98,22 +166,48 @@ func (c Compression) Decompress(ctx context.Context, cs content.Store, desc ocis
 	return compression.Gzip.Decompress(ctx, cs, desc)
 }
 
-// NeedsConversion is gzip's rule: any gzip layer (not eStargz) is used as it
-// is and indexed by the exporter with ztoc.Build.
+// NeedsConversion tells BuildKit whether blob desc must be converted to be
+// a soci-gzip layer: not for a Keep blob (a base-image layer, used as it is
+// and indexed by the exporter with ztoc.Build) nor for a blob this type
+// wrote with the same parameters (LabelCompressed); yes for any other layer
+// blob, plain gzip included. BuildKit asks for each layer of the exported
+// chain when the compression is forced (cache/remote.go getRemote), and for
+// each cached variant of a layer when it looks for one (cache/refs.go
+// getBlobWithCompression); a blob that is not in the content store (a lazy
+// layer) needs conversion only if it is not kept, which happens only with
+// force-compression=true.
 func (c Compression) NeedsConversion(ctx context.Context, cs content.Store, desc ocispecs.Descriptor) (bool, error) {
-	return compression.Gzip.NeedsConversion(ctx, cs, desc)
+	if !images.IsLayerType(desc.MediaType) {
+		return false, nil
+	}
+	if _, ok := c.Keep[desc.Digest]; ok {
+		return false, nil
+	}
+	info, err := cs.Info(ctx, desc.Digest)
+	if cerrdefs.IsNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return !c.wrote(info.Labels), nil
+}
+
+// wrote reports whether a blob with these labels was written by this type
+// with the same parameters (and has its zTOC).
+func (c Compression) wrote(l map[string]string) bool {
+	zk, _, _ := ztocLabels(c.SpanSize)
+	return l[compressedLabel(c.SpanSize)] == c.Params().String() && l[zk] != ""
 }
 
 // layerOptions are the exporter options for a layer compressed with config
 // comp: span setting, start-up files and gzip level (BuildKit's
 // compression-level, else exporter.DefaultCompressionLevel).
 func (c Compression) layerOptions(comp compression.Config) []exporter.Option {
-	opts := []exporter.Option{exporter.WithSpanSize(c.SpanSize), exporter.WithBuildToolIdentifier(BuildTool)}
+	opts := []exporter.Option{exporter.WithSpanSize(c.SpanSize), exporter.WithBuildToolIdentifier(BuildTool),
+		exporter.WithCompressionLevel(c.level(&comp))}
 	if len(c.Startup) > 0 {
 		opts = append(opts, exporter.WithStartupFiles(c.Startup))
-	}
-	if comp.Level != nil {
-		opts = append(opts, exporter.WithCompressionLevel(*comp.Level))
 	}
 	if c.Reorder {
 		opts = append(opts, exporter.WithReorder(true))
@@ -171,6 +265,11 @@ func (c Compression) Compress(ctx context.Context, comp compression.Config) (com
 			return writeErr
 		}}, nil
 	}
+	// The parameters the blob is labelled with: those of this type at the
+	// level actually used.
+	written := c
+	written.Level = c.level(&comp)
+	params := written.Params()
 	finalize := func(ctx context.Context, cs content.Store) (map[string]string, error) {
 		mu.Lock()
 		r, werr := res, writeErr
@@ -181,22 +280,25 @@ func (c Compression) Compress(ctx context.Context, comp compression.Config) (com
 			}
 			return nil, errors.New("soci-gzip: no layer was compressed")
 		}
-		if err := storeZtoc(ctx, cs, r.Digest, r.ZtocBlob, c.SpanSize, r.Spans.Size); err != nil {
+		var ann map[string]string
+		if c.Reorder {
+			// BuildKit takes the diffID from this label once the finalizer
+			// has run (and the timestamp-rewriting converter from the
+			// annotation): the reordered tar's digest, not that of the tar it
+			// streamed. Set before LabelCompressed, which says the blob is
+			// complete.
+			info := content.Info{Digest: r.Digest, Labels: map[string]string{labels.LabelUncompressed: r.DiffID.String()}}
+			if _, err := cs.Update(ctx, info, "labels."+labels.LabelUncompressed); err != nil {
+				return nil, fmt.Errorf("label reordered layer %s with its diffID: %w", r.Digest, err)
+			}
+			ann = map[string]string{labels.LabelUncompressed: r.DiffID.String()}
+		}
+		if err := storeZtoc(ctx, cs, r.Digest, r.ZtocBlob, c.SpanSize, r.Spans.Size, params); err != nil {
 			return nil, err
 		}
-		bklog.G(ctx).Debugf("soci-gzip: layer %s: %s", r.Digest, r.Spans)
-		if !c.Reorder {
-			return nil, nil
-		}
-		// BuildKit takes the diffID from this label once the finalizer has
-		// run (and the timestamp-rewriting converter from the annotation):
-		// the reordered tar's digest, not that of the tar it streamed.
-		info := content.Info{Digest: r.Digest, Labels: map[string]string{labels.LabelUncompressed: r.DiffID.String()}}
-		if _, err := cs.Update(ctx, info, "labels."+labels.LabelUncompressed); err != nil {
-			return nil, fmt.Errorf("label reordered layer %s with its diffID: %w", r.Digest, err)
-		}
-		bklog.G(ctx).Debugf("soci-gzip: layer %s reordered: %d entries moved first, diffID %s", r.Digest, len(r.Reordered), r.DiffID)
-		return map[string]string{labels.LabelUncompressed: r.DiffID.String()}, nil
+		bklog.G(ctx).Infof("soci-gzip: compressed layer %s (diffID %s, span setting %s, %s, %d entries moved first)",
+			r.Digest, r.DiffID, SpanSetting(c.SpanSize), r.Spans, len(r.Reordered))
+		return ann, nil
 	}
 	return compressor, finalize
 }
@@ -254,24 +356,26 @@ func (w *spoolWriter) Close() error {
 
 // storeZtoc writes the zTOC blob zb to the content store and labels the
 // layer blob with it under span setting setting; chosen is the span size
-// used (the annotation's value).
-func storeZtoc(ctx context.Context, cs content.Store, layer digest.Digest, zb []byte, setting, chosen int64) error {
+// used (the annotation's value), params the LabelCompressed value (none if
+// empty).
+func storeZtoc(ctx context.Context, cs content.Store, layer digest.Digest, zb []byte, setting, chosen int64, params digest.Digest) error {
 	zd := ocispecs.Descriptor{MediaType: soci.MediaTypeZtoc, Digest: digest.FromBytes(zb), Size: int64(len(zb))}
 	if err := writeBlob(ctx, cs, zd, zb); err != nil {
 		return err
 	}
-	info, err := cs.Info(ctx, layer)
-	if err != nil {
-		return fmt.Errorf("stat layer %s: %w", layer, err)
-	}
-	if info.Labels == nil {
-		info.Labels = map[string]string{}
-	}
 	zk, sk, gk := ztocLabels(setting)
-	info.Labels[zk] = zd.Digest.String()
-	info.Labels[sk] = strconv.FormatInt(chosen, 10)
-	info.Labels[gk] = zd.Digest.String()
-	if _, err := cs.Update(ctx, info, "labels."+zk, "labels."+sk, "labels."+gk); err != nil {
+	info := content.Info{Digest: layer, Labels: map[string]string{
+		zk: zd.Digest.String(),
+		sk: strconv.FormatInt(chosen, 10),
+		gk: zd.Digest.String(),
+	}}
+	fields := []string{"labels." + zk, "labels." + sk, "labels." + gk}
+	if params != "" {
+		ck := compressedLabel(setting)
+		info.Labels[ck] = params.String()
+		fields = append(fields, "labels."+ck)
+	}
+	if _, err := cs.Update(ctx, info, fields...); err != nil {
 		return fmt.Errorf("label layer %s with its ztoc: %w", layer, err)
 	}
 	return nil

@@ -12,9 +12,13 @@
 // by exporter.BuildLayerStream, or exporter.BuildLayer when reordering; the
 // zTOC is stored in the content store and linked to the layer blob by a label
 // keyed by the span setting, as compression finalizer annotations are
-// dropped). Layers that arrive already gzip-compressed (base images), and
-// cached blobs without a zTOC for the requested span setting, are indexed
-// with ztoc.Build. It then assembles the SOCI index with exporter.Assemble
+// dropped). The compression is forced: every layer the build produced is
+// written by Compression with the export's options, also when BuildKit has a
+// blob of it from an earlier export (a plain gzip blob of type=image is
+// converted, the result kept as a variant of the cache record and reused by
+// the next export with the same options); the layers of base images keep
+// their blobs (see baseLayerBlobs) and are indexed with ztoc.Build. It then
+// assembles the SOCI index with exporter.Assemble
 // (v2 by default: the image manifest is rewritten with
 // com.amazon.soci.index-digest and an image index lists it and the SOCI
 // index; attestation manifests are kept) and pushes the result. Blobs and

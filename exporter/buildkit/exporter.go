@@ -9,6 +9,7 @@ import (
 	"maps"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/diff"
@@ -98,7 +99,13 @@ func (e *sociExporter) Resolve(ctx context.Context, id int, attrs map[string]str
 	if comp.Level != nil && (*comp.Level < 1 || *comp.Level > 9) {
 		return nil, fmt.Errorf("soci exporter: compression-level=%d: must be 1-9", *comp.Level)
 	}
-	comp.Type = Compression{SpanSize: sopts.SpanSize, Startup: sopts.Prefetch, Reorder: sopts.Reorder}
+	ct := Compression{SpanSize: sopts.SpanSize, Startup: sopts.Prefetch, Reorder: sopts.Reorder}
+	if comp.Level != nil {
+		ct.Level = *comp.Level
+	}
+	// force-compression=true: base-image layers are converted too.
+	i.forceAll = comp.Force
+	comp.Type = ct
 	i.opts.RefCfg.Compression = comp
 	for k, v := range other {
 		var err error
@@ -154,14 +161,63 @@ type instance struct {
 	meta  map[string][]byte
 
 	push, pushByDigest, insecure, store bool
+	// forceAll is force-compression=true: base-image layers are converted
+	// to soci-gzip too (their digests change).
+	forceAll bool
+
+	mu sync.Mutex
+	// comp is the compression Export uses (forced, with the base layers
+	// of the exported refs kept), once it has computed it.
+	comp *compression.Config
 }
 
 func (i *instance) ID() int                  { return i.id }
 func (i *instance) Name() string             { return "exporting to image with SOCI index" }
 func (i *instance) Type() string             { return ExporterType }
 func (i *instance) Attrs() map[string]string { return i.attrs }
+
+// Config is the compression BuildKit uses for the inline cache, which runs
+// during Export: the one Export uses once it is known, so that the inline
+// cache names the layers the image has.
 func (i *instance) Config() *exporter.Config {
-	return exporter.NewConfigWithCompression(i.opts.RefCfg.Compression)
+	return exporter.NewConfigWithCompression(i.compression())
+}
+
+// compression returns the compression Export uses, or before Export the
+// parsed one.
+func (i *instance) compression() compression.Config {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.comp != nil {
+		return *i.comp
+	}
+	return i.opts.RefCfg.Compression
+}
+
+// forcedCompression is the compression for exporting src: soci-gzip forced
+// on every layer of the build's own, with the blobs of the base-image
+// layers kept (none with force-compression=true). BuildKit keeps the first
+// blob it made for a cache record and, unforced, exports that one whatever
+// its compression (cache/blobs.go computeBlobChain, cache/remote.go
+// getRemote): a layer first compressed for another export (type=image, a
+// cache export) would then be exported as plain gzip, indexed afterwards
+// with 4 MiB spans and never reordered. Forced, BuildKit asks
+// Compression.NeedsConversion of each layer and converts the others with
+// our compressor, keeping the result as a variant of the record.
+func (i *instance) forcedCompression(ctx context.Context, src *exporter.Source) compression.Config {
+	comp := i.opts.RefCfg.Compression
+	ct := comp.Type.(Compression)
+	if i.forceAll {
+		ct.KeepNone = true
+	} else {
+		ct.Keep = baseLayerBlobs(ctx, src)
+	}
+	comp.Type = ct
+	comp.Force = true
+	i.mu.Lock()
+	i.comp = &comp
+	i.mu.Unlock()
+	return comp
 }
 
 // Export commits the image with our compression, adds the SOCI index and
@@ -174,6 +230,7 @@ func (i *instance) Export(ctx context.Context, src *exporter.Source, buildInfo e
 	maps.Copy(src.Metadata, i.meta)
 
 	opts := i.opts
+	opts.RefCfg.Compression = i.forcedCompression(ctx, src)
 	as, _, err := containerimage.ParseAnnotations(src.Metadata)
 	if err != nil {
 		return nil, nil, nil, err

@@ -140,10 +140,11 @@ func addIndexes(ctx context.Context, cs content.Store, root ocispecs.Descriptor,
 	return res, nil
 }
 
-// layerZtoc returns the zTOC of a layer: the one stored when our compressor
-// wrote it for the same span setting, else one built from the blob with
-// ztoc.Build (base layers, and cached layers compressed for another span
-// setting). It returns nil for a layer that gets no zTOC (under the minimum
+// layerZtoc returns the zTOC of a layer: the one labelled on the blob for
+// the same span setting (stored by our compressor when it wrote the blob, or
+// by an earlier export that indexed it), else one built from the blob with
+// ztoc.Build (base layers), which is then stored and labelled for the next
+// export. It returns nil for a layer that gets no zTOC (under the minimum
 // size, not a tar layer).
 func layerZtoc(ctx context.Context, cs content.Store, l ocispecs.Descriptor, o Options) (*exporter.LayerIndex, error) {
 	if l.Size < o.MinLayerSize || !indexable(l.MediaType) {
@@ -174,8 +175,7 @@ func layerZtoc(ctx context.Context, cs content.Store, l ocispecs.Descriptor, o O
 		li.SpanSize, _ = strconv.ParseInt(info.Labels[sk], 10, 64)
 		return li, nil
 	}
-	// A base layer, or a cached blob whose zTOC was made for another span
-	// setting: index the blob as it is.
+	// A base layer: index the blob as it is.
 	ra, err := cs.ReaderAt(ctx, l)
 	if err != nil {
 		return nil, fmt.Errorf("open layer: %w", err)
@@ -189,6 +189,11 @@ func layerZtoc(ctx context.Context, cs content.Store, l ocispecs.Descriptor, o O
 	b, err := ztoc.Marshal(z)
 	if err != nil {
 		return nil, fmt.Errorf("marshal ztoc: %w", err)
+	}
+	// The same blob and span size give the same zTOC: keep it for the next
+	// export (without LabelCompressed: soci-gzip did not write the blob).
+	if err := storeZtoc(ctx, cs, l.Digest, b, o.SpanSize, spanSize, ""); err != nil {
+		bklog.G(ctx).Warnf("soci exporter: keep the zTOC of layer %s: %v", l.Digest, err)
 	}
 	return &exporter.LayerIndex{Ztoc: z, Blob: b, SpanSize: spanSize}, nil
 }

@@ -156,8 +156,10 @@ func (i *ociInstance) send(ctx context.Context, src *exporter.Source, buildInfo 
 	cs := i.e.opt.ContentStore
 	sg := session.NewGroup(buildInfo.SessionID)
 	mp := contentutil.NewMultiProvider(cs)
+	refCfg := i.opts.RefCfg
+	refCfg.Compression = i.compression() // the layers Export exported
 	for _, ref := range sourceRefs(src) {
-		remotes, err := ref.GetRemotes(ctx, false, i.opts.RefCfg, false, sg)
+		remotes, err := ref.GetRemotes(ctx, false, refCfg, false, sg)
 		if err != nil {
 			return err
 		}

@@ -86,8 +86,9 @@ func TestSociPushV2(t *testing.T) {
 	s := NewSandbox(t)
 	ref := s.Registry + "/hello:latest"
 	start := time.Now()
-	// --no-cache: the new layers are compressed by this build (other tests
-	// may have left cached blobs, which would be indexed with ztoc.Build).
+	// --no-cache: the new layers are written from the differ's stream
+	// (cached blobs of them would be converted to the same result; see
+	// cached_test.go).
 	out, err := buildHello(t, s, ref, ",soci-min-layer-size=0,soci-span-size=1M,soci-prefetch=/data/random.bin", "--no-cache")
 	if err != nil {
 		t.Fatalf("buildctl build: %v\n%s\n-- buildkitd log --\n%s", err, out, s.Log())
