@@ -93,11 +93,7 @@ func buildImage(ctx context.Context, c config, bk *buildkitd, app string) (*benc
 	}
 	for _, v := range []string{"plain", "auto", "reorder"} {
 		start := time.Now()
-		// --no-cache: every variant compresses its layers afresh. BuildKit
-		// would otherwise reuse the blobs of the variant built before
-		// (plain gzip), and the soci exporter would only index them
-		// (fixed spans, no reordering).
-		if err := runCmd(ctx, filepath.Join(c.repo, "bin/buildctl"), "--addr", bk.addr, "build", "--no-cache",
+		if err := runCmd(ctx, filepath.Join(c.repo, "bin/buildctl"), "--addr", bk.addr, "build",
 			"--frontend", "dockerfile.v0", "--local", "context="+a.Context, "--local", "dockerfile="+a.Dir,
 			"--output", outputs[v]); err != nil {
 			return nil, fmt.Errorf("build %s: %w", v, err)
