@@ -1,4 +1,5 @@
-// Command socikit converts images to SOCI-enabled images and inspects them.
+// Command socikit converts images to SOCI-enabled images, inspects them,
+// and pulls them into containerd for lazy loading.
 // See docs/cli.md.
 package main
 
@@ -10,11 +11,12 @@ import (
 	"syscall"
 
 	"github.com/socikit/socikit/internal/cli"
+	"github.com/socikit/socikit/internal/cli/pull"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := cli.Run(ctx, os.Args[1:])
+	err := cli.Run(ctx, os.Args[1:], cli.WithCommand(pull.Command()))
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "socikit:", err)

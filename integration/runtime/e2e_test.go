@@ -52,7 +52,8 @@ var flavours = []flavour{
 //     layer indexed). containerd 2.4's transfer service passes the remote
 //     snapshot labels, so the layer is mounted lazily over FUSE and nothing
 //     is unpacked; Debian 1.6's ctr unpacks on the client side without those
-//     labels, so there it falls back.
+//     labels, so there it falls back (`socikit pull` passes them:
+//     TestSocikitPull).
 //
 // Each case then restarts the snapshotter and runs the image again.
 func TestPullRun(t *testing.T) {
@@ -257,7 +258,12 @@ func freeAddress(t testing.TB) string {
 	return l.Addr().String()
 }
 
-func startContainerd(t testing.TB, f flavour) *daemons {
+// startContainerd starts the pair with the snapshotter's metrics on a free
+// port and its [containerd] address set to this containerd's socket (as the
+// default /run/containerd/containerd.sock is on a host), and extra appended
+// to the snapshotter's TOML config (a [containerd] table there replaces
+// ours).
+func startContainerd(t testing.TB, f flavour, extra ...string) *daemons {
 	t.Helper()
 	for _, b := range []string{"bin/socikit-snapshotter", "bin/containerd", "bin/containerd-shim-runc-v2"} {
 		requireExecutable(t, filepath.Join(repoRoot, b))
@@ -271,6 +277,10 @@ func startContainerd(t testing.TB, f flavour) *daemons {
 		if err != nil {
 			t.Errorf("containerd-stop.sh: %v\n%s", err, out)
 		}
+		if os.Getenv("SOCIKIT_TEST_KEEP") != "" { // keep the logs and state for a look
+			t.Logf("kept %s", dir)
+			return
+		}
 		if t.Failed() {
 			for _, l := range []string{"socikit.log", "containerd.log"} {
 				b, _ := os.ReadFile(filepath.Join(dir, l))
@@ -282,7 +292,12 @@ func startContainerd(t testing.TB, f flavour) *daemons {
 	})
 	metrics := freeAddress(t)
 	config := filepath.Join(dir, "socikit.toml")
-	if err := os.WriteFile(config, []byte(fmt.Sprintf("metrics_address = %q\n", metrics)), 0o644); err != nil {
+	toml := fmt.Sprintf("metrics_address = %q\n", metrics)
+	if x := strings.Join(extra, "\n"); !strings.Contains(x, "[containerd]") {
+		toml += fmt.Sprintf("\n[containerd]\naddress = %q\n", filepath.Join(dir, "containerd.sock"))
+	}
+	toml += "\n" + strings.Join(extra, "\n") + "\n"
+	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	args := append(append([]string{}, f.startFlags...), dir)

@@ -23,8 +23,13 @@ import (
 // lazily with containerd 2.4.2, from a registry that counts the blob bytes
 // it serves:
 //   - partial-fetch: `busybox echo ready` runs having fetched a small part
-//     of the image; reading one file of the big layer fetches about its
-//     span(s);
+//     of the image, each zTOC once (containerd's transfer service fetches
+//     them, the snapshotter reads containerd's copies); reading one file of
+//     the big layer fetches about its span(s);
+//   - socikit-pull: the same pulled with `socikit pull` (containerd fetches
+//     no zTOC, the snapshotter does);
+//   - slow-ztoc: the zTOCs answered 1.5 s late: the snapshotter waits for
+//     containerd's fetch in progress instead of fetching them too;
 //   - corrupt-span: with one byte of the big layer flipped in the registry,
 //     reading a file of the damaged span fails with EIO, the snapshotter
 //     counts and logs a verification failure, and other files still read;
@@ -89,12 +94,16 @@ func TestLazy(t *testing.T) {
 		}
 	}
 
-	t.Run("partial-fetch", func(t *testing.T) {
-		d := startContainerd(t, f)
+	// firstOutput pulls with pullFn, runs `busybox echo ready` and reports
+	// (and checks) what the registry served for it, returning the data
+	// layer's bytes served so far.
+	firstOutput := func(t *testing.T, d *daemons, pullFn func(*testing.T, *daemons)) int64 {
+		t.Helper()
 		all0, data0 := reg.Served(dataDigest)
 		agents0 := reg.ServedByAgent()
+		served0 := reg.ServedByDigest()
 		start := time.Now()
-		pull(t, d)
+		pullFn(t, d)
 		allPull, _ := reg.Served(dataDigest)
 		pullTime := time.Since(start)
 		out, err := run(d, "/bin/busybox", "echo", "ready")
@@ -115,9 +124,27 @@ func TestLazy(t *testing.T) {
 				t.Logf("  of which to %q: %d", a, n-agents0[a])
 			}
 		}
+		t.Logf("snapshotter read zTOCs: %s bytes from the registry, %s from containerd's content store",
+			d.metric(t, `socikit_index_artifact_bytes_total{source="registry"}`), d.metric(t, `socikit_index_artifact_bytes_total{source="containerd"}`))
+		// containerd's transfer service (ctr image pull) fetches the zTOCs
+		// too (the SOCI index manifest is in the image index with the
+		// image's platform) and the snapshotter reads them from its content
+		// store; socikit pull keeps containerd from fetching them. Either
+		// way each is served once.
+		for _, l := range layers {
+			if got := reg.ServedOf(l.ztocDigest) - served0[l.ztocDigest]; got > l.ztocSize {
+				t.Errorf("zTOC %s (%d bytes) served %d bytes: fetched more than once", l.ztocDigest, l.ztocSize, got)
+			}
+		}
 		if fetched > imageSize/4 {
 			t.Errorf("fetched %d bytes before the first output, more than a quarter of the image (%d)", fetched, imageSize)
 		}
+		return data1
+	}
+
+	t.Run("partial-fetch", func(t *testing.T) {
+		d := startContainerd(t, f)
+		data1 := firstOutput(t, d, pull)
 
 		// The status endpoint and `socikit status` see both layers: the
 		// busybox layer read, the data layer barely touched.
@@ -144,7 +171,7 @@ func TestLazy(t *testing.T) {
 
 		// One file of the data layer: about its span is fetched.
 		name, size := fileIn(t, len(spans)/2)
-		out, err = run(d, "/bin/busybox", "wc", "-c", name)
+		out, err := run(d, "/bin/busybox", "wc", "-c", name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,6 +184,38 @@ func TestLazy(t *testing.T) {
 			name, size, data2-data1, s.CompressedEnd-s.CompressedStart)
 		if got, max := data2-data1, 2*(s.CompressedEnd-s.CompressedStart)+64<<10; got > max {
 			t.Errorf("reading one file fetched %d bytes of the data layer, want at most %d", got, max)
+		}
+	})
+
+	// The same with `socikit pull` (containerd's client-side pull, one
+	// manifest of the image index): containerd does not fetch the zTOCs,
+	// the snapshotter does.
+	t.Run("socikit-pull", func(t *testing.T) {
+		d := startContainerd(t, f)
+		firstOutput(t, d, func(t *testing.T, d *daemons) {
+			t.Helper()
+			out, err := exec.Command(filepath.Join(repoRoot, "bin/socikit"), "pull", "--address", d.address,
+				"--namespace", "socikit-test", "--plain-http", ref).CombinedOutput()
+			if err != nil {
+				t.Fatalf("socikit pull: %v\n%s", err, out)
+			}
+			if got := d.lazyMounts(t); got != 2 {
+				t.Fatalf("%d lazy layer mounts after socikit pull, want 2", got)
+			}
+		})
+	})
+
+	// The zTOCs answered slowly: the snapshotter finds containerd's fetch
+	// in progress and waits for it instead of fetching them too.
+	t.Run("slow-ztoc", func(t *testing.T) {
+		for _, l := range layers {
+			reg.Delay(l.ztocDigest, 1500*time.Millisecond)
+			defer reg.Restore(l.ztocDigest)
+		}
+		d := startContainerd(t, f)
+		firstOutput(t, d, pull)
+		if v := d.metric(t, `socikit_index_artifacts_total{source="containerd"}`); v != "2" {
+			t.Errorf("%s zTOCs read from containerd's content store, want 2", v)
 		}
 	})
 

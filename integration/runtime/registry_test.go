@@ -43,15 +43,22 @@ type testRegistry struct {
 	next http.Handler
 
 	mu       sync.Mutex
-	served   map[string]int64  // body bytes of blob GETs, by digest
-	byAgent  map[string]int64  // the same, by the first word of the User-Agent
-	override map[string][]byte // digest -> bytes served instead of the stored blob
+	served   map[string]int64         // body bytes of blob GETs, by digest
+	byAgent  map[string]int64         // the same, by the first word of the User-Agent
+	override map[string][]byte        // digest -> bytes served instead of the stored blob
+	requests []string                 // "METHOD /path" of every request
+	delay    map[string]time.Duration // digest -> wait before answering a GET of it
 }
 
-func newRegistry(t testing.TB) *testRegistry {
+// newRegistry starts a registry without the referrers API (requests to it
+// are answered 404, so clients fall back to the sha256-<hex> tag); opts go
+// to go-containerregistry's registry.New (registry.WithReferrersSupport).
+func newRegistry(t testing.TB, opts ...registry.Option) *testRegistry {
 	t.Helper()
-	r := &testRegistry{t: t, next: registry.New(registry.Logger(log.New(io.Discard, "", 0))),
-		served: map[string]int64{}, byAgent: map[string]int64{}, override: map[string][]byte{}}
+	opts = append([]registry.Option{registry.Logger(log.New(io.Discard, "", 0))}, opts...)
+	r := &testRegistry{t: t, next: registry.New(opts...),
+		served: map[string]int64{}, byAgent: map[string]int64{}, override: map[string][]byte{},
+		delay: map[string]time.Duration{}}
 	r.srv = httptest.NewServer(r)
 	t.Cleanup(r.srv.Close)
 	r.host = strings.TrimPrefix(r.srv.URL, "http://")
@@ -60,6 +67,9 @@ func newRegistry(t testing.TB) *testRegistry {
 
 // ServeHTTP counts blob bytes and serves overrides.
 func (r *testRegistry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	r.requests = append(r.requests, req.Method+" "+req.URL.Path)
+	r.mu.Unlock()
 	dg := ""
 	if i := strings.Index(req.URL.Path, "/blobs/"); i >= 0 && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
 		dg = req.URL.Path[i+len("/blobs/"):]
@@ -71,7 +81,11 @@ func (r *testRegistry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	cw := &countingWriter{ResponseWriter: w}
 	r.mu.Lock()
 	body, ok := r.override[dg]
+	wait := r.delay[dg]
 	r.mu.Unlock()
+	if wait > 0 && req.Method == http.MethodGet {
+		time.Sleep(wait)
+	}
 	if ok {
 		w.Header().Set("Docker-Content-Digest", dg)
 		http.ServeContent(cw, req, "", time.Time{}, bytes.NewReader(body))
@@ -95,6 +109,39 @@ func (r *testRegistry) ServedByAgent() map[string]int64 {
 		m[k] = v
 	}
 	return m
+}
+
+// Requests returns how many requests so far had method and a path
+// containing part.
+func (r *testRegistry) Requests(method, part string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, q := range r.requests {
+		m, p, _ := strings.Cut(q, " ")
+		if m == method && strings.Contains(p, part) {
+			n++
+		}
+	}
+	return n
+}
+
+// ServedByDigest returns the blob bytes served so far by digest.
+func (r *testRegistry) ServedByDigest() map[string]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := map[string]int64{}
+	for k, v := range r.served {
+		m[k] = v
+	}
+	return m
+}
+
+// ServedOf returns the blob bytes of digest d served so far.
+func (r *testRegistry) ServedOf(d string) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.served[d]
 }
 
 type countingWriter struct {
@@ -311,10 +358,11 @@ func (r *testRegistry) pushImage(t testing.TB, repo string, layers ...[]byte) (s
 
 // sociLayer is what a converted (SOCI v2) image tells about one layer.
 type sociLayer struct {
-	desc     ocispec.Descriptor // the image layer
-	blob     []byte             // its compressed bytes
-	z        *ztoc.Ztoc         // nil: not indexed
-	ztocSize int64              // the zTOC blob's size
+	desc       ocispec.Descriptor // the image layer
+	blob       []byte             // its compressed bytes
+	z          *ztoc.Ztoc         // nil: not indexed
+	ztocSize   int64              // the zTOC blob's size
+	ztocDigest string             // and its digest
 }
 
 // sociLayers reads the converted image ref (an image index with one
@@ -380,7 +428,7 @@ func sociLayers(t testing.TB, ref string) []sociLayer {
 		sl := sociLayer{desc: l, blob: blob(l.Digest.String())}
 		for _, zd := range si.Layers {
 			if zd.Annotations["com.amazon.soci.image-layer-digest"] == l.Digest.String() && zd.MediaType != "application/vnd.amazon.soci.prefetch.v1+json" {
-				sl.ztocSize = zd.Size
+				sl.ztocSize, sl.ztocDigest = zd.Size, zd.Digest.String()
 				if sl.z, err = ztoc.Unmarshal(blob(zd.Digest.String())); err != nil {
 					t.Fatal(err)
 				}
@@ -391,9 +439,17 @@ func sociLayers(t testing.TB, ref string) []sociLayer {
 	return out
 }
 
-// Restore serves blob d as stored again.
+// Restore serves blob d as stored again, without delay.
 func (r *testRegistry) Restore(d string) {
 	r.mu.Lock()
 	delete(r.override, d)
+	delete(r.delay, d)
+	r.mu.Unlock()
+}
+
+// Delay makes GETs of blob d wait before they are answered.
+func (r *testRegistry) Delay(d string, wait time.Duration) {
+	r.mu.Lock()
+	r.delay[d] = wait
 	r.mu.Unlock()
 }

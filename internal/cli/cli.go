@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -21,6 +22,24 @@ type env struct {
 	stdout, stderr io.Writer
 	rt             http.RoundTripper
 	progress       bool
+	extra          []Command
+}
+
+// Command is a subcommand that lives outside this package (one that needs
+// containerd's client, which this package keeps out of its dependencies:
+// internal/cli/pull), registered with WithCommand.
+type Command struct {
+	// Name is the word after "socikit"; Summary its line in the usage.
+	Name, Summary string
+	// Run runs the command on the arguments after its name, writing
+	// results to stdout and diagnostics to stderr. A flag.ErrHelp error
+	// (--help) is not reported.
+	Run func(ctx context.Context, stdout, stderr io.Writer, args []string) error
+}
+
+// WithCommand adds a subcommand.
+func WithCommand(c Command) Option {
+	return func(e *env) { e.extra = append(e.extra, c) }
 }
 
 // WithOutput sets where Run writes results (stdout) and diagnostics
@@ -35,16 +54,26 @@ func WithTransport(rt http.RoundTripper) Option {
 	return func(e *env) { e.rt = rt }
 }
 
-const usage = `Usage: socikit <command> [flags] [args]
+const usageHead = `Usage: socikit <command> [flags] [args]
 
 Commands:
   convert   index an image's layers and write a SOCI-enabled image
   inspect   describe the SOCI index of an image
   get-file  read one file of an indexed layer through its zTOC
   status    show what socikit-snapshotter fetched of the images it mounted
+`
 
+const usageTail = `
 Run 'socikit <command> --help' for the flags of a command.
 `
+
+func (e *env) usage() string {
+	s := usageHead
+	for _, c := range e.extra {
+		s += fmt.Sprintf("  %-8s  %s\n", c.Name, c.Summary)
+	}
+	return s + usageTail
+}
 
 // Run runs the socikit command line args (without the program name).
 func Run(ctx context.Context, args []string, opts ...Option) error {
@@ -53,6 +82,7 @@ func Run(ctx context.Context, args []string, opts ...Option) error {
 		o(e)
 	}
 	e.progress = isTerminal(e.stderr)
+	usage := e.usage()
 	if len(args) == 0 {
 		fmt.Fprint(e.stderr, usage)
 		return errors.New("no command given")
@@ -71,8 +101,12 @@ func Run(ctx context.Context, args []string, opts ...Option) error {
 		fmt.Fprint(e.stdout, usage)
 		return nil
 	default:
-		fmt.Fprint(e.stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
+		i := slices.IndexFunc(e.extra, func(c Command) bool { return c.Name == args[0] })
+		if i < 0 {
+			fmt.Fprint(e.stderr, usage)
+			return fmt.Errorf("unknown command %q", args[0])
+		}
+		err = e.extra[i].Run(ctx, e.stdout, e.stderr, args[1:])
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -104,14 +138,24 @@ func (e *env) warnf(format string, args ...any) {
 // newFlagSet returns a flag set whose usage text is synopsis, doc and the
 // flag defaults, written to stderr.
 func newFlagSet(e *env, name, synopsis, doc string) *flag.FlagSet {
+	return NewFlagSet(e.stderr, name, synopsis, doc)
+}
+
+// NewFlagSet returns the flag set of command name, as every socikit command
+// has it: errors are returned, and the usage text (synopsis, doc and the
+// flag defaults) goes to stderr.
+func NewFlagSet(stderr io.Writer, name, synopsis, doc string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: socikit %s %s\n\n%s\nFlags:\n", name, synopsis, doc)
+		fmt.Fprintf(stderr, "Usage: socikit %s %s\n\n%s\nFlags:\n", name, synopsis, doc)
 		fs.PrintDefaults()
 	}
 	return fs
 }
+
+// ParseArgs parses flags mixed with positional arguments, as parseArgs.
+func ParseArgs(fs *flag.FlagSet, args []string) ([]string, error) { return parseArgs(fs, args) }
 
 // parseArgs parses flags mixed with positional arguments ("SRC --jobs 2
 // DST"); everything after "--" is positional.

@@ -8,7 +8,9 @@ import (
 
 // TestDeps keeps the CLI off the daemon-side stacks: it works on images
 // through go-containerregistry only, and shares the exporter package (not
-// its BuildKit adapter) with the soci exporter.
+// its BuildKit adapter) with the soci exporter. `socikit pull`, which needs
+// containerd's client, is the package internal/cli/pull, registered by
+// cmd/socikit with WithCommand.
 func TestDeps(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the go command")

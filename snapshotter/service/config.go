@@ -23,6 +23,9 @@ const (
 	// DefaultDiscoveryTimeout bounds the registry round trips of finding
 	// an index; past it the layer is unpacked instead.
 	DefaultDiscoveryTimeout = Duration(10 * time.Second)
+	// DefaultContainerdAddress is containerd's usual gRPC socket, whose
+	// content store is asked for SOCI artifacts containerd already fetched.
+	DefaultContainerdAddress = "/run/containerd/containerd.sock"
 	// DefaultPassthroughMinSize is the smallest file served through FUSE
 	// passthrough (1 MiB): smaller files take one or a few FUSE reads and
 	// are not worth a second copy on disk.
@@ -40,6 +43,9 @@ const (
 //	[registry]
 //	plain_http = ["registry.local:5000"] # hosts reached over plain HTTP
 //
+//	[containerd]
+//	address = "/run/containerd/containerd.sock" # "": never read its content store
+//
 //	[discovery]
 //	enable_v1 = false                    # v1 indexes through referrers
 //	timeout = "10s"
@@ -50,7 +56,7 @@ const (
 //	[lazy]
 //	disable = false                      # true: unpack every layer
 //	cache_max_size = 0                   # bytes; 0: no limit
-//	prefetch_wait = "10s"
+//	prefetch_wait = "0s"                 # mounts wait this long for prefetch spans
 //	background_rate = 0                  # bytes/s; 0: no background fetch
 //	background_delay = "5s"
 //	disable_passthrough = false          # true: every read goes through FUSE
@@ -69,6 +75,7 @@ type Config struct {
 	MetricsAddress string `toml:"metrics_address"`
 
 	Registry    RegistryConfig    `toml:"registry"`
+	Containerd  ContainerdConfig  `toml:"containerd"`
 	Discovery   DiscoveryConfig   `toml:"discovery"`
 	Snapshotter SnapshotterConfig `toml:"snapshotter"`
 	Lazy        LazyConfig        `toml:"lazy"`
@@ -84,7 +91,10 @@ type LazyConfig struct {
 	// limit).
 	CacheMaxSize int64 `toml:"cache_max_size"`
 	// PrefetchWait bounds the wait for the index's prefetch spans before a
-	// mount is handed over (default 10s).
+	// mount is handed over. Their fetches start before it either way;
+	// with 0 the mount is handed over at once and reads of prefetch spans
+	// wait for the fetches in flight, so the container's start overlaps
+	// them (default 0; see layer.WithPrefetch).
 	PrefetchWait Duration `toml:"prefetch_wait"`
 	// BackgroundRate caps the bytes per second fetched in the background
 	// after a mount to complete the layer (default 0: no background fetch).
@@ -111,6 +121,19 @@ type RegistryConfig struct {
 	// plain HTTP. Loopback and RFC 1918 hosts and localhost always are
 	// (go-containerregistry's rule). Default: none.
 	PlainHTTP []string `toml:"plain_http"`
+}
+
+// ContainerdConfig names the containerd this daemon serves.
+type ContainerdConfig struct {
+	// Address is containerd's gRPC socket (default
+	// DefaultContainerdAddress; "" turns the lookup off). zTOCs and prefetch
+	// lists that containerd has in its content store, or is fetching into
+	// it, are read from there (in the namespace of the snapshot request)
+	// instead of the registry: containerd's transfer service fetches them
+	// too when it pulls a SOCI v2 image (docs/snapshotter.md). A socket
+	// nobody listens on, or another containerd, only means the registry is
+	// asked, as without it.
+	Address string `toml:"address"`
 }
 
 // DiscoveryConfig configures how SOCI indexes are found.
@@ -151,11 +174,12 @@ func (d Duration) String() string { return time.Duration(d).String() }
 // DefaultConfig returns the configuration an empty file gives.
 func DefaultConfig() Config {
 	return Config{
-		Root:      DefaultRoot,
-		Address:   DefaultAddress,
-		LogLevel:  DefaultLogLevel,
-		Discovery: DiscoveryConfig{Timeout: DefaultDiscoveryTimeout},
-		Lazy: LazyConfig{PrefetchWait: Duration(10 * time.Second), BackgroundDelay: Duration(5 * time.Second),
+		Root:       DefaultRoot,
+		Address:    DefaultAddress,
+		LogLevel:   DefaultLogLevel,
+		Discovery:  DiscoveryConfig{Timeout: DefaultDiscoveryTimeout},
+		Containerd: ContainerdConfig{Address: DefaultContainerdAddress},
+		Lazy: LazyConfig{BackgroundDelay: Duration(5 * time.Second),
 			PassthroughMinSize: DefaultPassthroughMinSize},
 	}
 }

@@ -21,3 +21,20 @@ func TestLoadConfigPassthrough(t *testing.T) {
 		t.Fatal("negative passthrough_min_size accepted")
 	}
 }
+
+func TestLoadConfigContainerd(t *testing.T) {
+	p := t.TempDir() + "/c.toml"
+	if c, err := LoadConfig(""); err != nil || c.Containerd.Address != DefaultContainerdAddress {
+		t.Fatalf("default containerd address: %q, %v", c.Containerd.Address, err)
+	}
+	if err := writeFile(p, "[containerd]\naddress = \"\"\n"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(p)
+	if err != nil || c.Containerd.Address != "" {
+		t.Fatalf("address = \"\": %q, %v", c.Containerd.Address, err)
+	}
+	if newContainerdContent(c.Containerd.Address) != nil {
+		t.Error("an empty address still asks containerd")
+	}
+}

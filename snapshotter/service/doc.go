@@ -24,4 +24,13 @@
 //
 // Results are cached per image manifest, so the layers of one pull share
 // one discovery.
+//
+// # zTOCs from containerd's content store
+//
+// containerd's transfer service also fetches the zTOCs of a SOCI v2 image
+// (the SOCI index manifest is in the image index with the image's platform,
+// and containerd walks it like an image manifest). The layer filesystem
+// reads zTOCs and prefetch lists from containerd's content store when
+// containerd has them or is fetching them (Config.Containerd), and from the
+// registry otherwise; see docs/snapshotter.md.
 package service

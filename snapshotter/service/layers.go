@@ -27,6 +27,8 @@ type Layers struct {
 	cache   *cache.Cache
 	rt      http.RoundTripper
 	metrics *Metrics
+	// local reads SOCI artifacts containerd already has (nil: never).
+	local *containerdContent
 
 	mu     sync.Mutex
 	mounts map[string]*mountedLayer
@@ -53,7 +55,8 @@ func NewLayers(_ context.Context, c Config) (LayerMounter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open span cache: %w", err)
 	}
-	return &Layers{c: c, cache: ca, metrics: &Metrics{}, mounts: map[string]*mountedLayer{}}, nil
+	return &Layers{c: c, cache: ca, metrics: &Metrics{}, local: newContainerdContent(c.Containerd.Address),
+		mounts: map[string]*mountedLayer{}}, nil
 }
 
 // MountLayer fetches the layer's zTOC (and prefetch list) and mounts it.
@@ -62,7 +65,7 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 	if err != nil {
 		return err
 	}
-	zb, err := image.ReadBlob(ctx, reg, l.Ztoc, image.MaxZtocSize)
+	zb, err := ls.readArtifact(ctx, reg, l.Ztoc, l.Index, image.MaxZtocSize)
 	if err != nil {
 		return fmt.Errorf("fetch zTOC %s: %w", l.Ztoc.Digest, err)
 	}
@@ -80,7 +83,7 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 	lm := &layerMetrics{parent: ls.metrics}
 	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(lm))}
 	if l.Prefetch != nil {
-		spans, err := prefetchSpans(ctx, reg, *l.Prefetch)
+		spans, err := ls.prefetchSpans(ctx, reg, *l.Prefetch, l.Index)
 		if err != nil {
 			log.G(ctx).WithError(err).Warn("ignore prefetch list")
 		} else {
@@ -108,8 +111,22 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 	return nil
 }
 
-func prefetchSpans(ctx context.Context, reg *image.Registry, d ocispec.Descriptor) ([]ztoc.SpanID, error) {
-	b, err := image.ReadBlob(ctx, reg, d, soci.MaxDocumentSize)
+// readArtifact reads a blob of the SOCI index: from containerd's content
+// store if containerd has it or is fetching it, else from the registry.
+func (ls *Layers) readArtifact(ctx context.Context, reg *image.Registry, d, index ocispec.Descriptor, limit int64) ([]byte, error) {
+	if b, ok := ls.local.read(ctx, d, index.Digest, limit); ok {
+		ls.metrics.artifactRead(sourceContainerd, len(b))
+		return b, nil
+	}
+	b, err := image.ReadBlob(ctx, reg, d, limit)
+	if err == nil {
+		ls.metrics.artifactRead(sourceRegistry, len(b))
+	}
+	return b, err
+}
+
+func (ls *Layers) prefetchSpans(ctx context.Context, reg *image.Registry, d, index ocispec.Descriptor) ([]ztoc.SpanID, error) {
+	b, err := ls.readArtifact(ctx, reg, d, index, soci.MaxDocumentSize)
 	if err != nil {
 		return nil, err
 	}

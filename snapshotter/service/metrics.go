@@ -21,6 +21,24 @@ var LatencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 type Metrics struct {
 	remote.Counters
 	latency [remote.NumFetchKinds]histogram // by remote.FetchKind
+	// artifacts and artifactBytes count the SOCI artifacts (zTOCs,
+	// prefetch lists) read, by artifactSource.
+	artifacts, artifactBytes [2]atomic.Int64
+}
+
+// artifactSource is where a SOCI artifact was read from.
+type artifactSource int
+
+const (
+	sourceRegistry artifactSource = iota
+	sourceContainerd
+)
+
+func (s artifactSource) String() string { return [...]string{"registry", "containerd"}[s] }
+
+func (m *Metrics) artifactRead(s artifactSource, n int) {
+	m.artifacts[s].Add(1)
+	m.artifactBytes[s].Add(int64(n))
 }
 
 var _ remote.Metrics = (*Metrics)(nil)
@@ -102,6 +120,19 @@ func writeMetrics(w io.Writer, m *Metrics, mounted int) {
 	counter("socikit_cache_hits_total", "Span reads served by the cache.", c.Hits.Load())
 	counter("socikit_cache_misses_total", "Span reads that had to fetch.", c.Misses.Load())
 	counter("socikit_verify_failures_total", "Spans whose digest did not match the zTOC.", c.VerifyFailure.Load())
+
+	for _, n := range []struct {
+		name, help string
+		v          *[2]atomic.Int64
+	}{
+		{"socikit_index_artifacts_total", "SOCI artifacts (zTOCs, prefetch lists) read, by source (the registry, or containerd's content store).", &m.artifacts},
+		{"socikit_index_artifact_bytes_total", "Bytes of SOCI artifacts read, by source.", &m.artifactBytes},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", n.name, n.help, n.name)
+		for s := range n.v {
+			fmt.Fprintf(w, "%s{source=%q} %d\n", n.name, artifactSource(s).String(), n.v[s].Load())
+		}
+	}
 
 	const h = "socikit_fetch_duration_seconds"
 	fmt.Fprintf(w, "# HELP %s Latency of range fetches from registries (failed ones included), by kind.\n# TYPE %s histogram\n", h, h)

@@ -20,6 +20,9 @@ func TestWriteMetrics(t *testing.T) {
 	lm.CacheHit(3)
 	lm.CacheMiss(1)
 	lm.VerifyFailed(7)
+	m.artifactRead(sourceContainerd, 1000)
+	m.artifactRead(sourceRegistry, 20)
+	m.artifactRead(sourceContainerd, 5)
 	var b strings.Builder
 	writeMetrics(&b, m, 2)
 	out := b.String()
@@ -42,6 +45,10 @@ func TestWriteMetrics(t *testing.T) {
 		`socikit_fetch_duration_seconds_bucket{kind="background",le="+Inf"} 1`,
 		`socikit_fetch_duration_seconds_sum{kind="background"} 60`,
 		"socikit_lazy_layers 2",
+		`socikit_index_artifacts_total{source="registry"} 1`,
+		`socikit_index_artifacts_total{source="containerd"} 2`,
+		`socikit_index_artifact_bytes_total{source="registry"} 20`,
+		`socikit_index_artifact_bytes_total{source="containerd"} 1005`,
 	} {
 		if !strings.Contains(out, want+"\n") {
 			t.Errorf("missing %q in:\n%s", want, out)
