@@ -10,7 +10,10 @@
 # Default: containerd v2.4.2 from bin/ (scripts/containerd-build.sh) with
 # examples/containerd/config-v2.4.toml; --debian: Debian's containerd 1.6
 # with config-v1.6.toml. DIR defaults to a new /tmp/socikit-ctrd.XXXXXX.
-# SOCIKIT_CONFIG names a snapshotter TOML config (default: none).
+# SOCIKIT_CONFIG names a snapshotter TOML config (default: none); the
+# snapshotter gets DIR/socikit.toml: that config plus, unless it has a
+# [containerd] table, this containerd's socket (zTOCs containerd already
+# fetched are read from its content store).
 # Logs: DIR/containerd.log, DIR/socikit.log.
 #
 # SOCI_UPSTREAM=1 (containerd 2.4 only) also starts upstream AWS
@@ -95,8 +98,14 @@ wait_for() { # wait_for SOCKET PID NAME LOG
   echo "$3 did not create $1; its log:" >&2; tail -20 "$4" >&2; exit 1
 }
 
-cfg=()
-[ -n "${SOCIKIT_CONFIG:-}" ] && cfg=(--config "$SOCIKIT_CONFIG")
+{
+  [ -n "${SOCIKIT_CONFIG:-}" ] && cat "$SOCIKIT_CONFIG"
+  if [ -z "${SOCIKIT_CONFIG:-}" ] || ! grep -q '^\[containerd\]' "$SOCIKIT_CONFIG"; then
+    printf '\n[containerd]\naddress = "%s"\n' "$dir/containerd.sock"
+  fi
+} >"$dir/socikit.toml.new"
+mv "$dir/socikit.toml.new" "$dir/socikit.toml"
+cfg=(--config "$dir/socikit.toml")
 setsid "$here/bin/socikit-snapshotter" "${cfg[@]}" --root "$dir/socikit" --address "$sock" \
   --log-level "${SOCIKIT_LOG_LEVEL:-debug}" >"$dir/socikit.log" 2>&1 </dev/null &
 echo $! >"$dir/socikit.pid"

@@ -46,18 +46,23 @@ type Fetcher struct {
 	raMu    sync.Mutex
 	raNext  SpanID              // the span after the last read's: a read starting there is sequential
 	raWin   int                 // spans fetched ahead of the next sequential read (0: not sequential)
+	raRun   int                 // spans the current sequential stream has moved into
 	raMarks map[SpanID]struct{} // spans read ahead and not read yet
 }
 
 // Read-ahead: reads that continue where the previous one ended make the
 // fetcher fetch the spans after them before they are asked for, as the
-// kernel's read-ahead does for block devices. The window starts at
+// kernel's read-ahead does for block devices. Once a stream has moved into
+// readAheadAfter spans in a row, the window starts at
 // readAheadFirst spans and doubles with each read that moves on to the
 // next span, up to WithReadAhead compressed bytes: reading a whole layer (a
 // checksum of every file, a copy) then costs one round trip per window
 // instead of one per span, while a start-up's scattered reads fetch no
 // more than they ask for.
-const readAheadFirst = 2
+const (
+	readAheadFirst = 2
+	readAheadAfter = 3
+)
 
 type call struct {
 	done chan struct{}
@@ -208,9 +213,15 @@ func (f *Fetcher) readAhead(first, last SpanID) {
 		}
 	}
 	if !sequential {
-		f.raWin = 0
+		f.raWin, f.raRun = 0, 0
 	}
 	if !sequential || !trigger {
+		f.raMu.Unlock()
+		return
+	}
+	// A stream reads ahead from its readAheadAfter-th span on: reading
+	// one file across a span boundary or two is not yet a stream.
+	if f.raRun++; f.raRun < readAheadAfter {
 		f.raMu.Unlock()
 		return
 	}

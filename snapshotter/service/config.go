@@ -9,6 +9,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 	"github.com/sirupsen/logrus"
+
+	"github.com/socikit/socikit/snapshotter/remote"
 )
 
 // Defaults of Config.
@@ -59,6 +61,7 @@ const (
 //	prefetch_wait = "0s"                 # mounts wait this long for prefetch spans
 //	background_rate = 0                  # bytes/s; 0: no background fetch
 //	background_delay = "5s"
+//	read_ahead = 16777216                # bytes fetched ahead of sequential reads; 0: off
 //	disable_passthrough = false          # true: every read goes through FUSE
 //	passthrough_min_size = 1048576       # bytes; smaller files read through FUSE
 type Config struct {
@@ -102,6 +105,10 @@ type LazyConfig struct {
 	// BackgroundDelay is waited after a mount before the background fetch
 	// starts (default 5s).
 	BackgroundDelay Duration `toml:"background_delay"`
+	// ReadAhead caps the compressed bytes fetched ahead of sequential
+	// reads (a checksum or copy of whole files); 0 turns read-ahead off
+	// (default remote.DefaultReadAhead, 16 MiB).
+	ReadAhead int64 `toml:"read_ahead"`
 	// DisablePassthrough turns FUSE passthrough off: every read of a lazy
 	// layer goes through the daemon (default false: passthrough where
 	// the kernel allows it).
@@ -179,7 +186,7 @@ func DefaultConfig() Config {
 		LogLevel:   DefaultLogLevel,
 		Discovery:  DiscoveryConfig{Timeout: DefaultDiscoveryTimeout},
 		Containerd: ContainerdConfig{Address: DefaultContainerdAddress},
-		Lazy: LazyConfig{BackgroundDelay: Duration(5 * time.Second),
+		Lazy: LazyConfig{BackgroundDelay: Duration(5 * time.Second), ReadAhead: remote.DefaultReadAhead,
 			PassthroughMinSize: DefaultPassthroughMinSize},
 	}
 }
@@ -213,6 +220,9 @@ func (c Config) Validate() error {
 	}
 	if c.Discovery.Timeout <= 0 {
 		return fmt.Errorf("config: discovery.timeout must be positive")
+	}
+	if c.Lazy.ReadAhead < 0 {
+		return fmt.Errorf("config: lazy.read_ahead must not be negative")
 	}
 	if c.Lazy.PassthroughMinSize < 0 {
 		return fmt.Errorf("config: lazy.passthrough_min_size must not be negative")

@@ -81,7 +81,7 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 		return err
 	}
 	lm := &layerMetrics{parent: ls.metrics}
-	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(lm))}
+	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(lm), remote.WithReadAhead(ls.c.Lazy.ReadAhead))}
 	if l.Prefetch != nil {
 		spans, err := ls.prefetchSpans(ctx, reg, *l.Prefetch, l.Index)
 		if err != nil {
