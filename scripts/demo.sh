@@ -74,7 +74,8 @@ cmp "$work/got" "$root/usr/share/doc/net/http/server.go" && echo "server.go: ide
 
 echo "== socikit convert: the base image (built elsewhere) to an OCI layout tar with a SOCI v2 index"
 bin/socikit convert --plain-http "$reg/base:latest" "$work/base-soci.tar"
-bin/socikit inspect "$work/base-soci.tar" | head -3
+bin/socikit inspect "$work/base-soci.tar" >"$work/inspect.txt"
+head -3 "$work/inspect.txt"
 
 echo "== containerd v2.4.2 + socikit-snapshotter: lazy pull and run"
 ctrdir=$(mktemp -d /tmp/socikit-ctrd.XXXXXX)
