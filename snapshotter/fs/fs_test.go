@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -310,5 +311,83 @@ func TestHeaderOffsets(t *testing.T) {
 		if err := f.verify(context.Background(), e); err != nil {
 			t.Errorf("%s: %v", fe.Name, err)
 		}
+	}
+}
+
+// TestFirstReadMerged checks that the first read of a file from its start
+// reads the tar header and the data in one Reader read, that reads
+// elsewhere first, or larger than maxMergedRead, still verify the header
+// and return the right bytes, and that a bad header fails the merged read.
+func TestFirstReadMerged(t *testing.T) {
+	const bigSize = 3 * maxMergedRead
+	entries := fstest.Tricky(t.Name(), bigSize)
+	z, tb := build(t, entries)
+	final := fstest.Final(entries)
+	ctx := context.Background()
+	r := &memReader{b: tb}
+	_, root := newTestFS(t, r, z)
+
+	n, _ := walk(t, root, "a/file")
+	got, errno := readAll(t, n)
+	if errno != 0 || string(got) != "hello, lazy world\n" {
+		t.Fatalf("a/file: %q %v", got, errno)
+	}
+	if r.reads != 1 {
+		t.Fatalf("first read of a/file made %d reads, want 1 (header and data together)", r.reads)
+	}
+
+	// A first read at an offset: header read, then the data.
+	n, _ = walk(t, root, "dup")
+	buf := make([]byte, 4)
+	before := r.reads
+	rr, errno := n.Read(ctx, nil, buf, 7)
+	if b, _ := rr.Bytes(nil); errno != 0 || string(b) != "version"[:4] {
+		t.Fatalf("dup at 7: %q %v", b, errno)
+	}
+	if d := r.reads - before; d != 2 {
+		t.Fatalf("first read of dup at 7 made %d reads, want 2", d)
+	}
+
+	// Larger than maxMergedRead from the start, and every file's bytes.
+	for name, e := range final {
+		if e.Hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		for _, size := range []int{maxMergedRead + 1, 4096} {
+			_, root := newTestFS(t, &memReader{b: tb}, z)
+			n, errno := walk(t, root, name)
+			if errno != 0 {
+				t.Fatalf("%s: %v", name, errno)
+			}
+			var out []byte
+			buf := make([]byte, size)
+			for off := int64(0); ; {
+				rr, errno := n.Read(ctx, nil, buf, off)
+				if errno != 0 {
+					t.Fatalf("%s at %d: %v", name, off, errno)
+				}
+				b, _ := rr.Bytes(nil)
+				if len(b) == 0 {
+					break
+				}
+				out = append(out, b...)
+				off += int64(len(b))
+			}
+			if !bytes.Equal(out, e.Data) {
+				t.Fatalf("%s with %d-byte reads: %d bytes differ from the %d of the tar", name, size, len(out), len(e.Data))
+			}
+		}
+	}
+
+	// A header that does not match fails the merged read.
+	for i := range z.Files {
+		if z.Files[i].Name == "a/file" {
+			z.Files[i].UID = 4242
+		}
+	}
+	_, root = newTestFS(t, &memReader{b: tb}, z)
+	n, _ = walk(t, root, "a/file")
+	if _, errno := n.Read(ctx, nil, make([]byte, 4096), 0); errno != syscall.EIO {
+		t.Fatalf("merged read with mismatched header: %v, want EIO", errno)
 	}
 }

@@ -119,12 +119,12 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	return []byte(n.e.link), 0
 }
 
-// Open implements fusefs.NodeOpener. Reads go to the node. The kernel
-// keeps the page cache across opens (the data never changes). With
-// WithPassthrough, files of at least the minimum size get a handle: one
-// offering the kernel a backing file when their content is local (go-fuse
-// then drops FOPEN_KEEP_CACHE and sets FOPEN_PASSTHROUGH), else one that
-// counts the opens reading through FUSE.
+// Open implements fusefs.NodeOpener. Reads go to the node; the open
+// flags are openFlags. With WithPassthrough, files of at least the
+// minimum size get a handle: one offering the kernel a backing file when
+// their content is local (go-fuse then drops FOPEN_KEEP_CACHE and sets
+// FOPEN_PASSTHROUGH), else one that counts the opens reading through
+// FUSE.
 func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
 		return nil, 0, syscall.EROFS
@@ -132,8 +132,20 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if n.e.mode&syscall.S_IFMT != syscall.S_IFREG {
 		return nil, 0, syscall.EINVAL
 	}
-	return n.fs.open(ctx, n.e), fuse.FOPEN_KEEP_CACHE, 0
+	return n.fs.open(ctx, n.e), openFlags, 0
 }
+
+// maxMergedRead bounds the data read along with a file's tar header on
+// its first read (the two are read into one buffer).
+const maxMergedRead = 64 << 10
+
+// openFlags are the flags of every open: the kernel keeps the page cache
+// across opens (the data never changes), and does not send a FLUSH at
+// each close (FOPEN_NOFLUSH, kernel 5.18 on; older kernels ignore it):
+// the tree is read-only and locks are not forwarded, so a flush has
+// nothing to do, and the round trip was a quarter of the FUSE requests
+// of reading a small file (OPEN, READ, FLUSH, RELEASE).
+const openFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 
 // Read implements fusefs.NodeReader. The first read of a file verifies
 // its tar header against the TOC; any failure is EIO, never wrong data.
@@ -152,10 +164,18 @@ func (n *node) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off 
 	if off >= e.size || len(dest) == 0 {
 		return fuse.ReadResultData(nil), 0
 	}
-	if err := n.fs.verify(ctx, e); err != nil {
-		return nil, n.fs.fail(ctx, e, "verify", err)
-	}
 	want := min(int64(len(dest)), e.size-off)
+	// The first read of a small file from its start reads the header
+	// with the data (the header check reads its bytes anyway).
+	var first []byte
+	if off == 0 && want <= maxMergedRead {
+		first = dest[:want]
+	}
+	if done, err := n.fs.verifyRead(ctx, e, first); err != nil {
+		return nil, n.fs.fail(ctx, e, "verify", err)
+	} else if done {
+		return fuse.ReadResultData(dest[:want]), 0
+	}
 	fe := &n.fs.z.Files[e.file]
 	m, err := n.fs.r.ReadAt(ctx, dest[:want], fe.UncompressedOffset+off)
 	if int64(m) != want {
