@@ -49,7 +49,16 @@ func run(ctx context.Context, c config) error {
 		c.out = filepath.Join(c.repo, "bench-results", time.Now().UTC().Format("20060102T150405Z"))
 	}
 	if c.buildkitdRoot == "" {
-		c.buildkitdRoot = filepath.Join(c.contexts, "buildkitd")
+		// A fresh builder each run: with BuildKit's cache from earlier
+		// runs, a type=image export of a layer that an earlier soci export
+		// reordered gets the reordered blob (see docs/benchmark.md), and
+		// the plain image would not be plain.
+		dir, err := os.MkdirTemp("", "socikit-bench-buildkitd.")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		c.buildkitdRoot = dir
 	}
 	contenders := allContenders
 	if len(c.contenders) > 0 {

@@ -39,7 +39,7 @@ func main() {
 	flag.Float64Var(&c.link.LatencyMS, "latency-ms", 0, "recorded: the registry's per-request delay")
 	flag.DurationVar(&c.readyTimeout, "timeout", 10*time.Minute, "longest wait for one container")
 	flag.StringVar(&c.socikitConfig, "socikit-config", "", "socikit-snapshotter TOML config for the socikit contenders (default: none, the defaults)")
-	flag.StringVar(&c.buildkitdRoot, "buildkitd-root", "", "buildkitd state kept between runs (default: CONTEXTS/buildkitd)")
+	flag.StringVar(&c.buildkitdRoot, "buildkitd-root", "", "buildkitd state (default: a new directory for the run, removed after)")
 	flag.Parse()
 	c.apps = splitList(*apps)
 	c.contenders = splitList(*contenders)
