@@ -208,7 +208,9 @@ func (f *Fetcher) readAhead(first, last SpanID) {
 		if _, ok := f.raMarks[id]; ok {
 			delete(f.raMarks, id)
 			trigger = true
-		} else if !f.cached(id) {
+		} else if sequential && !trigger && !f.cached(id) {
+			// Only a sequential read needs to know; the cache lookup
+			// takes the cache's lock, on every read.
 			trigger = true
 		}
 	}
