@@ -170,15 +170,23 @@ func hostInfo() string {
 }
 
 func memTotal() string {
-	b, _ := os.ReadFile("/proc/meminfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
-			var kib int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kib)
-			return fmt.Sprintf("%.0f GiB", float64(kib)/(1<<20))
-		}
+	if kib := procKiB("/proc/meminfo", "MemTotal:"); kib > 0 {
+		return fmt.Sprintf("%.0f GiB", float64(kib)/(1<<20))
 	}
 	return "memory unknown"
+}
+
+// procKiB returns the "KEY  N kB" value of a /proc file, or 0.
+func procKiB(path, key string) int64 {
+	b, _ := os.ReadFile(path)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, key); ok {
+			var kib int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kib)
+			return kib
+		}
+	}
+	return 0
 }
 
 func logf(format string, args ...any) {

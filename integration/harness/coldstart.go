@@ -132,18 +132,7 @@ func (d *daemons) peakRSS(ct contender) int64 {
 	if err != nil {
 		return 0
 	}
-	status, err := os.ReadFile(filepath.Join("/proc", strings.TrimSpace(string(pid)), "status"))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(status), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			var kib int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kib)
-			return kib
-		}
-	}
-	return 0
+	return procKiB(filepath.Join("/proc", strings.TrimSpace(string(pid)), "status"), "VmHWM:")
 }
 
 // coldStart measures one cold start: fresh daemons, dropped page cache,
