@@ -1,0 +1,255 @@
+//go:build integration
+
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/socikit/socikit/soci"
+)
+
+var (
+	feOnce sync.Once
+	feRef  string
+	feErr  string
+)
+
+// frontendImage builds the `# syntax=` frontend image with
+// scripts/frontend-image.sh (the way users build it) through the sandbox's
+// buildkitd and pushes it to the sandbox registry, once per run.
+func frontendImage(t *testing.T, s *Sandbox) string {
+	t.Helper()
+	feOnce.Do(func() {
+		ref := s.Registry + "/socikit/dockerfile:test"
+		cmd := exec.Command(filepath.Join(repoRoot(t), "scripts/frontend-image.sh"), "--addr", s.Addr, ref)
+		cmd.Env = append(os.Environ(), "FRONTEND_OUTPUT_ATTRS=registry.insecure=true")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			feErr = "frontend-image.sh: " + err.Error() + "\n" + string(out)
+			return
+		}
+		feRef = ref
+	})
+	if feRef == "" {
+		t.Fatal(feErr)
+	}
+	return feRef
+}
+
+// frontendApp is a build context whose Dockerfile uses the frontend: a
+// start-up that reads one small file whole and 64 KiB of a 3 MB file,
+// prints "ready" and stays up.
+func frontendApp(t *testing.T, header, extra string) helloInput {
+	t.Helper()
+	h := prepareHello(t)
+	df := header + `
+FROM base
+RUN mkdir -p /data && seq 1 100000 > /data/cold.txt && seq 1 20000 > /data/hot.txt && \
+    head -c 3000000 /dev/urandom > /data/big.bin
+RUN --mount=type=cache,target=/cache echo cached > /cache/x && cp /cache/x /data/from-cache
+COPY <<EOF /app/start.sh
+cat /data/hot.txt > /dev/null
+dd if=/data/big.bin of=/dev/null bs=4096 skip=400 count=16 2>/dev/null
+echo ready
+sleep 60
+EOF
+` + extra + `
+CMD ["/bin/sh", "/app/start.sh"]
+`
+	must(t, os.WriteFile(filepath.Join(h.Dir, "Dockerfile"), []byte(df), 0o644))
+	return h
+}
+
+func buildFrontendApp(t *testing.T, s *Sandbox, h helloInput, ref, attrs string, extra ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	return s.Buildctl(ctx, append(append(h.buildctlArgs(), extra...),
+		"--output", "type=soci,name="+ref+",push=true,registry.insecure=true,soci-min-layer-size=0"+attrs)...)
+}
+
+// TestFrontendProfile builds through `# syntax=` with buildctl: the
+// start-up is profiled in the build, the profile reaches the exporter,
+// which reorders (the default with a profile) and lists prefetch spans.
+func TestFrontendProfile(t *testing.T) {
+	s := NewSandbox(t)
+	fe := frontendImage(t, s)
+	h := frontendApp(t, "# syntax="+fe+"\n# socikit:ready=ready\n# socikit:profile-timeout=60s", "")
+	ref := s.Registry + "/frontend:profile"
+	out, err := buildFrontendApp(t, s, h, ref, "", "--progress", "plain")
+	if err != nil {
+		t.Fatalf("build: %v\n%s\n-- buildkitd log --\n%s", err, out, lastLines(s.Log(), 40))
+	}
+	if !strings.Contains(out, "[socikit] profiling start-up") {
+		t.Errorf("no profiling step in the build log:\n%s", out)
+	}
+	if strings.Contains(out, "no start-up profile") {
+		t.Fatalf("profiling failed:\n%s", out)
+	}
+	checkProfiledImage(t, ref)
+}
+
+// checkProfiledImage checks the layer that holds /data: hot.txt comes
+// before cold.txt, and it has a prefetch artifact.
+func checkProfiledImage(t *testing.T, ref string) {
+	t.Helper()
+	si := readSociImage(t, ref)
+	r, err := name.ParseReference(ref, name.Insecure)
+	must(t, err)
+	var m ocispec.Manifest
+	must(t, json.Unmarshal(fetchManifest(t, r.Context(), si.Manifest), &m))
+	ix, err := soci.ParseIndex(fetchManifest(t, r.Context(), si.Index))
+	must(t, err)
+	found := false
+	for i, l := range m.Layers {
+		plain := gunzip(t, fetchBlob(t, r.Context(), l.Digest))
+		names := tarNames(t, plain)
+		hot, cold := indexOf(names, "data/hot.txt"), indexOf(names, "data/cold.txt")
+		if hot < 0 || cold < 0 {
+			continue
+		}
+		found = true
+		if hot > cold {
+			t.Errorf("layer %d: hot.txt (entry %d) after cold.txt (entry %d): not reordered", i, hot, cold)
+		}
+		var pf *soci.Prefetch
+		for k := range ix.Prefetches {
+			if ix.Prefetches[k].LayerDigest == l.Digest {
+				pf = &ix.Prefetches[k]
+			}
+		}
+		if pf == nil {
+			t.Fatalf("layer %d: no prefetch artifact (index prefetches: %+v)", i, ix.Prefetches)
+		}
+		t.Logf("layer %d: prefetch spans %+v (span size %d)", i, pf.Spans, si.SpanSizes[i])
+	}
+	if !found {
+		t.Fatalf("no layer holds /data/hot.txt and /data/cold.txt")
+	}
+}
+
+func indexOf(s []string, v string) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// tarNames lists a tar's entry names in order.
+func tarNames(t *testing.T, plain []byte) []string {
+	t.Helper()
+	var out []string
+	tr := tar.NewReader(bytes.NewReader(plain))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		must(t, err)
+		out = append(out, strings.TrimPrefix(h.Name, "./"))
+	}
+}
+
+// TestFrontendGatewaySource uses the frontend with --frontend gateway.v0
+// --opt source=REF on a Dockerfile without a syntax line.
+func TestFrontendGatewaySource(t *testing.T) {
+	s := NewSandbox(t)
+	fe := frontendImage(t, s)
+	h := frontendApp(t, "# socikit:ready=ready", "")
+	args := h.buildctlArgs()
+	for i, a := range args {
+		if a == "dockerfile.v0" {
+			args[i] = "gateway.v0"
+		}
+	}
+	args = append(args, "--opt", "source="+fe)
+	ref := s.Registry + "/frontend:gateway"
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := s.Buildctl(ctx, append(args, "--progress", "plain", "--output", "type=soci,name="+ref+",push=true,registry.insecure=true,soci-min-layer-size=0")...)
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "[socikit] profiling start-up") {
+		t.Errorf("no profiling step in the build log:\n%s", out)
+	}
+	checkProfiledImage(t, ref)
+}
+
+// TestFrontendBadInput: an unknown directive fails the build naming it; a
+// start-up command missing from the image warns and builds without a
+// profile, or fails with strict=true; a start-up that never prints the
+// ready line warns.
+func TestFrontendBadInput(t *testing.T) {
+	s := NewSandbox(t)
+	fe := frontendImage(t, s)
+	t.Run("unknown directive", func(t *testing.T) {
+		h := frontendApp(t, "# syntax="+fe+"\n# socikit:reordr=true", "")
+		out, err := buildFrontendApp(t, s, h, s.Registry+"/frontend:bad", "")
+		if err == nil || !strings.Contains(out, `unknown socikit directive \"reordr\"`) && !strings.Contains(out, `unknown socikit directive "reordr"`) {
+			t.Fatalf("err %v, want an error naming the directive:\n%s", err, lastLines(out, 20))
+		}
+	})
+	t.Run("missing command", func(t *testing.T) {
+		h := frontendApp(t, "# syntax="+fe+"\n# socikit:startup=[\"/no/such/app\"]\n# socikit:ready=ready", "")
+		out, err := buildFrontendApp(t, s, h, s.Registry+"/frontend:missing", "", "--progress", "plain")
+		if err != nil {
+			t.Fatalf("build failed, want a warning: %v\n%s", err, lastLines(out, 30))
+		}
+		if !strings.Contains(out, "no start-up profile") || !strings.Contains(out, "/no/such/app") {
+			t.Errorf("no warning naming the cause:\n%s", out)
+		}
+	})
+	t.Run("strict", func(t *testing.T) {
+		h := frontendApp(t, "# syntax="+fe+"\n# socikit:startup=[\"/no/such/app\"]\n# socikit:strict=true", "")
+		out, err := buildFrontendApp(t, s, h, s.Registry+"/frontend:strict", "")
+		if err == nil || !strings.Contains(out, "/no/such/app") {
+			t.Fatalf("err %v, want a failure naming the command:\n%s", err, lastLines(out, 20))
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		h := frontendApp(t, "# syntax="+fe+"\n# socikit:ready=never-printed\n# socikit:profile-timeout=3s", "")
+		out, err := buildFrontendApp(t, s, h, s.Registry+"/frontend:timeout", "", "--progress", "plain")
+		if err != nil {
+			t.Fatalf("build failed, want a warning: %v\n%s", err, lastLines(out, 30))
+		}
+		if !strings.Contains(out, "no start-up profile") {
+			t.Errorf("no warning:\n%s", out)
+		}
+	})
+}
+
+// TestFrontendSubrequests: outline and lint (--call=check) answer as the
+// Dockerfile frontend does, through ours, without profiling.
+func TestFrontendSubrequests(t *testing.T) {
+	s := NewSandbox(t)
+	fe := frontendImage(t, s)
+	h := frontendApp(t, "# syntax="+fe, "FROM base AS unused\nRUN true\nFROM base\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for _, req := range []string{"frontend.outline", "frontend.lint"} {
+		out, err := s.Buildctl(ctx, append(h.buildctlArgs(), "--opt", "requestid="+req)...)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", req, err, out)
+		}
+		if strings.Contains(out, "profiling start-up") {
+			t.Errorf("%s ran the profiling step", req)
+		}
+	}
+}
