@@ -2,9 +2,12 @@ package buildkit
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/socikit/socikit/profile"
 	"github.com/socikit/socikit/soci"
 )
 
@@ -24,10 +27,16 @@ const (
 	// AttrPrefetch (comma-separated absolute paths) lists files whose spans
 	// the index marks for prefetch.
 	AttrPrefetch = "soci-prefetch"
-	// AttrReorder (bool, default false) puts the prefetch files first in the
-	// layers the build produced (not in base-image layers); it needs
-	// AttrPrefetch.
+	// AttrReorder (bool, default false) puts the prefetch files (or the
+	// start-up profile's files) first in the layers the build produced (not
+	// in base-image layers); it needs AttrPrefetch, AttrProfile or a
+	// profile from the socikit frontend.
 	AttrReorder = "soci-reorder"
+	// AttrProfile (a path on the builder's host) names a start-up profile
+	// file (package profile); it replaces a profile the socikit frontend
+	// made. Builds through the frontend can instead name a build context
+	// (`# socikit:profile-context=NAME`), which needs no file on the builder.
+	AttrProfile = "soci-profile"
 
 	attrPrefix = "soci-"
 )
@@ -57,6 +66,17 @@ type Options struct {
 	Prefetch []string
 	// Reorder puts the prefetch files first in the layers.
 	Reorder bool
+	// Profile is the start-up profile (AttrProfile, or the frontend's, see
+	// exportOptions); nil if none.
+	Profile *profile.Profile
+}
+
+// check reports an option set that cannot be exported.
+func (o Options) check() error {
+	if o.Reorder && len(o.Prefetch) == 0 && o.Profile == nil {
+		return fmt.Errorf("%s=true needs %s or %s (or a profile from the socikit frontend): the files to put first", AttrReorder, AttrPrefetch, AttrProfile)
+	}
+	return nil
 }
 
 // EffectiveSpanSize is the span size to build with.
@@ -112,18 +132,30 @@ func ParseOptions(attrs map[string]string) (Options, map[string]string, error) {
 			} else {
 				o.Reorder, err = strconv.ParseBool(v)
 			}
+		case AttrProfile:
+			o.Profile, err = readProfileFile(v)
 		default:
-			return Options{}, nil, fmt.Errorf("unknown soci exporter attribute %q (known: %s, %s, %s, %s, %s)",
-				k, AttrIndex, AttrSpanSize, AttrMinLayerSize, AttrPrefetch, AttrReorder)
+			return Options{}, nil, fmt.Errorf("unknown soci exporter attribute %q (known: %s, %s, %s, %s, %s, %s)",
+				k, AttrIndex, AttrSpanSize, AttrMinLayerSize, AttrPrefetch, AttrReorder, AttrProfile)
 		}
 		if err != nil {
 			return Options{}, nil, fmt.Errorf("invalid value %q for %s: %w", v, k, err)
 		}
 	}
-	if o.Reorder && len(o.Prefetch) == 0 {
-		return Options{}, nil, fmt.Errorf("%s=true needs %s: the files to put first", AttrReorder, AttrPrefetch)
-	}
 	return o, rest, nil
+}
+
+// readProfileFile reads a profile file on the builder's host.
+func readProfileFile(name string) (*profile.Profile, error) {
+	if !filepath.IsAbs(name) {
+		return nil, fmt.Errorf("not an absolute path on the builder's host")
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return profile.Decode(f)
 }
 
 // HasSociAttrs reports whether attrs holds any soci-* key.

@@ -36,7 +36,8 @@ func TestParseOptions(t *testing.T) {
 		{name: "small span", attrs: map[string]string{"soci-span-size": "100"}, wantErr: "at least"},
 		{name: "bad version", attrs: map[string]string{"soci-index": "v3"}, wantErr: "soci-index"},
 		{name: "relative prefetch", attrs: map[string]string{"soci-prefetch": "a"}, wantErr: "not absolute"},
-		{name: "reorder without prefetch", attrs: map[string]string{"soci-reorder": "true"}, wantErr: "needs soci-prefetch"},
+		{name: "profile not absolute", attrs: map[string]string{"soci-profile": "p.json"}, wantErr: "not an absolute path"},
+		{name: "profile missing", attrs: map[string]string{"soci-profile": "/no/such/profile.json"}, wantErr: "no such file"},
 		{
 			name:  "reorder",
 			attrs: map[string]string{"soci-reorder": "true", "soci-prefetch": "/a"},

@@ -21,6 +21,7 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/socikit/socikit/exporter"
+	"github.com/socikit/socikit/profile"
 	"github.com/socikit/socikit/soci"
 )
 
@@ -99,6 +100,11 @@ type Compression struct {
 	// uncompressed digest (the diffID BuildKit puts in the image config) to
 	// that of the reordered tar.
 	Reorder bool
+	// Profile is the start-up profile (byte ranges): with it, span cuts
+	// isolate the hot ranges of big files and reordering puts the files
+	// with hot ranges first (exporter.WithProfile). Startup, if also set,
+	// adds whole files.
+	Profile *profile.Profile
 	// Level is the gzip level (1-9); 0 is exporter.DefaultCompressionLevel.
 	// BuildKit's compression.Config.Level, when set, is the same value.
 	Level int
@@ -147,6 +153,15 @@ func (c Compression) Params() digest.Digest {
 	fmt.Fprintf(&b, "socikit soci-gzip 1\nspan %s\nlevel %d\nreorder %t\n", SpanSetting(c.SpanSize), c.level(nil), c.Reorder)
 	for _, p := range c.Startup {
 		fmt.Fprintf(&b, "startup %q\n", p)
+	}
+	if c.Profile != nil {
+		// Marshal is deterministic; a profile that does not encode
+		// cannot be used either (layerOptions fails on it).
+		pb, err := profile.Marshal(c.Profile)
+		if err != nil {
+			pb = []byte(err.Error())
+		}
+		fmt.Fprintf(&b, "profile %s\n", digest.FromBytes(pb))
 	}
 	return digest.FromString(b.String())
 }
@@ -208,6 +223,9 @@ func (c Compression) layerOptions(comp compression.Config) []exporter.Option {
 		exporter.WithCompressionLevel(c.level(&comp))}
 	if len(c.Startup) > 0 {
 		opts = append(opts, exporter.WithStartupFiles(c.Startup))
+	}
+	if c.Profile != nil {
+		opts = append(opts, exporter.WithProfile(c.Profile))
 	}
 	if c.Reorder {
 		opts = append(opts, exporter.WithReorder(true))

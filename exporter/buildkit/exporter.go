@@ -189,9 +189,9 @@ func (i *instance) compression() compression.Config {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if i.comp != nil {
-		return *i.comp
+		return unreordered(*i.comp)
 	}
-	return i.opts.RefCfg.Compression
+	return unreordered(i.opts.RefCfg.Compression)
 }
 
 // forcedCompression is the compression for exporting src: soci-gzip forced
@@ -204,9 +204,10 @@ func (i *instance) compression() compression.Config {
 // with 4 MiB spans and never reordered. Forced, BuildKit asks
 // Compression.NeedsConversion of each layer and converts the others with
 // our compressor, keeping the result as a variant of the record.
-func (i *instance) forcedCompression(ctx context.Context, src *exporter.Source) compression.Config {
+func (i *instance) forcedCompression(ctx context.Context, src *exporter.Source, sopts Options) compression.Config {
 	comp := i.opts.RefCfg.Compression
 	ct := comp.Type.(Compression)
+	ct.SpanSize, ct.Startup, ct.Reorder, ct.Profile = sopts.SpanSize, sopts.Prefetch, sopts.Reorder, sopts.Profile
 	if i.forceAll {
 		ct.KeepNone = true
 	} else {
@@ -229,8 +230,14 @@ func (i *instance) Export(ctx context.Context, src *exporter.Source, buildInfo e
 	}
 	maps.Copy(src.Metadata, i.meta)
 
+	sopts, err := i.exportOptions(ctx, src.Metadata)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	opts := i.opts
-	opts.RefCfg.Compression = i.forcedCompression(ctx, src)
+	opts.RefCfg.Compression = i.forcedCompression(ctx, src, sopts)
+	// soci-reorder: reordered layers are made outside BuildKit's cache (reorder.go).
+	src = withReorderedLayers(src, opts.RefCfg.Compression, i.e.opt)
 	as, _, err := containerimage.ParseAnnotations(src.Metadata)
 	if err != nil {
 		return nil, nil, nil, err
@@ -269,7 +276,7 @@ func (i *instance) Export(ctx context.Context, src *exporter.Source, buildInfo e
 
 	cs := i.e.opt.ContentStore
 	indexDone := progress.OneOff(ctx, "building SOCI index")
-	res, err := addIndexes(ctx, cs, *desc, i.sopts)
+	res, err := addIndexes(ctx, cs, *desc, sopts)
 	if err := indexDone(err); err != nil {
 		return nil, nil, nil, err
 	}
