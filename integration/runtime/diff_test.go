@@ -4,11 +4,11 @@ package runtime
 
 import (
 	"archive/tar"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -16,6 +16,10 @@ import (
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"golang.org/x/sys/unix"
 
 	"github.com/socikit/socikit/snapshotter/fs/fstest"
@@ -128,24 +132,67 @@ func TestDifferentialRootfs(t *testing.T) {
 	if got := d.lazyMounts(t); got != 2 {
 		t.Fatalf("%d lazy layer mounts, want 2", got)
 	}
+	// The views are made under a lease held until they are unmounted: a
+	// snapshot nothing refers to (no image, container, lease or gc.root
+	// label) is garbage to containerd, and the collection the pulls'
+	// deleted leases schedule removed a view made by one ctr call before
+	// the next asked for its mounts ("snapshot diff-view-overlayfs does not
+	// exist"). ctr has no way to pass a lease from call to call, so this
+	// goes through containerd's client, in one session.
+	client, err := containerd.New(d.address, containerd.WithDefaultNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), 5*time.Minute)
+	t.Cleanup(cancel)
+	ctx, releaseLease, err := client.WithLease(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := releaseLease(ctx); err != nil {
+			t.Errorf("delete the views' lease: %v", err)
+		}
+	})
 	view := func(snapshotter string) string {
 		key := "diff-view-" + snapshotter
 		target := t.TempDir()
-		d.ctr(t, "-n", ns, "snapshots", "--snapshotter", snapshotter, "view", key, chain)
-		cmd := strings.TrimSpace(d.ctr(t, "-n", ns, "snapshots", "--snapshotter", snapshotter, "mounts", target, key))
-		if out, err := exec.Command("sh", "-c", cmd).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", cmd, err, out)
+		sn := client.SnapshotService(snapshotter)
+		mounts, err := sn.View(ctx, key, chain)
+		if err != nil {
+			t.Fatalf("view %s of %s (%s): %v", key, chain, snapshotter, err)
+		}
+		if err := mount.All(mounts, target); err != nil {
+			t.Fatalf("mount %s (%s) at %s: %v (mounts %+v)", key, snapshotter, target, err, mounts)
 		}
 		t.Cleanup(func() {
 			if err := unix.Unmount(target, unix.MNT_DETACH); err != nil {
 				t.Errorf("unmount %s: %v", target, err)
 			}
-			d.tryCtr("-n", ns, "snapshots", "--snapshotter", snapshotter, "rm", key) //nolint:errcheck // the daemon goes away next
+			if err := sn.Remove(ctx, key); err != nil {
+				t.Errorf("remove %s (%s): %v", key, snapshotter, err)
+			}
 		})
 		return target
 	}
-	want := walkTree(t, view("overlayfs"))
-	got := walkTree(t, view("socikit"))
+	wantRoot, gotRoot := view("overlayfs"), view("socikit")
+	// A collection now (a lease deleted synchronously runs one and waits
+	// for it) must leave the views alone.
+	l, err := client.LeasesService().Create(ctx, leases.WithRandomID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.LeasesService().Delete(ctx, l, leases.SynchronousDelete); err != nil {
+		t.Fatal(err)
+	}
+	for _, sn := range []string{"overlayfs", "socikit"} {
+		if _, err := client.SnapshotService(sn).Stat(ctx, "diff-view-"+sn); err != nil {
+			t.Fatalf("view after a garbage collection (%s): %v", sn, err)
+		}
+	}
+	want := walkTree(t, wantRoot)
+	got := walkTree(t, gotRoot)
 
 	for _, p := range []string{"a/empty", "implicit", "many/f001", "dev/null", "dev/sda", "a/gone"} {
 		if _, ok := want[p]; ok {
