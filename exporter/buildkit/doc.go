@@ -16,7 +16,8 @@
 // written by Compression with the export's options, also when BuildKit has a
 // blob of it from an earlier export (a plain gzip blob of type=image is
 // converted, the result kept as a variant of the cache record and reused by
-// the next export with the same options); the layers of base images keep
+// the next export with the same options; reordered layers are made apart
+// from BuildKit's cache records, see reorder.go); the layers of base images keep
 // their blobs (see baseLayerBlobs) and are indexed with ztoc.Build. It then
 // assembles the SOCI index with exporter.Assemble
 // (v2 by default: the image manifest is rewritten with

@@ -270,6 +270,29 @@ func TestSociReorderAfterImage(t *testing.T) {
 		strings.Join(digestStrings(si.Ztocs), ",") != strings.Join(digestStrings(si2.Ztocs), ",") || si.Root != si2.Root {
 		t.Errorf("reordering again: layers %v zTOCs %v root %s, first time %v %v %s", si2.Layers, si2.Ztocs, si2.Root, si.Layers, si.Ztocs, si.Root)
 	}
+
+	// A plain export with a cache export: the image keeps its plain gzip
+	// blobs, and the cache, which gets every blob BuildKit links to a
+	// record as a variant, no reordered blob.
+	cacheDir := t.TempDir()
+	buildOutput(t, s, h, "type=image,name="+s.Registry+"/reorder-after-image:image2,push=true,registry.insecure=true",
+		"--export-cache", "type=local,mode=max,dest="+cacheDir)
+	r2, err := name.ParseReference(s.Registry+"/reorder-after-image:image2", name.Insecure)
+	must(t, err)
+	d2, err := remote.Get(r2)
+	must(t, err)
+	var m2 ocispec.Manifest
+	must(t, json.Unmarshal(d2.Manifest, &m2))
+	for i := range plain {
+		if i >= len(m2.Layers) || m2.Layers[i].Digest != plain[i].Digest {
+			t.Errorf("layer %d: type=image after the reordering exports: %v, before %s", i, m2.Layers, plain[i].Digest)
+		}
+	}
+	for i := 1; i < len(si.Layers); i++ {
+		if _, err := os.Stat(filepath.Join(cacheDir, "blobs", "sha256", si.Layers[i].Encoded())); err == nil {
+			t.Errorf("layer %d: the cache export holds the reordered blob %s", i, si.Layers[i])
+		}
+	}
 }
 
 // TestSociFromOwnImage builds an image with type=image and pushes it, then
