@@ -63,6 +63,10 @@ index reference is accepted too) and describe each indexed layer.
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	files := fs.Bool("files", false, "list the files of each layer with the spans they touch")
 	plainHTTP := fs.Bool("plain-http", false, "allow plain HTTP to registries")
+	var pic pictureArgs
+	fs.StringVar(&pic.profile, "profile", "", "start-up profile (JSON): print, per layer, the spans its reads touch and their bytes")
+	fs.StringVar(&pic.svg, "svg", "", "draw the spans of each layer, coloured by start-up reads (--profile) and prefetch, to this SVG file (- for stdout)")
+	fs.Var(&pic.platforms, "platform", "with --profile or --svg: platform os/arch[/variant] of the index to use (default: the profile's, the only one, else the host's)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -73,6 +77,9 @@ index reference is accepted too) and describe each indexed layer.
 	}
 	ref, err := image.ParseRef(pos[0], *plainHTTP)
 	if err != nil {
+		return fmt.Errorf("inspect: %w", err)
+	}
+	if err := pic.load(); err != nil {
 		return fmt.Errorf("inspect: %w", err)
 	}
 	src, err := image.OpenSource(ctx, ref, e.rt)
@@ -86,6 +93,16 @@ index reference is accepted too) and describe each indexed layer.
 	}
 	if len(found) == 0 {
 		return fmt.Errorf("inspect %s: %w", pos[0], errNoIndex)
+	}
+	if pic.profile != "" || pic.svg != "" {
+		if *files {
+			return fmt.Errorf("inspect: --files does not go with --profile or --svg")
+		}
+		pic.json = *asJSON
+		if err := inspectPicture(ctx, e, src, found, pos[0], pic); err != nil {
+			return fmt.Errorf("inspect %s: %w", pos[0], err)
+		}
+		return nil
 	}
 	var out InspectOutput
 	for _, f := range found {
