@@ -126,16 +126,16 @@ func checkProfiledImage(t *testing.T, ref string) {
 		if hot > cold {
 			t.Errorf("layer %d: hot.txt (entry %d) after cold.txt (entry %d): not reordered", i, hot, cold)
 		}
-		var pf *soci.Prefetch
+		var pf *soci.LayerPrefetch
 		for k := range ix.Prefetches {
-			if ix.Prefetches[k].LayerDigest == l.Digest {
+			if ix.Prefetches[k].Layer == l.Digest {
 				pf = &ix.Prefetches[k]
 			}
 		}
 		if pf == nil {
 			t.Fatalf("layer %d: no prefetch artifact (index prefetches: %+v)", i, ix.Prefetches)
 		}
-		t.Logf("layer %d: prefetch spans %+v (span size %d)", i, pf.Spans, si.SpanSizes[i])
+		t.Logf("layer %d: prefetch artifact %s (%d bytes), span size %d", i, pf.Prefetch.Digest, pf.Prefetch.Size, si.SpanSizes[i])
 	}
 	if !found {
 		t.Fatalf("no layer holds /data/hot.txt and /data/cold.txt")
