@@ -61,6 +61,7 @@ Commands:
   inspect   describe the SOCI index of an image
   get-file  read one file of an indexed layer through its zTOC
   status    show what socikit-snapshotter fetched of the images it mounted
+  profile   export the start-up profile socikit-snapshotter recorded for an image
 `
 
 const usageTail = `
@@ -97,6 +98,8 @@ func Run(ctx context.Context, args []string, opts ...Option) error {
 		err = runGetFile(ctx, e, args[1:])
 	case "status":
 		err = runStatus(ctx, e, args[1:])
+	case "profile":
+		err = runProfile(ctx, e, args[1:])
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return nil

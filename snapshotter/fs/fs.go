@@ -50,6 +50,7 @@ type options struct {
 	noSuid bool
 	pt     ContentSource // nil: no passthrough
 	ptMin  int64
+	obs    ReadObserver // nil: none
 }
 
 // WithOpaqueXattrs sets the xattrs that mark opaque directories. Default
@@ -72,6 +73,27 @@ func WithOpaqueXattrs(names ...string) Option {
 func WithNoSuid() Option {
 	return func(o *options) error {
 		o.noSuid = true
+		return nil
+	}
+}
+
+// ReadObserver is told of the reads the filesystem serves through FUSE
+// (start-up profiles, snapshotter/record). Reads the kernel answers from
+// its page cache or through passthrough never reach the filesystem.
+type ReadObserver interface {
+	// ObserveRead is called after a successful read of n bytes at offset
+	// off of a regular file: file is the index of its TOC entry in
+	// Ztoc.Files (shared by hard links), name that entry's name as the
+	// TOC has it. It runs on the read path of every FUSE read: it must be
+	// cheap and must not block.
+	ObserveRead(file int, name string, off, n int64)
+}
+
+// WithReadObserver calls o after each successful FUSE read of a regular
+// file. Default: none.
+func WithReadObserver(o ReadObserver) Option {
+	return func(opts *options) error {
+		opts.obs = o
 		return nil
 	}
 }

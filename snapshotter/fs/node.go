@@ -171,18 +171,20 @@ func (n *node) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off 
 	if off == 0 && want <= maxMergedRead {
 		first = dest[:want]
 	}
+	fe := &n.fs.z.Files[e.file]
 	if done, err := n.fs.verifyRead(ctx, e, first); err != nil {
 		return nil, n.fs.fail(ctx, e, "verify", err)
-	} else if done {
-		return fuse.ReadResultData(dest[:want]), 0
-	}
-	fe := &n.fs.z.Files[e.file]
-	m, err := n.fs.r.ReadAt(ctx, dest[:want], fe.UncompressedOffset+off)
-	if int64(m) != want {
-		if err == nil || errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	} else if !done {
+		m, err := n.fs.r.ReadAt(ctx, dest[:want], fe.UncompressedOffset+off)
+		if int64(m) != want {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, n.fs.fail(ctx, e, "read", err)
 		}
-		return nil, n.fs.fail(ctx, e, "read", err)
+	}
+	if o := n.fs.o.obs; o != nil {
+		o.ObserveRead(e.file, fe.Name, off, want)
 	}
 	return fuse.ReadResultData(dest[:want]), 0
 }

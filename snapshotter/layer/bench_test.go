@@ -24,8 +24,9 @@ const benchFileSize = 32 << 20
 // benchmarkCachedRead reads one 32 MiB file with 128 KiB reads: from a
 // local directory, or through the mount with every span already in the
 // span cache. dropPageCache drops the file's page cache before each pass,
-// so the mount's passes go through FUSE and the span cache.
-func benchmarkCachedRead(b *testing.B, mounted, dropPageCache bool) {
+// so the mount's passes go through FUSE and the span cache. opts are
+// options of the mount.
+func benchmarkCachedRead(b *testing.B, mounted, dropPageCache bool, opts ...Option) {
 	data := fstest.Random(b.Name(), benchFileSize)
 	path := filepath.Join(b.TempDir(), "file")
 	if mounted {
@@ -41,7 +42,7 @@ func benchmarkCachedRead(b *testing.B, mounted, dropPageCache bool) {
 			b.Fatal(err)
 		}
 		lf := newLayerFrom(b, entries, blob.Bytes(), z)
-		m := lf.mount(b, openCache(b, b.TempDir()))
+		m := lf.mount(b, openCache(b, b.TempDir()), opts...)
 		if err := m.Fetcher().Background(context.Background(), remote.BackgroundOptions{}); err != nil {
 			b.Fatal(err)
 		}

@@ -10,6 +10,8 @@ import (
 	"github.com/pelletier/go-toml/v2"
 	"github.com/sirupsen/logrus"
 
+	"github.com/socikit/socikit/profile"
+	"github.com/socikit/socikit/snapshotter/record"
 	"github.com/socikit/socikit/snapshotter/remote"
 )
 
@@ -64,6 +66,13 @@ const (
 //	read_ahead = 16777216                # bytes fetched ahead of sequential reads; 0: off
 //	disable_passthrough = false          # true: every read goes through FUSE
 //	passthrough_min_size = 1048576       # bytes; smaller files read through FUSE
+//
+//	[profile]
+//	record = true                        # start-up profiles at /profile; false: off
+//	window = "30s"                       # reads recorded after each container start
+//	max_files = 4096                     # per layer of an image
+//	max_ranges = 16384                   # per layer of an image
+//	max_images = 16                      # the image started longest ago is dropped
 type Config struct {
 	// Root is the state directory (default DefaultRoot).
 	Root string `toml:"root"`
@@ -73,8 +82,9 @@ type Config struct {
 	// DefaultLogLevel).
 	LogLevel string `toml:"log_level"`
 	// MetricsAddress is a host:port serving /metrics (Prometheus text),
-	// /status (JSON, read by `socikit status`) and /debug/vars; empty (the
-	// default) serves nothing.
+	// /status (JSON, read by `socikit status`), /profile?image=REF (start-up
+	// profiles, read by `socikit profile export`) and /debug/vars; empty
+	// (the default) serves nothing.
 	MetricsAddress string `toml:"metrics_address"`
 
 	Registry    RegistryConfig    `toml:"registry"`
@@ -82,6 +92,31 @@ type Config struct {
 	Discovery   DiscoveryConfig   `toml:"discovery"`
 	Snapshotter SnapshotterConfig `toml:"snapshotter"`
 	Lazy        LazyConfig        `toml:"lazy"`
+	Profile     ProfileConfig     `toml:"profile"`
+}
+
+// ProfileConfig configures the start-up profiles recorded from running
+// containers (snapshotter/record): per image, the byte ranges of the files
+// its containers read from lazy layers during Window after each start,
+// served at /profile of MetricsAddress (`socikit profile export`). Layers
+// containerd unpacked itself are not seen. Kept in memory only: a restart
+// starts afresh.
+type ProfileConfig struct {
+	// Record turns recording on (default true).
+	Record bool `toml:"record"`
+	// Window is how long after a container starts (containerd prepares
+	// or mounts its root filesystem) its reads are recorded (default 30s).
+	Window Duration `toml:"window"`
+	// MaxFiles caps the files recorded per layer of an image (default
+	// record.DefaultMaxFiles).
+	MaxFiles int `toml:"max_files"`
+	// MaxRanges caps the byte ranges recorded per layer of an image, over
+	// its files (default record.DefaultMaxRanges).
+	MaxRanges int `toml:"max_ranges"`
+	// MaxImages caps the images whose profiles are kept; a start of
+	// another drops the one started longest ago (default
+	// record.DefaultMaxImages).
+	MaxImages int `toml:"max_images"`
 }
 
 // LazyConfig configures lazy layers.
@@ -188,6 +223,8 @@ func DefaultConfig() Config {
 		Containerd: ContainerdConfig{Address: DefaultContainerdAddress},
 		Lazy: LazyConfig{BackgroundDelay: Duration(5 * time.Second), ReadAhead: remote.DefaultReadAhead,
 			PassthroughMinSize: DefaultPassthroughMinSize},
+		Profile: ProfileConfig{Record: true, Window: Duration(record.DefaultWindow), MaxFiles: record.DefaultMaxFiles,
+			MaxRanges: record.DefaultMaxRanges, MaxImages: record.DefaultMaxImages},
 	}
 }
 
@@ -226,6 +263,18 @@ func (c Config) Validate() error {
 	}
 	if c.Lazy.PassthroughMinSize < 0 {
 		return fmt.Errorf("config: lazy.passthrough_min_size must not be negative")
+	}
+	if p := c.Profile; p.Record {
+		switch {
+		case p.Window <= 0:
+			return fmt.Errorf("config: profile.window must be positive")
+		case p.MaxFiles <= 0 || p.MaxFiles > profile.MaxFiles:
+			return fmt.Errorf("config: profile.max_files must be in 1..%d", profile.MaxFiles)
+		case p.MaxRanges <= 0 || p.MaxRanges > profile.MaxRanges:
+			return fmt.Errorf("config: profile.max_ranges must be in 1..%d", profile.MaxRanges)
+		case p.MaxImages <= 0:
+			return fmt.Errorf("config: profile.max_images must be positive")
+		}
 	}
 	if slices.Contains(c.Registry.PlainHTTP, "") {
 		return fmt.Errorf("config: registry.plain_http has an empty host")

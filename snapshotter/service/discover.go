@@ -51,6 +51,9 @@ type Layer struct {
 	Prefetch *ocispec.Descriptor
 	// Index is the SOCI index the layer comes from.
 	Index ocispec.Descriptor
+	// Manifest is the digest of the image manifest the layer was found
+	// through.
+	Manifest digest.Digest
 	// Image is the reference containerd pulls the image as (the
 	// cri.image-ref label; "" when not given). Only reported in Status.
 	Image string
@@ -68,7 +71,8 @@ func (f *Found) Layer(d digest.Digest) (Layer, error) {
 		if z.LayerDigest != d {
 			continue
 		}
-		l := Layer{Repo: f.Repo, Desc: f.Layers[i], Ztoc: z.Ztoc, SpanSize: z.SpanSize, DisableXattrs: z.DisableXattrs, Index: f.IndexDesc}
+		l := Layer{Repo: f.Repo, Desc: f.Layers[i], Ztoc: z.Ztoc, SpanSize: z.SpanSize, DisableXattrs: z.DisableXattrs, Index: f.IndexDesc,
+			Manifest: f.Manifest.Digest}
 		for _, p := range f.Index.Prefetches {
 			if p.Layer == d {
 				pd := p.Prefetch

@@ -33,4 +33,14 @@
 // reads zTOCs and prefetch lists from containerd's content store when
 // containerd has them or is fetching them (Config.Containerd), and from the
 // registry otherwise; see docs/snapshotter.md.
+//
+// # Start-up profiles
+//
+// With Config.Profile.Record (the default), every lazy layer's filesystem
+// reports its reads to a snapshotter/record.Recorder, and a container start
+// (the snapshotter's snapshot.StartObserver call: containerd prepares or
+// mounts a root filesystem over lazy layers) opens a recording window for
+// the image of the topmost of them. GET /profile?image=REF on
+// MetricsAddress answers the image's profile (package profile), read by
+// `socikit profile export`.
 package service

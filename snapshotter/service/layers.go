@@ -9,11 +9,14 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/socikit/socikit/internal/image"
 	"github.com/socikit/socikit/snapshotter/cache"
+	"github.com/socikit/socikit/snapshotter/fs"
 	"github.com/socikit/socikit/snapshotter/layer"
+	"github.com/socikit/socikit/snapshotter/record"
 	"github.com/socikit/socikit/snapshotter/remote"
 	"github.com/socikit/socikit/soci"
 	"github.com/socikit/socikit/ztoc"
@@ -29,9 +32,12 @@ type Layers struct {
 	metrics *Metrics
 	// local reads SOCI artifacts containerd already has (nil: never).
 	local *containerdContent
+	// rec records start-up profiles (nil: [profile] record = false).
+	rec *record.Recorder
 
-	mu     sync.Mutex
-	mounts map[string]*mountedLayer
+	mu        sync.Mutex
+	mounts    map[string]*mountedLayer
+	platforms map[digest.Digest]string // image platform by manifest, for /profile
 }
 
 // mountedLayer is a layer this daemon mounted.
@@ -40,6 +46,7 @@ type mountedLayer struct {
 	l       Layer
 	metrics *layerMetrics
 	at      time.Time
+	obs     *record.Layer // nil: not recording
 }
 
 var _ LayerMounter = (*Layers)(nil)
@@ -55,8 +62,12 @@ func NewLayers(_ context.Context, c Config) (LayerMounter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open span cache: %w", err)
 	}
-	return &Layers{c: c, cache: ca, metrics: &Metrics{}, local: newContainerdContent(c.Containerd.Address),
-		mounts: map[string]*mountedLayer{}}, nil
+	ls := &Layers{c: c, cache: ca, metrics: &Metrics{}, local: newContainerdContent(c.Containerd.Address),
+		mounts: map[string]*mountedLayer{}}
+	if c.Profile.Record {
+		ls.rec = newRecorder(c.Profile)
+	}
+	return ls, nil
 }
 
 // MountLayer fetches the layer's zTOC (and prefetch list) and mounts it.
@@ -100,12 +111,20 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 		}
 		opts = append(opts, layer.WithPassthrough(minSize))
 	}
+	var obs *record.Layer
+	if ls.rec != nil {
+		obs = ls.rec.Layer(l.Desc.Digest.String())
+		opts = append(opts, layer.WithFSOptions(fs.WithReadObserver(obs)))
+	}
 	m, err := layer.Mount(ctx, mountpoint, layer.Source{Digest: l.Desc.Digest, Ztoc: z, Blob: blob}, ls.cache, opts...)
 	if err != nil {
+		if obs != nil {
+			obs.Close()
+		}
 		return fmt.Errorf("mount layer %s: %w", l.Desc.Digest, err)
 	}
 	ls.mu.Lock()
-	ls.mounts[mountpoint] = &mountedLayer{m: m, l: l, metrics: lm, at: time.Now()}
+	ls.mounts[mountpoint] = &mountedLayer{m: m, l: l, metrics: lm, at: time.Now(), obs: obs}
 	ls.mu.Unlock()
 	log.G(ctx).WithField("layer", l.Desc.Digest).WithField("mountpoint", mountpoint).WithField("index", l.Index.Digest).Info("layer mounted lazily")
 	return nil
@@ -162,6 +181,9 @@ func (ls *Layers) Unmount(_ context.Context, mountpoint string) error {
 	ls.mu.Unlock()
 	if m == nil {
 		return nil
+	}
+	if m.obs != nil {
+		m.obs.Close()
 	}
 	return m.m.Unmount()
 }

@@ -129,6 +129,7 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 			writeMetrics(w, metrics, n)
 		})
 		mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) { serveStatus(w, layers) })
+		mux.HandleFunc("/profile", func(w http.ResponseWriter, r *http.Request) { serveProfile(w, r, layers) })
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := hs.Serve(ml); !errors.Is(err, http.ErrServerClosed) {

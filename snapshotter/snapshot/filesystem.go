@@ -22,11 +22,23 @@ import (
 // other errors fall back too but are logged as warnings.
 //
 // Optional capabilities are separate interfaces found by type assertion
-// (none yet), so this one stays at three methods.
+// ([StartObserver]), so this one stays at three methods.
 type FileSystem interface {
 	Mount(ctx context.Context, mountpoint string, labels map[string]string) error
 	Check(ctx context.Context, mountpoint string, labels map[string]string) error
 	Unmount(ctx context.Context, mountpoint string) error
+}
+
+// StartObserver is an optional capability of a FileSystem: it is told when
+// a container starts over remote layers. containerd prepares a container's
+// root filesystem (an active snapshot that is not a layer being unpacked)
+// when it creates the container, and asks for its mounts when it creates the
+// task; views (an image's tree mounted read-only) count too.
+type StartObserver interface {
+	// Started is called after such a Prepare, View or Mounts succeeded, with
+	// the mountpoints of the snapshot's remote parents, topmost first. It
+	// runs on the request's path: it must return quickly.
+	Started(ctx context.Context, key string, mountpoints []string)
 }
 
 // ErrNotIndexed reports that a layer cannot be mounted lazily and must be

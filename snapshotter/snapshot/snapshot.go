@@ -282,6 +282,9 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 	}
 	target, ok := info.Labels[LabelTargetRef]
 	if !ok || info.Labels[LabelLayerDigest] == "" {
+		if !ok && !isExtractKey(key) {
+			s.started(ctx, key, sn.ParentIDs)
+		}
 		return s.mounts(sn), nil
 	}
 	lg := log.G(ctx).WithField("key", key).WithField("layer", info.Labels[LabelLayerDigest])
@@ -331,10 +334,12 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, id, key, target string,
 
 // View creates a read-only snapshot of parent.
 func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
-	sn, _, err := s.createSnapshot(withNamespace(ctx), snapshots.KindView, key, parent, opts)
+	ctx = withNamespace(ctx)
+	sn, _, err := s.createSnapshot(ctx, snapshots.KindView, key, parent, opts)
 	if err != nil {
 		return nil, err
 	}
+	s.started(ctx, key, sn.ParentIDs)
 	return s.mounts(sn), nil
 }
 
@@ -354,6 +359,9 @@ func (s *Snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, er
 	}
 	if err := s.checkParents(ctx, sn.ParentIDs); err != nil {
 		return nil, err
+	}
+	if !isExtractKey(key) {
+		s.started(ctx, key, sn.ParentIDs)
 	}
 	return s.mounts(sn), nil
 }
@@ -516,12 +524,54 @@ func (s *Snapshotter) createSnapshot(ctx context.Context, kind snapshots.Kind, k
 	return sn, info, nil
 }
 
+// isExtractKey reports whether key is one containerd prepares to unpack a
+// layer into (snapshots.UnpackKeyFormat, "extract-%s %s").
+func isExtractKey(key string) bool { return strings.HasPrefix(key, "extract-") }
+
+// started tells a StartObserver FileSystem that key, a snapshot over
+// parents ids, is a container's root filesystem or a view, if any of its
+// parents is remote.
+func (s *Snapshotter) started(ctx context.Context, key string, ids []string) {
+	so, ok := s.fs.(StartObserver)
+	if !ok || len(ids) == 0 {
+		return
+	}
+	remote, remoteIDs, err := s.remoteParents(ctx, ids)
+	if err != nil || len(remote) == 0 {
+		return
+	}
+	mps := make([]string, len(remote))
+	for i, info := range remote {
+		mps[i] = s.upperPath(remoteIDs[info.Name])
+	}
+	so.Started(ctx, key, mps)
+}
+
 // checkParents makes sure every remote parent is mounted, mounting it
 // again if its FileSystem lost it.
 func (s *Snapshotter) checkParents(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	remote, remoteIDs, err := s.remoteParents(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for _, info := range remote {
+		mp := s.upperPath(remoteIDs[info.Name])
+		if err := s.fs.Check(ctx, mp, info.Labels); err == nil {
+			continue
+		}
+		if err := s.mountRemote(ctx, mp, info.Labels); err != nil {
+			return fmt.Errorf("remote layer %s is unavailable: %w", info.Name, errors.Join(err, errdefs.ErrUnavailable))
+		}
+	}
+	return nil
+}
+
+// remoteParents returns the infos of the remote snapshots among ids, in the
+// order of ids (the immediate parent first), and their ids by name.
+func (s *Snapshotter) remoteParents(ctx context.Context, ids []string) ([]snapshots.Info, map[string]string, error) {
 	var remote []snapshots.Info
 	remoteIDs := map[string]string{} // name -> id
 	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
@@ -541,19 +591,7 @@ func (s *Snapshotter) checkParents(ctx context.Context, ids []string) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	for _, info := range remote {
-		mp := s.upperPath(remoteIDs[info.Name])
-		if err := s.fs.Check(ctx, mp, info.Labels); err == nil {
-			continue
-		}
-		if err := s.mountRemote(ctx, mp, info.Labels); err != nil {
-			return fmt.Errorf("remote layer %s is unavailable: %w", info.Name, errors.Join(err, errdefs.ErrUnavailable))
-		}
-	}
-	return nil
+	return remote, remoteIDs, err
 }
 
 func prepareDirectory(dir string, kind snapshots.Kind) (string, error) {
