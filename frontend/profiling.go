@@ -164,7 +164,7 @@ func readContextProfile(ctx context.Context, c client.Client, bc *dockerui.Clien
 		return nil, fmt.Errorf("profile context %q: %w", name, err)
 	}
 	if nc == nil {
-		return nil, fmt.Errorf("profile context %q: no such build context (give it with --build-context %s=DIR, or buildctl --local %s=DIR)", name, name, name)
+		return nil, fmt.Errorf("profile context %q: no such build context (give it with docker buildx build --build-context %s=DIR, or buildctl --local %s=DIR --opt context:%s=local:%s)", name, name, name, name, name)
 	}
 	st, _, err := nc.Load(ctx)
 	if err != nil {
