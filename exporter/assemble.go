@@ -55,6 +55,7 @@ type LayerIndex struct {
 	Prefetch []soci.PrefetchSpan
 
 	ix *ztoc.Index
+	zl *zLayer
 }
 
 // NewLayerIndex parses a serialized zTOC (as BuildLayer's ZtocBlob, or one
@@ -76,6 +77,18 @@ func (l *LayerIndex) index() (*ztoc.Index, error) {
 		l.ix = ix
 	}
 	return l.ix, nil
+}
+
+// names returns the layer's name lookup (built once).
+func (l *LayerIndex) names() (*zLayer, error) {
+	if l.zl == nil {
+		ix, err := l.index()
+		if err != nil {
+			return nil, err
+		}
+		l.zl = newZLayer(ix)
+	}
+	return l.zl, nil
 }
 
 // Request is what Assemble makes SOCI-enabled.
@@ -293,11 +306,11 @@ func buildIndex(req *Request, im *ImageManifest, addBlob func(ocispec.Descriptor
 	for _, p := range req.Prefetch {
 		found := false
 		for _, l := range layers {
-			zix, err := l.li.index()
+			zl, err := l.li.names()
 			if err != nil {
 				return ocispec.Descriptor{}, nil, fmt.Errorf("assemble: zTOC of layer %s: %w", l.layer.Digest, err)
 			}
-			s, missing, _ := prefetchSpans(zix, []string{p})
+			s, missing := zl.prefetch(wholeFiles([]string{p}))
 			if len(missing) > 0 {
 				continue
 			}

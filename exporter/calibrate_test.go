@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/socikit/socikit/profile"
 	"github.com/socikit/socikit/ztoc"
 )
 
@@ -57,6 +58,12 @@ const calibRefSpan = 128 << 10
 // image and the regret of other no-list priors. Compressed sizes come from
 // one real ztoc.Compress of each layer at calibRefSpan spans, interpolated
 // (1-2 % below the real span bytes, the same for every size);
+// With a byte-range profile of the start-up (profile.json beside
+// startup.txt, or SOCIKIT_CALIBRATE_PROFILE, profile files separated by
+// ':', with SOCIKIT_CALIBRATE_TAR), the start-up reads the profile's hot
+// ranges only: every plan is evaluated against that, and the "prof"
+// columns are the plans made with the profile (WithProfile) instead of
+// its paths as a whole-file list.
 // SOCIKIT_CALIBRATE_EXACT=1 also compresses every candidate and prints the
 // estimate's error. SOCIKIT_CALIBRATE_CACHE=DIR keeps the reference
 // compressions between runs; SOCIKIT_CALIBRATE_ONLY=SUBSTRING keeps the
@@ -90,6 +97,16 @@ func TestCalibrateSpanSize(t *testing.T) {
 			cases = append(cases, &calibCase{name: name, tarPath: tp, startup: list})
 		}
 	}
+	if tp, pps := os.Getenv("SOCIKIT_CALIBRATE_TAR"), os.Getenv("SOCIKIT_CALIBRATE_PROFILE"); tp != "" && pps != "" {
+		for _, pp := range filepath.SplitList(pps) {
+			prof, err := readProfile(pp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := strings.TrimSuffix(filepath.Base(tp), ".tar") + "/" + strings.TrimSuffix(filepath.Base(pp), ".json")
+			cases = append(cases, &calibCase{name: name, tarPath: tp, startup: prof.Paths(), prof: prof})
+		}
+	}
 	if only := os.Getenv("SOCIKIT_CALIBRATE_ONLY"); only != "" {
 		cases = slices.DeleteFunc(cases, func(c *calibCase) bool { return !strings.Contains(c.name, only) })
 	}
@@ -120,8 +137,8 @@ func TestCalibrateSpanSize(t *testing.T) {
 		}
 		t.Logf("%s: %d entries, %d files, tar %d B, gzip %d B (ratio %.3f), %d start-up files (%d B), prepared in %v",
 			c.name, len(l.Entries), regFiles(l), len(in), ref.compressed(0, int64(len(in))), float64(ref.compressed(0, int64(len(in))))/float64(len(in)),
-			len(c.startup), startupBytes(l, c.startup), time.Since(t0).Round(time.Millisecond))
-		rows = append(rows, calibrate(t, c.name, in, l, ref, c.startup, exact))
+			len(c.startup), startupBytes(l, c.files()), time.Since(t0).Round(time.Millisecond))
+		rows = append(rows, calibrate(t, c.name, in, l, ref, c.startup, c.prof, exact))
 	}
 	t.Logf("summary: regret = cost of the pick / cost of the best candidate span size (reorder: of the reordered layer), cost = zTOC + fetched + %d B × spans touched", benchRequestBytes)
 	head := fmt.Sprintf("%-18s %6s %5s |", "layer", "read", "best")
@@ -212,6 +229,26 @@ type calibCase struct {
 	ctxDir  string // a context tree to tar, or
 	tarPath string // a tar file
 	startup []string
+	// prof, if set, is the start-up's byte-range profile (startup is then
+	// its paths): the start-up reads its ranges only.
+	prof *profile.Profile
+}
+
+// files is the start-up the case evaluates plans against.
+func (c *calibCase) files() []startupFile {
+	if c.prof != nil {
+		return startupFiles(c.prof, nil)
+	}
+	return wholeFiles(c.startup)
+}
+
+func readProfile(name string) (*profile.Profile, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return profile.Decode(f)
 }
 
 func (c *calibCase) tar() ([]byte, error) {
@@ -229,6 +266,15 @@ func benchImageCases(app, dir string) ([]*calibCase, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A byte-range profile of the same start-up, if the image has one:
+	// each layer gets the files of its start-up list.
+	var prof *profile.Profile
+	if _, err := os.Stat(filepath.Join(dir, "profile.json")); err == nil {
+		if prof, err = readProfile(filepath.Join(dir, "profile.json")); err != nil {
+			return nil, err
+		}
+		list = prof.Paths()
+	}
 	ctx := filepath.Join(dir, "context")
 	base := &calibCase{name: app + "/base", ctxDir: filepath.Join(ctx, "base")}
 	pkgs := &calibCase{name: app + "/pkgs", ctxDir: filepath.Join(ctx, "pkgs")}
@@ -242,6 +288,20 @@ func benchImageCases(app, dir string) ([]*calibCase, error) {
 			if _, err := os.Lstat(filepath.Join(c.ctxDir, p)); err == nil {
 				c.startup = append(c.startup, p)
 				break
+			}
+		}
+	}
+	if prof != nil {
+		for _, c := range []*calibCase{base, pkgs} {
+			in := map[string]bool{}
+			for _, p := range c.startup {
+				in[p] = true
+			}
+			c.prof = &profile.Profile{Version: profile.Version}
+			for _, f := range prof.Files {
+				if in[f.Path] {
+					c.prof.Files = append(c.prof.Files, f)
+				}
 			}
 		}
 	}
@@ -422,12 +482,13 @@ type calibLayout struct {
 	ref *calibRef
 	// segs map layout offsets to original offsets, sorted by new offset.
 	segs []calibSeg
-	hot  []bool
+	hot  []interval // the bytes the start-up reads (hotLayer.intervals)
+	read int        // the files it reads
 }
 
 type calibSeg struct{ new, orig, n int64 }
 
-func newLayout(orig, l *Layer, order []int, ref *calibRef, startup []string) *calibLayout {
+func newLayout(t *testing.T, orig, l *Layer, order []int, ref *calibRef, files []startupFile) *calibLayout {
 	c := &calibLayout{l: l, ref: ref}
 	if order == nil {
 		c.segs = []calibSeg{{0, 0, orig.Size}}
@@ -438,19 +499,9 @@ func newLayout(orig, l *Layer, order []int, ref *calibRef, startup []string) *ca
 		}
 		c.segs = append(c.segs, calibSeg{l.TrailerOffset, orig.TrailerOffset, orig.Size - orig.TrailerOffset})
 	}
-	c.hot = hotEntries(l, startup)
+	h := resolveHot(l, files, nowOptions(t))
+	c.hot, c.read = h.intervals(l), len(h.idx)
 	return c
-}
-
-func hotEntries(l *Layer, startup []string) []bool {
-	hot := make([]bool, len(l.Entries))
-	r := newResolver(l.Entries)
-	for _, p := range startup {
-		if i, _ := r.data(p); i >= 0 && l.Entries[i].Size > 0 {
-			hot[i] = true
-		}
-	}
-	return hot
 }
 
 // compressed estimates the compressed size of layout bytes [a, b).
@@ -479,12 +530,8 @@ func (c *calibLayout) eval(starts []int64) calibEval {
 	e := calibEval{spans: len(starts)}
 	e.ztoc = c.ref.ZtocBytes + int64(len(starts)-c.ref.spans())*ztocBytesPerSpan
 	seen := map[int]bool{}
-	for i, h := range c.hot {
-		if !h {
-			continue
-		}
-		en := &c.l.Entries[i]
-		first, last := spanOf(starts, en.HeaderOffset), spanOf(starts, max(en.DataOffset+en.Size-1, en.HeaderOffset))
+	for _, iv := range c.hot {
+		first, last := spanOf(starts, iv.start), spanOf(starts, iv.end-1)
 		for s := first; s <= last; s++ {
 			seen[s] = true
 		}
@@ -530,8 +577,10 @@ func (p calibPick) String() string {
 // calibColumns name the picks of a calibRow: the previous model (v0) and
 // the current one, two-pass (ChooseSpanSize, as BuildLayer) and streaming
 // (StreamPlanner, as BuildKit's exporter without reordering), without and
-// with the start-up list, then reordered (BuildLayer with WithReorder).
-var calibColumns = []string{"none v0", "none now", "stream v0", "stream now", "list v0", "list now", "slist v0", "slist now", "reorder v0", "reorder now"}
+// with the start-up list, then reordered (BuildLayer with WithReorder);
+// then, with the byte-range profile (WithProfile; the list's whole files
+// when the case has no profile), two-pass and reordered.
+var calibColumns = []string{"none v0", "none now", "stream v0", "stream now", "list v0", "list now", "slist v0", "slist now", "reorder v0", "reorder now", "prof now", "prof reorder"}
 
 type calibRow struct {
 	name     string
@@ -562,15 +611,14 @@ func nowOptions(t *testing.T, opts ...Option) *options {
 	return o
 }
 
-func calibrate(t *testing.T, name string, in []byte, l *Layer, ref *calibRef, startup []string, exact bool) calibRow {
+func calibrate(t *testing.T, name string, in []byte, l *Layer, ref *calibRef, startup []string, prof *profile.Profile, exact bool) calibRow {
 	row := calibRow{name: name}
-	lay := newLayout(l, l, nil, ref, startup)
-	row.lay = lay
-	for _, h := range lay.hot {
-		if h {
-			row.read++
-		}
+	files := wholeFiles(startup)
+	if prof != nil {
+		files = startupFiles(prof, nil)
 	}
+	lay := newLayout(t, l, l, nil, ref, files)
+	row.lay, row.read = lay, lay.read
 	t.Logf("  %-8s %6s %12s %8s %7s %12s %12s %8s", "span", "spans", "zTOC", "touched", "ranges", "fetched", "cost", "regret")
 	evals := map[int64]calibEval{}
 	var best int64 = -1
@@ -639,7 +687,7 @@ func calibrate(t *testing.T, name string, in []byte, l *Layer, ref *calibRef, st
 		t.Fatal(err)
 	}
 	rl := relayout(l, order)
-	rlay := newLayout(l, rl, order, ref, startup)
+	rlay := newLayout(t, l, rl, order, ref, files)
 	var rbest int64 = -1
 	for _, size := range DefaultSpanCandidates {
 		if c := rlay.eval(simulate(rl, &Planner{Size: size})).cost(); rbest < 0 || c < rbest {
@@ -649,6 +697,29 @@ func calibrate(t *testing.T, name string, in []byte, l *Layer, ref *calibRef, st
 	for _, o := range []*options{v0Options(t, list), nowOptions(t, list)} {
 		row.picks = append(row.picks, pick(rlay, chooseSpanSize(rl, o).Planner(), float64(rbest)))
 	}
+
+	// With the profile: two-pass on the layer, and reordered by it (its
+	// files read in part after the others), against the best plain
+	// candidate of that layout.
+	popt := WithStartupFiles(startup)
+	if prof != nil {
+		popt = WithProfile(prof)
+	}
+	po := nowOptions(t, popt)
+	row.picks = append(row.picks, pick(lay, chooseSpanSize(l, po).Planner(), bestCost))
+	porder, _, err := planReorder(l, resolveHot(l, po.files, po).order)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := relayout(l, porder)
+	play := newLayout(t, l, pl, porder, ref, files)
+	var pbest int64 = -1
+	for _, size := range DefaultSpanCandidates {
+		if c := play.eval(simulate(pl, &Planner{Size: size})).cost(); pbest < 0 || c < pbest {
+			pbest = c
+		}
+	}
+	row.picks = append(row.picks, pick(play, chooseSpanSize(pl, po).Planner(), float64(pbest)))
 	t.Logf("  model v0, no list: %v", choices[0])
 	t.Logf("  model now, no list: %v", choices[1])
 	t.Logf("  best %s (cost %d; reordered: %d); picks:", sizeString(best), int64(bestCost), rbest)
@@ -672,12 +743,13 @@ func regFiles(l *Layer) int {
 	return n
 }
 
-func startupBytes(l *Layer, startup []string) int64 {
+// startupBytes is the bytes of the start-up files the layer holds (the
+// hot ranges of a profile).
+func startupBytes(l *Layer, files []startupFile) int64 {
 	var n int64
-	for i, h := range hotEntries(l, startup) {
-		if h {
-			n += l.Entries[i].Size
-		}
+	h := resolveHot(l, files, &options{partial: defaultPartialRule, ratio: DefaultCompressionRatio})
+	for _, i := range h.idx {
+		n += rangeBytes(h.files[i].ranges)
 	}
 	return n
 }

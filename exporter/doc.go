@@ -17,7 +17,11 @@
 //     the blob's digests, diffID, zTOC and prefetch spans; BuildLayerStream
 //     does the same for a tar readable only once, its StreamPlanner choosing
 //     span sizes greedily as entries arrive (no reordering);
-//   - PrefetchSpans maps start-up files to merged span ranges of a zTOC;
+//   - PrefetchSpans maps start-up files to merged span ranges of a zTOC,
+//     PrefetchRanges the hot byte ranges of a start-up profile (package
+//     profile; WithProfile gives one to BuildLayer, which then also cuts
+//     spans around the hot ranges of big files read in part), and
+//     ImagePrefetchRanges a profile across an image's layers;
 //   - Assemble builds the SOCI indexes, prefetch blobs and rewritten
 //     manifests of an image, and Output.Write stores them in an image.Target.
 //

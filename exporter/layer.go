@@ -31,10 +31,12 @@ type LayerResult struct {
 	// no cost estimate).
 	Spans SpanChoice
 	// Reordered lists the entries moved to the front (WithReorder);
-	// Missing the start-up paths this layer does not hold.
+	// Missing the start-up paths (list or profile) this layer does not
+	// hold: not an error, another layer may hold them.
 	Reordered, Missing []string
-	// Prefetch is the merged span ranges holding the start-up files (nil
-	// without WithStartupFiles or when none is in the layer).
+	// Prefetch is the merged span ranges holding the start-up files' hot
+	// bytes: whole listed files, the profile's ranges (nil without
+	// WithStartupFiles or WithProfile, or when none is in the layer).
 	Prefetch []soci.PrefetchSpan
 }
 
@@ -43,7 +45,8 @@ type LayerResult struct {
 //
 //  1. the tar headers are read (Scan: file data is skipped);
 //  2. with WithReorder, the start-up files are moved to the front (Reorder),
-//     streamed straight into the compressor;
+//     streamed straight into the compressor; with a profile (WithProfile),
+//     files read in part (PartialMinSize) follow the others;
 //  3. the span plan is chosen from the headers (ChooseSpanSize), unless
 //     WithSpanSize fixes it;
 //  4. ztoc.Compress compresses the tar in one pass, spans in parallel,
@@ -56,8 +59,8 @@ func BuildLayer(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64,
 	if err != nil {
 		return nil, err
 	}
-	if o.reorder && o.startup == nil {
-		return nil, errors.New("build layer: reordering needs start-up files (WithStartupFiles)")
+	if o.reorder && o.files == nil {
+		return nil, errors.New("build layer: reordering needs start-up files (WithStartupFiles or WithProfile)")
 	}
 	l, err := Scan(src, size)
 	if err != nil {
@@ -71,7 +74,7 @@ func BuildLayer(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64,
 	orig := l
 	if o.reorder {
 		var rr *ReorderResult
-		order, rr, err = planReorder(l, o.startup)
+		order, rr, err = planReorder(l, resolveHot(l, o.files, o).order)
 		if err != nil {
 			return nil, fmt.Errorf("build layer: %w", err)
 		}
@@ -79,7 +82,7 @@ func BuildLayer(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64,
 		l = relayout(l, order)
 	}
 	if o.spanSize > 0 {
-		res.Spans = SpanChoice{Size: o.spanSize, StartupKnown: o.startup != nil}
+		res.Spans = SpanChoice{Size: o.spanSize, StartupKnown: o.files != nil}
 		res.Spans.Spans = len(simulate(l, &Planner{Size: o.spanSize}))
 	} else {
 		res.Spans = chooseSpanSize(l, o)
@@ -122,13 +125,13 @@ func BuildLayer(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64,
 	if res.ZtocBlob, err = ztoc.Marshal(z); err != nil {
 		return nil, fmt.Errorf("build layer: %w", err)
 	}
-	if o.startup != nil {
+	if o.files != nil {
 		ix, err := ztoc.NewIndex(z)
 		if err != nil {
 			return nil, fmt.Errorf("build layer: %w", err)
 		}
 		var missing []string
-		res.Prefetch, missing, _ = prefetchSpans(ix, o.startup)
+		res.Prefetch, missing = prefetchFiles(ix, o.files)
 		if !o.reorder {
 			res.Missing = missing
 		}

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"slices"
 
+	"github.com/socikit/socikit/profile"
 	"github.com/socikit/socikit/ztoc"
 )
 
@@ -21,7 +22,8 @@ type Option func(*options) error
 type options struct {
 	spanSize     int64 // 0: auto
 	candidates   []int64
-	startup      []string // nil: unknown
+	startup      []string         // WithStartupFiles; nil: not given
+	profile      *profile.Profile // WithProfile; nil: not given
 	reorder      bool
 	readFraction float64 // 0: the prior below
 	// The no-list prior: p = max(priorFraction, priorFiles / files)
@@ -34,6 +36,10 @@ type options struct {
 	level         int
 	jobs          int
 	buildTool     string
+	partial       partialRule
+	// files is the start-up profile in effect (WithProfile's files, then
+	// the WithStartupFiles paths it does not name, whole); nil: unknown.
+	files []startupFile
 }
 
 func makeOptions(opts []Option) (*options, error) {
@@ -46,12 +52,14 @@ func makeOptions(opts []Option) (*options, error) {
 		level:         DefaultCompressionLevel,
 		jobs:          runtime.GOMAXPROCS(0),
 		buildTool:     ztoc.DefaultBuildTool,
+		partial:       defaultPartialRule,
 	}
 	for _, opt := range opts {
 		if err := opt(o); err != nil {
 			return nil, err
 		}
 	}
+	o.files = startupFiles(o.profile, o.startup)
 	return o, nil
 }
 
@@ -85,15 +93,44 @@ func WithSpanCandidates(sizes ...int64) Option {
 }
 
 // WithStartupFiles gives the files a container reads at start-up (layer
-// paths; a leading "/" or "./" is ignored). They drive span sizing,
-// reordering (WithReorder) and the prefetch spans. A non-nil empty list
-// means "known: nothing is read"; nil (the default) means unknown.
+// paths; a leading "/" or "./" is ignored), each counted as read whole:
+// a profile of whole files. They drive span sizing, reordering
+// (WithReorder) and the prefetch spans. A non-nil empty list means
+// "known: nothing is read"; nil (the default) means unknown. With
+// WithProfile too, the profile's files come first (first-access order)
+// and the listed paths it does not name follow; a path in both counts
+// whole.
 func WithStartupFiles(paths []string) Option {
 	return func(o *options) error {
 		if paths == nil {
 			paths = []string{}
 		}
 		o.startup = slices.Clone(paths)
+		return nil
+	}
+}
+
+// WithProfile gives the byte ranges a container reads at start-up, file
+// by file in first-access order (package profile). With a profile,
+// reordering (WithReorder) puts the files with hot ranges first, except
+// big files read only in part (at least PartialMinSize bytes, their hot
+// ranges, rounded to HotGranule and joined across small gaps, at most
+// half of the file), which follow the others; span cuts isolate the hot
+// ranges of those files; the span-size model counts the spans holding hot
+// bytes; and the prefetch spans are exactly those (PrefetchRanges). A
+// profile with no files means "known: nothing is read"; nil (the
+// default) means no profile. Profile paths are image paths ("/usr/bin/x");
+// paths the layer does not hold are reported in LayerResult.Missing.
+func WithProfile(p *profile.Profile) Option {
+	return func(o *options) error {
+		if p != nil {
+			q := *p
+			q.Version = profile.Version // a profile made in code may leave it out
+			if err := q.Validate(); err != nil {
+				return err
+			}
+		}
+		o.profile = p
 		return nil
 	}
 }

@@ -12,12 +12,16 @@ import (
 // Planner is the ztoc.SpanPlanner of an auto-sized layer: ztoc.SizePlanner
 // with span size Size (spans end at the first entry boundary past Size
 // bytes; regular files of at least Size bytes start a span and are cut in
-// Size-byte chunks), plus forced span starts before the headers at Cuts.
-// Every span therefore begins at an entry's first header block or inside
-// a large file's data.
+// Size-byte chunks), plus forced span starts at Cuts. Every span therefore
+// begins at an entry's first header block or inside a regular file's data.
 type Planner struct {
 	Size int64
-	// Cuts are header offsets, sorted, before which a span must begin.
+	// Cuts are offsets, sorted, at which a span must begin: entry header
+	// offsets, or offsets inside a regular file's data (the edges of the
+	// hot ranges of a file read in part). A file with cuts inside its data
+	// is cut there, and each piece between them in Size-byte chunks from
+	// the piece's start (a chunk end less than Size/4 before the next cut
+	// is dropped, so no piece is tiny).
 	Cuts []int64
 }
 
@@ -25,11 +29,49 @@ var _ ztoc.SpanPlanner = (*Planner)(nil)
 
 // Plan implements ztoc.SpanPlanner.
 func (p *Planner) Plan(spanStart, hdrStart int64, e *ztoc.FileEntry) []int64 {
-	cuts := ztoc.SizePlanner{Size: p.Size}.Plan(spanStart, hdrStart, e)
-	if hdrStart > spanStart && (len(cuts) == 0 || cuts[0] != hdrStart) {
-		if _, forced := slices.BinarySearch(p.Cuts, hdrStart); forced {
+	_, forced := slices.BinarySearch(p.Cuts, hdrStart)
+	var data []int64
+	if e.Type == ztoc.TypeReg && e.UncompressedSize > 0 && len(p.Cuts) > 0 {
+		lo, _ := slices.BinarySearch(p.Cuts, e.UncompressedOffset+1)
+		hi, _ := slices.BinarySearch(p.Cuts, e.UncompressedOffset+e.UncompressedSize)
+		data = p.Cuts[lo:hi]
+	}
+	return planEntry(p.Size, spanStart, hdrStart, e, forced, data)
+}
+
+// planEntry returns the span ends for entry e under span size size: those
+// of ztoc.SizePlanner, plus one at its header if forceHeader, and with
+// dataCuts (sorted offsets inside its data) the data cut at each and each
+// piece between them chunked from its own start.
+func planEntry(size, spanStart, hdrStart int64, e *ztoc.FileEntry, forceHeader bool, dataCuts []int64) []int64 {
+	if len(dataCuts) == 0 {
+		cuts := ztoc.SizePlanner{Size: size}.Plan(spanStart, hdrStart, e)
+		if forceHeader && hdrStart > spanStart && (len(cuts) == 0 || cuts[0] != hdrStart) {
 			cuts = append([]int64{hdrStart}, cuts...)
 		}
+		return cuts
+	}
+	var cuts []int64
+	large := e.UncompressedSize >= size
+	if hdrStart > spanStart && (forceHeader || large || hdrStart-spanStart >= size) {
+		cuts = append(cuts, hdrStart)
+	}
+	a, end := e.UncompressedOffset, e.UncompressedOffset+e.UncompressedSize
+	for k := 0; k <= len(dataCuts); k++ {
+		b, last := end, k == len(dataCuts)
+		if !last {
+			b = dataCuts[k]
+		}
+		for c := a + size; c < b; c += size {
+			if !last && b-c < size/4 {
+				break
+			}
+			cuts = append(cuts, c)
+		}
+		if !last {
+			cuts = append(cuts, b)
+		}
+		a = b
 	}
 	return cuts
 }
@@ -88,8 +130,9 @@ var DefaultSpanCandidates = []int64{512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 2
 
 // SpanChoice is the span plan chosen for a layer and its estimated cost.
 type SpanChoice struct {
-	// Size is the span size; Cuts the extra span starts (header offsets)
-	// isolating the start-up files.
+	// Size is the span size; Cuts the extra span starts isolating the
+	// start-up files (header offsets) and the hot ranges of files read in
+	// part (offsets inside their data).
 	Size int64
 	Cuts []int64
 	// Spans is the number of spans the plan makes.
@@ -104,7 +147,7 @@ type SpanChoice struct {
 	ZtocBytes, FetchBytes int64
 	Requests              float64
 	RequestBytes          int64
-	// StartupKnown tells whether a start-up file list was used.
+	// StartupKnown tells whether a start-up file list or profile was used.
 	StartupKnown bool
 }
 
@@ -129,17 +172,21 @@ func (c SpanChoice) String() string {
 //	     + ratio × uncompressed bytes of the spans a start-up touches
 //	     + request cost (500,000) × number of spans it touches
 //
-// With a start-up list (WithStartupFiles, even an empty one), the spans
-// touched are exactly those holding the header or data of a listed file
-// (hard links and symlinks inside the layer followed). The extra cuts
-// start and end each run of listed files, runs closer than the bytes one
-// request is worth (request cost / ratio) being kept as one. Without a
-// list, each regular file is assumed read with probability
-// WithReadFraction (default max(DefaultReadFraction, DefaultReadFiles /
-// the number of non-empty regular files)) and the expected span bytes and
-// spans touched are counted. Ties go to the larger span, then to no extra
-// cuts. Only the WithStartupFiles, WithSpanCandidates, WithReadFraction,
-// WithRequestBytes and WithCompressionRatio options are used.
+// With a start-up list (WithStartupFiles, even an empty one) or profile
+// (WithProfile), the spans touched are exactly those holding hot bytes:
+// the header and data of a listed file, the header and hot ranges of a
+// profiled file, only the hot ranges of a file read in part
+// (PartialMinSize); hard links and symlinks inside the layer are
+// followed. The extra cuts start and end each run of hot files, runs
+// closer than the bytes one request is worth (request cost / ratio) being
+// kept as one, and isolate the hot clusters inside files read in part
+// (HotGranule). Without a list, each regular file is assumed read with
+// probability WithReadFraction (default max(DefaultReadFraction,
+// DefaultReadFiles / the number of non-empty regular files)) and the
+// expected span bytes and spans touched are counted. Ties go to the
+// larger span, then to no extra cuts. Only the WithStartupFiles,
+// WithProfile, WithSpanCandidates, WithReadFraction, WithRequestBytes and
+// WithCompressionRatio options are used.
 func ChooseSpanSize(l *Layer, opts ...Option) (SpanChoice, error) {
 	o, err := makeOptions(opts)
 	if err != nil {
@@ -149,19 +196,22 @@ func ChooseSpanSize(l *Layer, opts ...Option) (SpanChoice, error) {
 }
 
 func chooseSpanSize(l *Layer, o *options) SpanChoice {
-	known := o.startup != nil
-	hot := make([]bool, len(l.Entries))
-	if known {
-		r := newResolver(l.Entries)
-		for _, p := range o.startup {
-			if i, _ := r.data(p); i >= 0 && l.Entries[i].Size > 0 {
-				hot[i] = true
-			}
-		}
+	var h *hotLayer
+	if o.files != nil {
+		h = resolveHot(l, o.files, o)
 	}
+	return chooseWith(l, h, o)
+}
+
+// chooseWith is chooseSpanSize with the start-up applied to l (nil:
+// unknown).
+func chooseWith(l *Layer, h *hotLayer, o *options) SpanChoice {
+	known := h != nil
 	var runCuts []int64
+	var hot []interval
 	if known {
-		runCuts = hotRunCuts(l, hot, int64(float64(o.requestBytes)/o.ratio))
+		hot = h.intervals(l)
+		runCuts = hotCuts(l, h, runGap(o))
 	}
 	fixed := int64(len(l.Entries)) * ztocBytesPerFile
 	p := o.readFraction
@@ -205,35 +255,6 @@ func chooseSpanSize(l *Layer, o *options) SpanChoice {
 	return best
 }
 
-// hotRunCuts returns the header offsets that start and end each run of hot
-// entries (entries without data neither break nor start a run). Runs less
-// than maxGap bytes apart are one run: fetching the gap costs less than
-// the request a separate span would.
-func hotRunCuts(l *Layer, hot []bool, maxGap int64) []int64 {
-	var cuts []int64
-	in := false
-	var lastEnd int64 = -1 // end of the last hot entry's data
-	for i := range l.Entries {
-		e := &l.Entries[i]
-		switch {
-		case hot[i] && !in:
-			if n := len(cuts); n > 0 && lastEnd >= 0 && e.HeaderOffset-lastEnd < maxGap {
-				cuts = cuts[:n-1] // join the previous run: drop its end
-			} else {
-				cuts = append(cuts, e.HeaderOffset)
-			}
-			in = true
-		case !hot[i] && in && e.IsReg() && e.Size > 0:
-			cuts = append(cuts, e.HeaderOffset)
-			in = false
-		}
-		if hot[i] {
-			lastEnd = e.End()
-		}
-	}
-	return cuts
-}
-
 // simulate returns the span starts ztoc.Compress makes with planner p: it
 // calls p exactly as Compress does.
 func simulate(l *Layer, p ztoc.SpanPlanner) []int64 {
@@ -270,24 +291,22 @@ func spanLen(l *Layer, starts []int64, i int) int64 {
 }
 
 // touched returns the uncompressed bytes and the number of the spans
-// holding the header or data of a hot entry.
-func touched(l *Layer, starts []int64, hot []bool) (float64, int) {
-	seen := make(map[int]bool)
+// holding hot bytes (intervals sorted by start).
+func touched(l *Layer, starts []int64, hot []interval) (float64, int) {
 	var n int64
-	for i, h := range hot {
-		if !h {
+	count, last := 0, -1
+	for _, iv := range hot {
+		if iv.end <= iv.start {
 			continue
 		}
-		e := &l.Entries[i]
-		first, last := spanOf(starts, e.HeaderOffset), spanOf(starts, max(e.DataOffset+e.Size-1, e.HeaderOffset))
-		for s := first; s <= last; s++ {
-			if !seen[s] {
-				seen[s] = true
-				n += spanLen(l, starts, s)
-			}
+		first, end := spanOf(starts, iv.start), spanOf(starts, iv.end-1)
+		for s := max(first, last+1); s <= end; s++ {
+			n += spanLen(l, starts, s)
+			count++
 		}
+		last = max(last, end)
 	}
-	return float64(n), len(seen)
+	return float64(n), count
 }
 
 // expected returns the expected uncompressed bytes and number of the

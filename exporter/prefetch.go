@@ -2,9 +2,11 @@ package exporter
 
 import (
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 
+	"github.com/socikit/socikit/profile"
 	"github.com/socikit/socikit/soci"
 	"github.com/socikit/socikit/ztoc"
 )
@@ -22,28 +24,233 @@ func PrefetchSpans(z *ztoc.Ztoc, files []string) (spans []soci.PrefetchSpan, mis
 	if err != nil {
 		return nil, nil, fmt.Errorf("prefetch spans: %w", err)
 	}
-	return prefetchSpans(ix, files)
+	spans, missing = prefetchFiles(ix, wholeFiles(files))
+	return spans, missing, nil
 }
 
-func prefetchSpans(ix *ztoc.Index, files []string) ([]soci.PrefetchSpan, []string, error) {
-	z := ix.Ztoc()
+// PrefetchRanges returns the spans of the layer indexed by z that hold
+// the hot bytes of profile p: for each file, the spans holding its ranges
+// (cut to the file's size), as sorted, merged inclusive ranges for a
+// soci.Prefetch blob. Paths are matched and links followed as by
+// PrefetchSpans. missing lists the profile's paths the layer does not
+// hold, in profile order: callers warn about them (another layer may hold
+// them, or the start-up read files outside the image such as /proc); they
+// are not an error. A nil profile gives nothing.
+func PrefetchRanges(z *ztoc.Ztoc, p *profile.Profile) (spans []soci.PrefetchSpan, missing []string, err error) {
+	if p == nil {
+		return nil, nil, nil
+	}
+	ix, err := ztoc.NewIndex(z)
+	if err != nil {
+		return nil, nil, fmt.Errorf("prefetch ranges: %w", err)
+	}
+	spans, missing = prefetchFiles(ix, startupFiles(p, nil))
+	return spans, missing, nil
+}
+
+// ImagePrefetchRanges applies profile p to the indexed layers of one image,
+// given bottom to top (manifest order; nil for a layer without a zTOC):
+// each profile path counts in the topmost layer holding it, as the
+// container's root filesystem resolves it (a whiteout or an opaque
+// directory in a layer above hides it), and symlinks are followed through
+// the image. It returns the
+// prefetch spans of each layer (same order) and the profile's paths that
+// no layer holds, in profile order (to warn about, not an error).
+func ImagePrefetchRanges(layers []*ztoc.Ztoc, p *profile.Profile) (spans [][]soci.PrefetchSpan, missing []string, err error) {
+	spans = make([][]soci.PrefetchSpan, len(layers))
+	if p == nil {
+		return spans, nil, nil
+	}
+	img := make([]*zLayer, len(layers))
+	for i, z := range layers {
+		if z == nil {
+			continue
+		}
+		ix, err := ztoc.NewIndex(z)
+		if err != nil {
+			return nil, nil, fmt.Errorf("prefetch ranges: layer %d: %w", i, err)
+		}
+		img[i] = newZLayer(ix)
+	}
+	// entry returns the topmost layer holding name and its entry there;
+	// none if a layer above deletes it (a whiteout of it or an opaque
+	// marker in one of its directories).
+	entry := func(name string) (int, *ztoc.FileEntry) {
+		name = cleanName(name)
+		for i := len(img) - 1; i >= 0; i-- {
+			if img[i] == nil {
+				continue
+			}
+			if f := img[i].entry(name); f != nil {
+				return i, f
+			}
+			if img[i].deletes(name) {
+				return -1, nil
+			}
+		}
+		return -1, nil
+	}
+	// find is entry, also through leading directories that are symlinks.
+	find := func(name string) (int, *ztoc.FileEntry) {
+		if i, f := entry(name); f != nil {
+			return i, f
+		}
+		n, ok := throughDirLinks(name, func(dir string) (string, bool) {
+			if _, f := entry(dir); f != nil && f.Type == ztoc.TypeSymlink {
+				return symlinkTarget(f), true
+			}
+			return "", false
+		})
+		if !ok {
+			return -1, nil
+		}
+		return entry(n)
+	}
+	for _, sf := range startupFiles(p, nil) {
+		li, f := find(sf.path)
+		if f == nil {
+			missing = append(missing, sf.path)
+			continue
+		}
+		// Hard links stay in their layer; symlinks resolve in the image.
+		for hops := 0; f != nil && f.Type != ztoc.TypeReg && hops < maxLinkHops; hops++ {
+			switch f.Type {
+			case ztoc.TypeHardlink:
+				f = img[li].lookup(f.Linkname)
+			case ztoc.TypeSymlink:
+				li, f = find(symlinkTarget(f))
+			default:
+				f = nil
+			}
+		}
+		if f == nil || f.Type != ztoc.TypeReg {
+			continue
+		}
+		spans[li] = append(spans[li], img[li].fileSpans(f, sf)...)
+	}
+	for i := range spans {
+		spans[i] = MergeSpans(spans[i])
+	}
+	return spans, missing, nil
+}
+
+// prefetchFiles returns the merged spans of ix holding the start-up
+// files' hot bytes, and the paths the layer does not hold.
+func prefetchFiles(ix *ztoc.Index, files []startupFile) ([]soci.PrefetchSpan, []string) {
+	return newZLayer(ix).prefetch(files)
+}
+
+// prefetch is prefetchFiles on the layer.
+func (zl *zLayer) prefetch(files []startupFile) ([]soci.PrefetchSpan, []string) {
 	var spans []soci.PrefetchSpan
 	var missing []string
-	for _, p := range files {
-		f := z.Lookup(p)
+	for _, sf := range files {
+		f := zl.lookup(sf.path)
 		if f == nil {
-			missing = append(missing, p)
+			missing = append(missing, sf.path)
 			continue
 		}
-		f = followZtoc(z, f)
-		if f == nil || f.Type != ztoc.TypeReg || f.UncompressedSize == 0 {
-			continue
+		if f = zl.follow(f); f != nil {
+			spans = append(spans, zl.fileSpans(f, sf)...)
 		}
-		first, last := ix.SpansOf(f.UncompressedOffset, f.UncompressedSize)
-		spans = append(spans, soci.PrefetchSpan{StartSpan: first, EndSpan: last})
 	}
-	return MergeSpans(spans), missing, nil
+	return MergeSpans(spans), missing
 }
+
+// zLayer looks names up in one layer's zTOC (the last entry of a name
+// wins, as ztoc.Ztoc.Lookup).
+type zLayer struct {
+	ix    *ztoc.Index
+	names map[string]int
+}
+
+func newZLayer(ix *ztoc.Index) *zLayer {
+	z := ix.Ztoc()
+	l := &zLayer{ix: ix, names: make(map[string]int, len(z.Files))}
+	for i := range z.Files {
+		l.names[cleanName(z.Files[i].Name)] = i
+	}
+	return l
+}
+
+// lookup returns the entry named name, also through leading directories
+// that are symlinks inside the layer; nil if absent.
+func (l *zLayer) lookup(name string) *ztoc.FileEntry {
+	if f := l.entry(name); f != nil {
+		return f
+	}
+	n, ok := throughDirLinks(name, func(dir string) (string, bool) {
+		if f := l.entry(dir); f != nil && f.Type == ztoc.TypeSymlink {
+			return symlinkTarget(f), true
+		}
+		return "", false
+	})
+	if !ok {
+		return nil
+	}
+	return l.entry(n)
+}
+
+// deletes reports whether the layer hides name of the layers below it: a
+// whiteout of name or of one of its directories, or an opaque marker in
+// one of its directories.
+func (l *zLayer) deletes(name string) bool {
+	for {
+		dir, base := path.Split(name)
+		if l.entry(dir+".wh."+base) != nil || dir != "" && l.entry(dir+".wh..wh..opq") != nil {
+			return true
+		}
+		if dir == "" {
+			return false
+		}
+		name = strings.TrimSuffix(dir, "/")
+	}
+}
+
+func (l *zLayer) entry(name string) *ztoc.FileEntry {
+	if i, ok := l.names[cleanName(name)]; ok {
+		return &l.ix.Ztoc().Files[i]
+	}
+	return nil
+}
+
+// follow follows hard links and in-layer symlinks from f to the entry
+// holding the data; nil if they lead nowhere in the layer.
+func (l *zLayer) follow(f *ztoc.FileEntry) *ztoc.FileEntry {
+	for hops := 0; f != nil && hops < maxLinkHops; hops++ {
+		switch f.Type {
+		case ztoc.TypeHardlink:
+			f = l.lookup(f.Linkname)
+		case ztoc.TypeSymlink:
+			f = l.lookup(symlinkTarget(f))
+		default:
+			return f
+		}
+	}
+	return nil
+}
+
+// fileSpans returns the span ranges holding the hot bytes of sf in the
+// data of regular file f.
+func (l *zLayer) fileSpans(f *ztoc.FileEntry, sf startupFile) []soci.PrefetchSpan {
+	if f.Type != ztoc.TypeReg || f.UncompressedSize == 0 {
+		return nil
+	}
+	rs := []profile.Range{{Offset: 0, Length: f.UncompressedSize}}
+	if !sf.whole {
+		rs = clipRanges(sf.ranges, f.UncompressedSize)
+	}
+	out := make([]soci.PrefetchSpan, 0, len(rs))
+	for _, r := range rs {
+		first, last := l.ix.SpansOf(f.UncompressedOffset+r.Offset, r.Length)
+		out = append(out, soci.PrefetchSpan{StartSpan: first, EndSpan: last})
+	}
+	return out
+}
+
+// symlinkTarget is the layer path a symlink entry points to (relative
+// targets resolved against its directory).
+func symlinkTarget(f *ztoc.FileEntry) string { return linkTarget(f.Name, f.Linkname) }
 
 // followZtoc follows hard links and in-layer symlinks from f to the entry
 // holding the data, or nil.
@@ -53,14 +260,7 @@ func followZtoc(z *ztoc.Ztoc, f *ztoc.FileEntry) *ztoc.FileEntry {
 		case ztoc.TypeHardlink:
 			f = z.Lookup(f.Linkname)
 		case ztoc.TypeSymlink:
-			next := f.Linkname
-			if !strings.HasPrefix(next, "/") {
-				dir := cleanName(f.Name)
-				if k := strings.LastIndexByte(dir, '/'); k >= 0 {
-					next = dir[:k+1] + next
-				}
-			}
-			f = z.Lookup(cleanPath(next))
+			f = z.Lookup(symlinkTarget(f))
 		default:
 			return f
 		}

@@ -132,7 +132,7 @@ func planReorder(l *Layer, first []string) ([]int, *ReorderResult, error) {
 		res.Moved = append(res.Moved, e.Name)
 	}
 	for _, p := range first {
-		i := r.lookup(p)
+		i := r.find(p)
 		if i < 0 {
 			res.Missing = append(res.Missing, p)
 			continue

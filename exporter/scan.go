@@ -128,6 +128,60 @@ func (r *resolver) lookup(name string) int {
 	return ix[len(ix)-1]
 }
 
+// find is lookup, also through leading directories that are symlinks
+// inside the layer ("lib/x" with lib → usr/lib finds "usr/lib/x").
+func (r *resolver) find(name string) int {
+	if i := r.lookup(name); i >= 0 {
+		return i
+	}
+	n, ok := throughDirLinks(name, func(dir string) (string, bool) {
+		if i := r.lookup(dir); i >= 0 && r.entries[i].Typeflag == tar.TypeSymlink {
+			return linkTarget(r.entries[i].Name, r.entries[i].Linkname), true
+		}
+		return "", false
+	})
+	if !ok {
+		return -1
+	}
+	return r.lookup(n)
+}
+
+// linkTarget is the clean layer path a symlink named name pointing to
+// link leads to (a relative link is resolved against name's directory).
+func linkTarget(name, link string) string {
+	if !strings.HasPrefix(link, "/") {
+		dir := cleanName(name)
+		if k := strings.LastIndexByte(dir, '/'); k >= 0 {
+			link = dir[:k+1] + link
+		}
+	}
+	return cleanPath(link)
+}
+
+// throughDirLinks rewrites name while one of its leading directories is a
+// symlink (linkOf returns its clean target), at most maxLinkHops times;
+// ok tells whether it rewrote anything.
+func throughDirLinks(name string, linkOf func(dir string) (string, bool)) (string, bool) {
+	name = cleanName(name)
+	changed := false
+	for hops := 0; hops < maxLinkHops; hops++ {
+		found := false
+		for i := 0; i < len(name); i++ {
+			if name[i] != '/' {
+				continue
+			}
+			if t, ok := linkOf(name[:i]); ok {
+				name, found, changed = cleanPath(t+name[i:]), true, true
+				break
+			}
+		}
+		if !found {
+			break
+		}
+	}
+	return name, changed
+}
+
 // maxLinkHops bounds symlink and hard-link resolution.
 const maxLinkHops = 8
 
@@ -137,7 +191,7 @@ const maxLinkHops = 8
 // name is absent; i is -1 when it is present but leads to no file data
 // here (a directory, a device, a link leaving the layer).
 func (r *resolver) data(name string) (i int, ok bool) {
-	i = r.lookup(name)
+	i = r.find(name)
 	if i < 0 {
 		return -1, false
 	}
@@ -150,18 +204,11 @@ func (r *resolver) data(name string) (i int, ok bool) {
 		case tar.TypeLink:
 			next = e.Linkname
 		case tar.TypeSymlink:
-			next = e.Linkname
-			if !strings.HasPrefix(next, "/") {
-				dir := cleanName(e.Name)
-				if k := strings.LastIndexByte(dir, '/'); k >= 0 {
-					next = dir[:k+1] + next
-				}
-			}
-			next = cleanPath(next)
+			next = linkTarget(e.Name, e.Linkname)
 		default:
 			return -1, true
 		}
-		j := r.lookup(next)
+		j := r.find(next)
 		if j < 0 {
 			return -1, true
 		}

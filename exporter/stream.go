@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/opencontainers/go-digest"
 
@@ -18,14 +19,19 @@ import (
 // header offset and size, and re-runs the ChooseSpanSize model on the
 // entries seen so far whenever their count or their bytes have doubled
 // since the last choice (so O(n log n) work in all); spans from then on
-// use the new choice. With start-up files it cuts around runs of them
-// when the current choice does. Until the first choice (16 entries or
-// 1 MiB) it uses ztoc.DefaultSpanSize.
+// use the new choice. With start-up files or a profile it cuts around runs
+// of hot files, and around the hot clusters inside files read in part
+// (PartialMinSize, HotGranule: each such file's clusters are known from its
+// size and the profile when its header arrives), when the current choice
+// does. A hot symlink makes its target hot when the target comes later in
+// the tar; a target that came before it was not known to be hot
+// (two-pass BuildLayer follows links both ways). Until the first choice
+// (16 entries or 1 MiB) it uses ztoc.DefaultSpanSize.
 type StreamPlanner struct {
 	o       *options
 	l       Layer
-	hot     []bool
-	names   map[string]bool // start-up data names (clean), links not followed
+	h       hotLayer                // hot files seen so far
+	names   map[string]*startupFile // start-up files by clean name, links not followed
 	cur     SpanChoice
 	nextN   int
 	nextB   int64
@@ -36,8 +42,8 @@ type StreamPlanner struct {
 var _ ztoc.SpanPlanner = (*StreamPlanner)(nil)
 
 // NewStreamPlanner returns a StreamPlanner. Only the WithStartupFiles,
-// WithSpanCandidates, WithReadFraction and WithCompressionRatio options
-// are used.
+// WithProfile, WithSpanCandidates, WithReadFraction, WithRequestBytes and
+// WithCompressionRatio options are used.
 func NewStreamPlanner(opts ...Option) (*StreamPlanner, error) {
 	o, err := makeOptions(opts)
 	if err != nil {
@@ -47,11 +53,19 @@ func NewStreamPlanner(opts ...Option) (*StreamPlanner, error) {
 }
 
 func newStreamPlanner(o *options) *StreamPlanner {
-	p := &StreamPlanner{o: o, cur: SpanChoice{Size: ztoc.DefaultSpanSize, StartupKnown: o.startup != nil}, nextN: 16, nextB: 1 << 20}
-	if o.startup != nil {
-		p.names = make(map[string]bool, len(o.startup))
-		for _, s := range o.startup {
-			p.names[cleanName(s)] = true
+	p := &StreamPlanner{o: o, cur: SpanChoice{Size: ztoc.DefaultSpanSize, StartupKnown: o.files != nil}, nextN: 16, nextB: 1 << 20}
+	if o.files != nil {
+		p.names = make(map[string]*startupFile, len(o.files))
+		for _, f := range o.files {
+			k := cleanName(f.path)
+			if g := p.names[k]; g != nil {
+				m := *g
+				m.whole = m.whole || f.whole
+				m.ranges = append(slices.Clone(m.ranges), f.ranges...)
+				p.names[k] = &m
+				continue
+			}
+			p.names[k] = &f
 		}
 	}
 	return p
@@ -63,45 +77,66 @@ func (p *StreamPlanner) Plan(spanStart, hdrStart int64, e *ztoc.FileEntry) []int
 	if e.Type == ztoc.TypeReg {
 		en.Typeflag, en.Size = '0', e.UncompressedSize
 	}
+	idx := len(p.l.Entries)
 	p.l.Entries = append(p.l.Entries, en)
 	p.l.Size = en.DataOffset + en.Size
 	p.l.TrailerOffset = en.End()
-	hot := en.Size > 0 && p.names[cleanName(e.Name)]
-	p.hot = append(p.hot, hot)
+	var hf *hotFile
+	if f := p.names[cleanName(e.Name)]; f != nil && e.Type == ztoc.TypeSymlink {
+		// A hot symlink ahead of its target: the target is hot too.
+		if t := linkTarget(e.Name, e.Linkname); p.names[t] == nil {
+			p.names[t] = f
+		}
+	}
+	if f := p.names[cleanName(e.Name)]; f != nil && en.Size > 0 {
+		if hf = newHotFile(f.whole, f.ranges, en.Size, p.o); hf != nil {
+			p.h.add(idx, hf)
+		}
+	}
 	if len(p.l.Entries) >= p.nextN || p.l.Size >= p.nextB {
 		p.choose()
 		p.nextN, p.nextB = 2*len(p.l.Entries), 2*p.l.Size
 	}
-	cuts := ztoc.SizePlanner{Size: p.cur.Size}.Plan(spanStart, hdrStart, e)
+	// Is the entry's header in hot bytes, and are its last bytes?
+	hotHead := hf != nil && (!hf.partial || hf.clusters[0].Offset == 0)
 	boundary := false
 	switch {
-	case hot && !p.inHot:
-		boundary, p.inHot = true, true
-	case !hot && p.inHot && en.Size > 0:
-		boundary, p.inHot = true, false
+	case hotHead && !p.inHot:
+		boundary = true
+	case !hotHead && p.inHot && en.Size > 0:
+		boundary = true
 	}
-	if boundary && len(p.cur.Cuts) > 0 && hdrStart > spanStart && (len(cuts) == 0 || cuts[0] != hdrStart) {
-		cuts = append([]int64{hdrStart}, cuts...)
+	switch {
+	case hf != nil:
+		p.inHot = !hf.partial || hf.clusters[len(hf.clusters)-1].End() == en.Size
+	case en.Size > 0:
+		p.inHot = false
 	}
-	return cuts
+	cut := len(p.cur.Cuts) > 0
+	var data []int64
+	if cut && hf != nil && hf.partial {
+		for _, c := range hf.clusters {
+			if c.Offset > 0 {
+				data = append(data, en.DataOffset+c.Offset)
+			}
+			if c.End() < en.Size {
+				data = append(data, en.DataOffset+c.End())
+			}
+		}
+	}
+	return planEntry(p.cur.Size, spanStart, hdrStart, e, boundary && cut, data)
 }
 
 // choose re-runs the model on the entries seen so far. Names are matched
-// without following links (the link targets may not have arrived).
+// without following links backwards: a hot symlink makes its target hot
+// only if the target comes after it (a hard link always follows its
+// target).
 func (p *StreamPlanner) choose() {
-	o := *p.o
-	if p.o.startup != nil {
-		o.startup = nil
-		for i, h := range p.hot {
-			if h {
-				o.startup = append(o.startup, p.l.Entries[i].Name)
-			}
-		}
-		if o.startup == nil {
-			o.startup = []string{}
-		}
+	var h *hotLayer
+	if p.names != nil {
+		h = &p.h
 	}
-	p.cur = chooseSpanSize(&p.l, &o)
+	p.cur = chooseWith(&p.l, h, p.o)
 	p.choices++
 }
 
@@ -149,14 +184,18 @@ func BuildLayerStream(ctx context.Context, dst io.Writer, src io.Reader, opts ..
 	if sp != nil {
 		res.Spans = sp.Choice()
 	} else {
-		res.Spans = SpanChoice{Size: o.spanSize, StartupKnown: o.startup != nil}
+		res.Spans = SpanChoice{Size: o.spanSize, StartupKnown: o.files != nil}
 	}
 	res.Spans.Spans = int(z.MaxSpanID) + 1
 	if res.ZtocBlob, err = ztoc.Marshal(z); err != nil {
 		return nil, fmt.Errorf("build layer: %w", err)
 	}
-	if o.startup != nil {
-		res.Prefetch, res.Missing, _ = PrefetchSpans(z, o.startup)
+	if o.files != nil {
+		ix, err := ztoc.NewIndex(z)
+		if err != nil {
+			return nil, fmt.Errorf("build layer: %w", err)
+		}
+		res.Prefetch, res.Missing = prefetchFiles(ix, o.files)
 	}
 	return res, nil
 }

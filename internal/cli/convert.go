@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/socikit/socikit/exporter"
 	"github.com/socikit/socikit/internal/image"
+	"github.com/socikit/socikit/profile"
 	"github.com/socikit/socikit/soci"
 	"github.com/socikit/socikit/ztoc"
 )
@@ -30,6 +33,7 @@ type convertOptions struct {
 	platforms    []ocispec.Platform
 	allPlatforms bool
 	prefetch     []string
+	profile      *profile.Profile
 	plainHTTP    bool
 	jobs         int
 	buildTool    string
@@ -50,6 +54,13 @@ image manifests (annotated with com.amazon.soci.index-digest) and then the
 SOCI indexes. With --index-version v1 the image is copied unchanged and a
 v1 SOCI index referring to it is added (referrers API and the sha256-<hex>
 fallback tag; in a layout, an index.json entry).
+
+--profile FILE reads a start-up profile (the byte ranges of each file a
+start-up reads, socikit.profile.v1 JSON) and puts the spans holding those
+bytes in the prefetch artifacts: each path counts in the topmost indexed
+layer holding it; paths no indexed layer holds are warned about. With
+--prefetch too, both are prefetched (--prefetch paths whole). The layer
+blobs are kept, so spans are not cut around the hot ranges.
 `)
 	var o convertOptions
 	version := fs.String("index-version", "v2", "SOCI index version: v1 or v2")
@@ -59,6 +70,7 @@ fallback tag; in a layout, an index.json entry).
 	fs.Var(pl, "platform", "platform os/arch[/variant] to index (repeatable; default the host platform)")
 	fs.BoolVar(&o.allPlatforms, "all-platforms", false, "index every platform of an image index")
 	fs.Var((*stringList)(&o.prefetch), "prefetch", "file path whose spans go in the prefetch artifact of its layers (repeatable)")
+	profilePath := fs.String("profile", "", "start-up profile (JSON, optionally gzip; package profile): the spans holding its hot byte ranges go in the prefetch artifacts, each path in the topmost layer holding it; merged with --prefetch")
 	fs.BoolVar(&o.plainHTTP, "plain-http", false, "allow plain HTTP to registries")
 	fs.IntVar(&o.jobs, "jobs", runtime.GOMAXPROCS(0), "layers indexed in parallel")
 	fs.StringVar(&o.buildTool, "build-tool-id", ztoc.DefaultBuildTool, "build tool identifier written in zTOCs and indexes")
@@ -82,7 +94,22 @@ fallback tag; in a layout, an index.json entry).
 	if o.allPlatforms && len(o.platforms) > 0 {
 		return errors.New("convert: --platform and --all-platforms exclude each other")
 	}
+	if *profilePath != "" {
+		if o.profile, err = readProfile(*profilePath); err != nil {
+			return fmt.Errorf("convert: --profile %s: %w", *profilePath, err)
+		}
+	}
 	return convert(ctx, e, o, pos[0], pos[1])
+}
+
+// readProfile reads and validates a start-up profile file.
+func readProfile(name string) (*profile.Profile, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return profile.Decode(f)
 }
 
 // layerKind is how convert treats a layer media type.
@@ -211,6 +238,9 @@ func (c *converter) run(ctx context.Context, rootDesc ocispec.Descriptor, rootBo
 	if err := c.indexAndCopyLayers(ctx, images); err != nil {
 		return "", err
 	}
+	if err := c.applyProfile(images); err != nil {
+		return "", err
+	}
 	req := &exporter.Request{Version: c.o.version, BuildTool: c.o.buildTool, Root: rootDesc, RootBody: rootBody,
 		Layers: c.results, Prefetch: c.o.prefetch}
 	for _, im := range images {
@@ -259,6 +289,72 @@ func (c *converter) run(ctx context.Context, rootDesc ocispec.Descriptor, rootBo
 		c.e.progressf("SOCI index %s for %s", r.Desc.Digest, r.Subject)
 	}
 	return out.Root.Desc.Digest.String(), nil
+}
+
+// maxMissingShown caps the profile paths a warning names.
+const maxMissingShown = 10
+
+// applyProfile adds the spans holding the profile's hot bytes to the
+// prefetch spans of the indexed layers of every selected image (of the
+// profile's platform, when it names one), each path counted in the
+// topmost indexed layer holding it. Paths no indexed layer holds are
+// warned about. The zTOCs are those of ztoc.Build (the blobs are kept):
+// the spans are not cut around the hot ranges.
+func (c *converter) applyProfile(images []*img) error {
+	p := c.o.profile
+	if p == nil {
+		return nil
+	}
+	var want *ocispec.Platform
+	if p.Platform != "" {
+		pl, err := parsePlatform(p.Platform)
+		if err != nil {
+			return fmt.Errorf("--profile: %w", err)
+		}
+		want = &pl
+	}
+	applied := 0
+	for _, im := range images {
+		if !im.index {
+			continue
+		}
+		if want != nil && !platformMatches(*want, im.platform) {
+			c.e.warnf("--profile: the profile is for %s; not applied to image %s (%s)", p.Platform, im.desc.Digest, platformString(im.platform))
+			continue
+		}
+		applied++
+		zs := make([]*ztoc.Ztoc, len(im.manifest.Layers))
+		for i, l := range im.manifest.Layers {
+			if r := c.results[l.Digest]; r != nil {
+				zs[i] = r.Ztoc
+			}
+		}
+		spans, missing, err := exporter.ImagePrefetchRanges(zs, p)
+		if err != nil {
+			return fmt.Errorf("--profile: image %s: %w", im.desc.Digest, err)
+		}
+		n := 0
+		for i, l := range im.manifest.Layers {
+			if r := c.results[l.Digest]; r != nil && len(spans[i]) > 0 {
+				r.Prefetch = exporter.MergeSpans(append(r.Prefetch, spans[i]...))
+				n += len(spans[i])
+			}
+		}
+		c.e.progressf("profile: %d span ranges to prefetch in image %s (%s)", n, im.desc.Digest, platformString(im.platform))
+		if len(missing) > 0 {
+			shown := missing[:min(len(missing), maxMissingShown)]
+			more := ""
+			if len(missing) > len(shown) {
+				more = fmt.Sprintf(" and %d more", len(missing)-len(shown))
+			}
+			c.e.warnf("--profile: %d of the profile's %d paths are in no indexed layer of image %s (%s): %s%s",
+				len(missing), len(p.Files), im.desc.Digest, platformString(im.platform), strings.Join(shown, ", "), more)
+		}
+	}
+	if applied == 0 && want != nil {
+		return fmt.Errorf("--profile: the profile is for %s, which no selected image is (use --platform)", p.Platform)
+	}
+	return nil
 }
 
 // selectImages returns the image manifests of the source (all of them; those

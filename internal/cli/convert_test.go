@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -412,5 +413,77 @@ func TestUsageErrors(t *testing.T) {
 	}
 	if out, _, err := runErr(t, "convert", "--help"); err != nil || out != "" {
 		t.Errorf("convert --help: %v, stdout %q", err, out)
+	}
+}
+
+// TestConvertProfile checks --profile: the spans holding the profile's hot
+// ranges are prefetched (links followed, merged with --prefetch), paths no
+// layer holds are warned about, and bad profiles are refused.
+func TestConvertProfile(t *testing.T) {
+	t.Parallel()
+	srcDir, _ := newLayoutImage(t)
+	tmp := t.TempDir()
+	writeProfile := func(name, body string) string {
+		p := filepath.Join(tmp, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	prof := writeProfile("p.json", `{"version":"socikit.profile.v1","files":[`+
+		`{"path":"/one/fileb","ranges":[[0,100]]},`+
+		`{"path":"/proc/self/maps","ranges":[[0,4096]]},`+
+		`{"path":"/two/link","ranges":[[10,20]]}]}`)
+	dst := filepath.Join(tmp, "out")
+	out, errOut, err := runErr(t, convertArgs("--profile", prof, srcDir, "oci-layout:"+dst)...)
+	if err != nil {
+		t.Fatalf("convert --profile: %v\n%s", err, errOut)
+	}
+	if !strings.Contains(errOut, "1 of the profile's 3 paths") || !strings.Contains(errOut, "/proc/self/maps") {
+		t.Errorf("no warning about the missing path: %q", errOut)
+	}
+	info := inspectJSON(t, dst)
+	layers := info.Indexes[0].Layers
+	first := func(l int, name string) soci.PrefetchSpan {
+		for _, f := range layers[l].FileList {
+			if f.Name == name {
+				return soci.PrefetchSpan{StartSpan: ztoc.SpanID(f.FirstSpan), EndSpan: ztoc.SpanID(f.FirstSpan)}
+			}
+		}
+		t.Fatalf("%s not in layer %d", name, l)
+		return soci.PrefetchSpan{}
+	}
+	if got, want := layers[0].Prefetch, []soci.PrefetchSpan{first(0, "one/fileb")}; !slices.Equal(got, want) {
+		t.Errorf("layer one prefetch %v, want %v (the first span of one/fileb)", got, want)
+	}
+	if got, want := layers[1].Prefetch, []soci.PrefetchSpan{first(1, "two/filea")}; !slices.Equal(got, want) {
+		t.Errorf("layer two prefetch %v, want %v (two/link's target)", got, want)
+	}
+	if len(layers[2].Prefetch) != 0 {
+		t.Errorf("layer three prefetch %v", layers[2].Prefetch)
+	}
+	// Deterministic; merged with --prefetch.
+	if again := run(t, convertArgs("--profile", prof, srcDir, "oci-layout:"+dst+"2")...); again != out {
+		t.Errorf("second conversion %s, first %s", again, out)
+	}
+	run(t, convertArgs("--profile", prof, "--prefetch", "three/filea", srcDir, "oci-layout:"+dst+"3")...)
+	info = inspectJSON(t, dst+"3")
+	if l := info.Indexes[0].Layers; len(l[0].Prefetch) != 1 || len(l[1].Prefetch) != 1 || len(l[2].Prefetch) == 0 {
+		t.Errorf("--profile and --prefetch: %v / %v / %v", l[0].Prefetch, l[1].Prefetch, l[2].Prefetch)
+	}
+	// Refused: not a profile, unknown version, another platform.
+	for _, tt := range []struct{ name, body, want string }{
+		{"bad.json", `{"files":[`, "not a valid profile"},
+		{"v9.json", `{"version":"socikit.profile.v9","files":[]}`, "not supported"},
+		{"rel.json", `{"version":"socikit.profile.v1","files":[{"path":"rel","ranges":[[0,1]]}]}`, "absolute"},
+		{"plat.json", `{"version":"socikit.profile.v1","platform":"linux/s390x-none","files":[]}`, "no selected image"},
+	} {
+		_, _, err := runErr(t, convertArgs("--profile", writeProfile(tt.name, tt.body), srcDir, "oci-layout:"+filepath.Join(tmp, tt.name+".out"))...)
+		if err == nil || !strings.Contains(err.Error(), "--profile") || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want --profile ... %s", tt.name, err, tt.want)
+		}
+	}
+	if _, _, err := runErr(t, convertArgs("--profile", filepath.Join(tmp, "none.json"), srcDir, "oci-layout:"+dst+"4")...); err == nil {
+		t.Error("absent profile file: no error")
 	}
 }
