@@ -14,6 +14,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/socikit/socikit/internal/image"
+	"github.com/socikit/socikit/profile"
 	"github.com/socikit/socikit/soci"
 	"github.com/socikit/socikit/ztoc"
 )
@@ -113,6 +114,11 @@ type Request struct {
 	// indexed layer holding them. Each must be held by an indexed layer
 	// of every indexed image (else a *PrefetchNotFoundError).
 	Prefetch []string
+	// Profile is a start-up profile: the spans holding its hot byte
+	// ranges go in the prefetch blobs (ImagePrefetchRanges, per image);
+	// paths no indexed layer holds are listed in Output.ProfileMissing,
+	// not an error.
+	Profile *profile.Profile
 }
 
 // PrefetchNotFoundError reports a prefetch path that no indexed layer of
@@ -172,6 +178,9 @@ type Output struct {
 	// not skipped that have no layer with a zTOC, and so got none.
 	Indexed   []IndexedImage
 	Unindexed []ImageManifest
+	// ProfileMissing lists Request.Profile's paths that no indexed layer
+	// of an image holds (once per image), to warn about.
+	ProfileMissing []string
 }
 
 // Assemble builds the SOCI indexes, prefetch blobs and, for v2, the
@@ -198,7 +207,7 @@ func Assemble(req *Request) (*Output, error) {
 		if im.Skip {
 			continue
 		}
-		desc, body, err := buildIndex(req, im, addBlob)
+		desc, body, err := buildIndex(req, im, addBlob, &out.ProfileMissing)
 		if err != nil {
 			return nil, err
 		}
@@ -267,7 +276,7 @@ func Assemble(req *Request) (*Output, error) {
 
 // buildIndex returns the SOCI index of image im (nil body if none of its
 // layers has a zTOC), adding its zTOCs and prefetch blobs.
-func buildIndex(req *Request, im *ImageManifest, addBlob func(ocispec.Descriptor, []byte)) (ocispec.Descriptor, []byte, error) {
+func buildIndex(req *Request, im *ImageManifest, addBlob func(ocispec.Descriptor, []byte), profileMissing *[]string) (ocispec.Descriptor, []byte, error) {
 	var m ocispec.Manifest
 	if err := json.Unmarshal(im.Body, &m); err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("assemble: parse image manifest %s: %w", im.Desc.Digest, err)
@@ -302,6 +311,22 @@ func buildIndex(req *Request, im *ImageManifest, addBlob func(ocispec.Descriptor
 	spans := map[digest.Digest][]soci.PrefetchSpan{}
 	for _, l := range layers {
 		spans[l.layer.Digest] = append(spans[l.layer.Digest], l.li.Prefetch...)
+	}
+	if req.Profile != nil {
+		zs := make([]*ztoc.Ztoc, len(m.Layers))
+		for i, l := range m.Layers {
+			if li := req.Layers[l.Digest]; li != nil {
+				zs[i] = li.Ztoc
+			}
+		}
+		hot, missing, err := ImagePrefetchRanges(zs, req.Profile)
+		if err != nil {
+			return ocispec.Descriptor{}, nil, fmt.Errorf("assemble: profile of image %s: %w", im.Desc.Digest, err)
+		}
+		for i, l := range m.Layers {
+			spans[l.Digest] = append(spans[l.Digest], hot[i]...)
+		}
+		*profileMissing = append(*profileMissing, missing...)
 	}
 	for _, p := range req.Prefetch {
 		found := false

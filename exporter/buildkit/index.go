@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
@@ -47,7 +48,7 @@ func addIndexes(ctx context.Context, cs content.Store, root ocispecs.Descriptor,
 		return nil, err
 	}
 	req := &exporter.Request{Version: o.Version, BuildTool: BuildTool, Root: root, RootBody: rootBody,
-		Layers: map[digest.Digest]*exporter.LayerIndex{}, Prefetch: o.Prefetch}
+		Layers: map[digest.Digest]*exporter.LayerIndex{}, Prefetch: o.Prefetch, Profile: o.Profile}
 	switch root.MediaType {
 	case ocispecs.MediaTypeImageIndex, images.MediaTypeDockerSchema2ManifestList:
 		var idx ocispecs.Index
@@ -107,6 +108,10 @@ func addIndexes(ctx context.Context, cs content.Store, root ocispecs.Descriptor,
 			return nil, fmt.Errorf("%s: %q is not a regular file in any indexed layer of image %s (%s)", AttrPrefetch, pe.Path, pe.Image, pe.Platform)
 		}
 		return nil, err
+	}
+	if n := len(out.ProfileMissing); n > 0 {
+		shown := out.ProfileMissing[:min(n, 10)]
+		bklog.G(ctx).Warnf("soci exporter: %d start-up profile paths are in no indexed layer (written at start-up, or in a layer without a zTOC): %s", n, strings.Join(shown, ", "))
 	}
 	for _, im := range out.Unindexed {
 		bklog.G(ctx).Warnf("soci exporter: no layer of %s is over %d bytes; it gets no SOCI index", im.Desc.Digest, o.MinLayerSize)
