@@ -24,6 +24,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/builder"
 	"github.com/moby/buildkit/frontend/dockerui"
 	"github.com/moby/buildkit/frontend/gateway/client"
+	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/socikit/socikit/profile"
@@ -67,10 +68,19 @@ func Build(ctx context.Context, c client.Client) (*client.Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Warnings show on the profiling step's vertex once it exists (a
+	// warning on the Dockerfile's vertex, long done, is not printed by
+	// buildctl's plain progress), else on the Dockerfile's.
+	var warnAt digest.Digest
 	warn := func(msg string) {
-		src.Warn(ctx, "socikit: "+msg, client.WarnOpts{})
+		msg = "socikit: " + msg
+		if warnAt != "" {
+			c.Warn(ctx, warnAt, msg, client.WarnOpts{Level: 1})
+			return
+		}
+		src.Warn(ctx, msg, client.WarnOpts{})
 	}
-	if err := addProfiles(ctx, c, bc, res, o, warn); err != nil {
+	if err := addProfiles(ctx, c, bc, res, o, warn, &warnAt); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -149,7 +159,7 @@ func metaKey(key, id string) string {
 // addProfiles runs the profiling step for each platform the builder runs
 // natively, or reads the profile from a build context, and adds the
 // profiles, their status and the exporter attributes to res's metadata.
-func addProfiles(ctx context.Context, c client.Client, bc *dockerui.Client, res *client.Result, o *Options, warn func(string)) error {
+func addProfiles(ctx context.Context, c client.Client, bc *dockerui.Client, res *client.Result, o *Options, warn func(string), warnAt *digest.Digest) error {
 	ps, err := platformsOf(res)
 	if err != nil {
 		return err
@@ -200,7 +210,7 @@ func addProfiles(ctx context.Context, c client.Client, bc *dockerui.Client, res 
 			others = append(others, pr)
 			continue
 		}
-		p, status, err := profileStartup(ctx, c, pr, o, tracer)
+		p, status, err := profileStartup(ctx, c, pr, o, tracer, warnAt)
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,8 @@ import (
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/frontend/dockerui"
 	"github.com/moby/buildkit/frontend/gateway/client"
+	"github.com/moby/buildkit/solver/pb"
+	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/socikit/socikit/profile"
@@ -50,7 +52,7 @@ func startupCommand(o *Options, img *ocispecs.Image) []string {
 // its rootfs. It returns the profile and a status line, or a nil profile
 // and the cause when the start-up could not be profiled; an error only
 // when the build must stop.
-func profileStartup(ctx context.Context, c client.Client, pr platformResult, o *Options, tracer []byte) (*profile.Profile, string, error) {
+func profileStartup(ctx context.Context, c client.Client, pr platformResult, o *Options, tracer []byte, warnAt *digest.Digest) (*profile.Profile, string, error) {
 	var img ocispecs.Image
 	if len(pr.config) > 0 {
 		if err := json.Unmarshal(pr.config, &img); err != nil {
@@ -64,6 +66,9 @@ func profileStartup(ctx context.Context, c client.Client, pr platformResult, o *
 	def, err := profileDefinition(ctx, pr, &img, cmd, o, tracer)
 	if err != nil {
 		return nil, "", err
+	}
+	if vtx := execVertex(def); vtx != "" {
+		*warnAt = vtx
 	}
 	r, err := c.Solve(ctx, client.SolveRequest{Definition: def.ToPB()})
 	if err != nil {
@@ -150,6 +155,21 @@ func profileDefinition(ctx context.Context, pr platformResult, img *ocispecs.Ima
 	run := st.Run(runOpts...)
 	out := run.AddMount(outDir, outSt)
 	return out.Marshal(ctx, llb.Platform(pr.platform))
+}
+
+// execVertex returns the digest of the exec op of def (the profiling
+// step's vertex, where its warnings show), or "".
+func execVertex(def *llb.Definition) digest.Digest {
+	for _, dt := range def.Def {
+		var op pb.Op
+		if err := op.UnmarshalVT(dt); err != nil {
+			continue
+		}
+		if op.GetExec() != nil {
+			return digest.FromBytes(dt)
+		}
+	}
+	return ""
 }
 
 // readContextProfile reads a profile from a build context: "NAME" (file

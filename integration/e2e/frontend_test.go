@@ -20,6 +20,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/socikit/socikit/soci"
+	"github.com/socikit/socikit/ztoc"
 )
 
 var (
@@ -59,11 +60,11 @@ func frontendApp(t *testing.T, header, extra string) helloInput {
 	df := header + `
 FROM base
 RUN mkdir -p /data && seq 1 100000 > /data/cold.txt && seq 1 20000 > /data/hot.txt && \
-    head -c 3000000 /dev/urandom > /data/big.bin
+    head -c 12000000 /dev/urandom > /data/big.bin
 RUN --mount=type=cache,target=/cache echo cached > /cache/x && cp /cache/x /data/from-cache
 COPY <<EOF /app/start.sh
 cat /data/hot.txt > /dev/null
-dd if=/data/big.bin of=/dev/null bs=4096 skip=400 count=16 2>/dev/null
+dd if=/data/big.bin of=/dev/null bs=4096 skip=1000 count=16 2>/dev/null
 echo ready
 sleep 60
 EOF
@@ -97,7 +98,7 @@ func TestFrontendProfile(t *testing.T) {
 	if !strings.Contains(out, "[socikit] profiling start-up") {
 		t.Errorf("no profiling step in the build log:\n%s", out)
 	}
-	if strings.Contains(out, "no start-up profile") {
+	if strings.Contains(out, "no profile:") {
 		t.Fatalf("profiling failed:\n%s", out)
 	}
 	checkProfiledImage(t, ref)
@@ -135,7 +136,20 @@ func checkProfiledImage(t *testing.T, ref string) {
 		if pf == nil {
 			t.Fatalf("layer %d: no prefetch artifact (index prefetches: %+v)", i, ix.Prefetches)
 		}
-		t.Logf("layer %d: prefetch artifact %s (%d bytes), span size %d", i, pf.Prefetch.Digest, pf.Prefetch.Size, si.SpanSizes[i])
+		pre, err := soci.ParsePrefetch(fetchBlob(t, r.Context(), pf.Prefetch.Digest))
+		must(t, err)
+		z, err := ztoc.Unmarshal(fetchBlob(t, r.Context(), si.Ztocs[i]))
+		must(t, err)
+		n := 0
+		for _, sp := range pre.Spans {
+			n += int(sp.EndSpan-sp.StartSpan) + 1
+		}
+		t.Logf("layer %d: %d of %d spans prefetched (%+v), span size %d", i, n, z.MaxSpanID+1, pre.Spans, si.SpanSizes[i])
+		// The start-up reads 64 KiB of the 12 MB big.bin: a byte-range
+		// profile must not prefetch the whole layer.
+		if n == 0 || n >= int(z.MaxSpanID)+1 {
+			t.Errorf("layer %d: %d of %d spans prefetched: want some, not all", i, n, z.MaxSpanID+1)
+		}
 	}
 	if !found {
 		t.Fatalf("no layer holds /data/hot.txt and /data/cold.txt")
@@ -212,7 +226,10 @@ func TestFrontendBadInput(t *testing.T) {
 		if err != nil {
 			t.Fatalf("build failed, want a warning: %v\n%s", err, lastLines(out, 30))
 		}
-		if !strings.Contains(out, "no start-up profile") || !strings.Contains(out, "/no/such/app") {
+		// buildctl's plain progress prints the tracer's line (buildx also
+		// prints the frontend's build warning, "socikit: ... no start-up
+		// profile: ...").
+		if !strings.Contains(out, "no profile: start-up command \"/no/such/app\" not found") {
 			t.Errorf("no warning naming the cause:\n%s", out)
 		}
 	})
@@ -229,8 +246,8 @@ func TestFrontendBadInput(t *testing.T) {
 		if err != nil {
 			t.Fatalf("build failed, want a warning: %v\n%s", err, lastLines(out, 30))
 		}
-		if !strings.Contains(out, "no start-up profile") {
-			t.Errorf("no warning:\n%s", out)
+		if !strings.Contains(out, "no profile: no ready line after 3s") {
+			t.Errorf("no warning naming the cause:\n%s", out)
 		}
 	})
 }
@@ -251,5 +268,43 @@ func TestFrontendSubrequests(t *testing.T) {
 		if strings.Contains(out, "profiling start-up") {
 			t.Errorf("%s ran the profiling step", req)
 		}
+	}
+}
+
+// TestFrontendBuildx builds through `# syntax=` with docker buildx (remote
+// driver on our buildkitd): profiled, reordered, prefetch listed, the
+// provenance attestation kept; and buildx prints the frontend's warning
+// when the start-up cannot be profiled.
+func TestFrontendBuildx(t *testing.T) {
+	s := NewSandbox(t)
+	fe := frontendImage(t, s)
+	bx := NewBuildx(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	h := frontendApp(t, "# syntax="+fe+"\n# socikit:ready=ready", "")
+	ref := s.Registry + "/frontend:buildx"
+	out, err := bx.Run(ctx, "buildx", "build", "--builder", bx.Builder, "--progress", "plain",
+		"--build-context", "base=oci-layout://"+h.Layout+"@"+h.Base.String(),
+		"--output", "type=soci,name="+ref+",push=true,registry.insecure=true,soci-min-layer-size=0",
+		h.Dir)
+	if err != nil {
+		t.Fatalf("docker buildx build: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "[socikit] profiling start-up") {
+		t.Errorf("no profiling step in the build log:\n%s", out)
+	}
+	checkProfiledImage(t, ref)
+	checkBuildxSociPush(t, ref)
+
+	h = frontendApp(t, "# syntax="+fe+"\n# socikit:startup=[\"/no/such/app\"]", "")
+	out, err = bx.Run(ctx, "buildx", "build", "--builder", bx.Builder, "--progress", "plain",
+		"--build-context", "base=oci-layout://"+h.Layout+"@"+h.Base.String(),
+		"--output", "type=soci,name="+s.Registry+"/frontend:buildx-missing,push=true,registry.insecure=true,soci-min-layer-size=0",
+		h.Dir)
+	if err != nil {
+		t.Fatalf("docker buildx build: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "socikit: linux/") || !strings.Contains(out, "no start-up profile") {
+		t.Errorf("buildx printed no socikit warning:\n%s", out)
 	}
 }
