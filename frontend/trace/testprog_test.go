@@ -20,7 +20,7 @@ import (
 //
 // Mode "sleep" only sleeps; "exit N" exits with status N; "cat FILE"
 // reads FILE and prints its size; "caps" prints its capabilities and
-// seccomp mode. Without arguments, it writes the files
+// seccomp mode; "drop UID CMD..." becomes UID and execs CMD. Without arguments, it writes the files
 // into /data and execs itself on them (for a run in a FROM scratch image).
 const testprogSource = `package main
 
@@ -114,6 +114,14 @@ func main() {
 	case "exit":
 		n, _ := strconv.Atoi(os.Args[3])
 		os.Exit(n)
+	case "drop":
+		// drop UID CMD...: become UID (as gosu does), then exec CMD.
+		id, err := strconv.Atoi(os.Args[3])
+		must(err)
+		must(syscall.Setgroups(nil))
+		must(syscall.Setresgid(id, id, id))
+		must(syscall.Setresuid(id, id, id))
+		must(syscall.Exec(os.Args[4], os.Args[4:], os.Environ()))
 	case "caps":
 		b, err := os.ReadFile("/proc/self/status")
 		must(err)

@@ -40,6 +40,10 @@
 //     file are in the order they were seen: a read's at once, a mapped
 //     page's at the first sample that found it, in address order within
 //     a sample.
+//   - Reading a tracee's /proc files takes its ids or CAP_SYS_PTRACE (not
+//     in a build step): a root tracer reads them with the tracee's ids as
+//     its threads' fsuid and fsgid, so start-ups that drop privileges
+//     (gosu, su-exec) are recorded too (creds.go).
 //   - As root on amd64 (Linux 4.8+), the tracer installs a seccomp filter
 //     in the command at its first system call, so that tracees stop only
 //     at the system calls above instead of at every one (filter.go);
@@ -60,7 +64,9 @@
 // and mmap(MAP_FIXED) (memory pressure reclaiming them, truncation); the
 // pages of a process killed by SIGKILL from outside the traced tree since
 // its last sample; the system calls of 32-bit (i386, x32, AArch32)
-// processes, whose mapped pages are still sampled.
+// processes, whose mapped pages are still sampled; processes that are not
+// dumpable (between a setuid and the next exec, or by prctl), whose /proc
+// files take CAP_SYS_PTRACE.
 //
 // A start-up that itself uses ptrace (a debugger) cannot run traced; a
 // process that stops itself with SIGSTOP runs on (see tracer.handle).
