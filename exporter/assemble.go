@@ -119,6 +119,12 @@ type Request struct {
 	// paths no indexed layer holds are listed in Output.ProfileMissing,
 	// not an error.
 	Profile *profile.Profile
+	// StoreProfile (v2 only) attaches Profile to each indexed image as an
+	// OCI artifact listed in the image index (artifactType
+	// profile.MediaType, platform unknown/unknown, annotated like BuildKit's
+	// attestations with the image manifest's digest; FindProfile), so
+	// later builds and tools find it.
+	StoreProfile bool
 }
 
 // PrefetchNotFoundError reports a prefetch path that no indexed layer of
@@ -269,6 +275,11 @@ func Assemble(req *Request) (*Output, error) {
 	ib, idesc, err := soci.BuildImageIndex(base, bound)
 	if err != nil {
 		return nil, fmt.Errorf("assemble: %w", err)
+	}
+	if req.Profile != nil && req.StoreProfile {
+		if ib, idesc, err = attachProfiles(ib, out, req.Profile, addBlob); err != nil {
+			return nil, fmt.Errorf("assemble: %w", err)
+		}
 	}
 	out.Root = Blob{Desc: idesc, Body: ib}
 	return out, nil

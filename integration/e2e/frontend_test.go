@@ -17,8 +17,11 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/socikit/socikit/exporter"
+	"github.com/socikit/socikit/profile"
 	"github.com/socikit/socikit/soci"
 	"github.com/socikit/socikit/ztoc"
 )
@@ -153,6 +156,26 @@ func checkProfiledImage(t *testing.T, ref string) {
 	}
 	if !found {
 		t.Fatalf("no layer holds /data/hot.txt and /data/cold.txt")
+	}
+	// The profile is stored with the image, attached to its manifest.
+	root, err := remote.Get(r)
+	must(t, err)
+	d, ok, err := exporter.FindProfile(root.Manifest, si.Manifest)
+	if err != nil || !ok {
+		t.Fatalf("no profile artifact for %s in the image index (%v):\n%s", si.Manifest, err, root.Manifest)
+	}
+	pd, err := exporter.ProfileFromArtifact(fetchManifest(t, r.Context(), d.Digest))
+	must(t, err)
+	p, err := profile.Unmarshal(fetchBlob(t, r.Context(), pd.Digest))
+	must(t, err)
+	if f := p.Lookup("/data/hot.txt"); f == nil || f.Bytes() < 100000 {
+		t.Errorf("stored profile: /data/hot.txt %+v, want it read whole (%d files: %v)", f, len(p.Files), p.Paths())
+	}
+	if f := p.Lookup("/data/big.bin"); f == nil || f.Bytes() >= 12000000/2 {
+		t.Errorf("stored profile: /data/big.bin %+v, want a small part read", f)
+	}
+	if p.Lookup("/data/cold.txt") != nil {
+		t.Errorf("stored profile names /data/cold.txt, which the start-up does not read")
 	}
 }
 

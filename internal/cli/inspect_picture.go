@@ -8,8 +8,10 @@ import (
 	"os"
 	"strings"
 
+	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/socikit/socikit/exporter"
 	"github.com/socikit/socikit/internal/image"
 	"github.com/socikit/socikit/internal/spanmap"
 	"github.com/socikit/socikit/profile"
@@ -56,6 +58,15 @@ func inspectPicture(ctx context.Context, e *env, src image.Source, found []found
 	f, err := pickIndex(found, platforms)
 	if err != nil {
 		return err
+	}
+	if prof == nil {
+		p, d, err := storedProfile(ctx, src, f.manifest)
+		if err != nil {
+			e.warnf("the start-up profile stored with the image: %v", err)
+		} else if p != nil {
+			e.warnf("using the start-up profile stored with the image (%s, %d files; --profile FILE uses another)", d.Digest, len(p.Files))
+			prof = p
+		}
 	}
 	if prof != nil && prof.Platform != "" && f.platform != nil {
 		if p, err := parsePlatform(prof.Platform); err == nil && !platformMatches(p, f.platform) {
@@ -156,4 +167,38 @@ func pictureLayers(ctx context.Context, e *env, src image.Source, f foundIndex) 
 		return indexed, nil
 	}
 	return out, nil
+}
+
+// storedProfile returns the start-up profile attached to image manifest img
+// in the image's index (exporter.FindProfile), or nil if there is none.
+func storedProfile(ctx context.Context, src image.Source, img digest.Digest) (*profile.Profile, ocispec.Descriptor, error) {
+	if img == "" {
+		return nil, ocispec.Descriptor{}, nil
+	}
+	root, body, err := src.Resolve(ctx)
+	if err != nil || !image.IsIndex(root.MediaType) {
+		return nil, ocispec.Descriptor{}, err
+	}
+	d, ok, err := exporter.FindProfile(body, img)
+	if err != nil || !ok {
+		return nil, ocispec.Descriptor{}, err
+	}
+	mb, err := src.Manifest(ctx, d)
+	if err != nil {
+		return nil, d, err
+	}
+	pd, err := exporter.ProfileFromArtifact(mb)
+	if err != nil {
+		return nil, d, err
+	}
+	rc, err := src.Blob(ctx, pd)
+	if err != nil {
+		return nil, d, err
+	}
+	defer rc.Close()
+	p, err := profile.Decode(rc)
+	if err != nil {
+		return nil, d, err
+	}
+	return p, d, nil
 }
