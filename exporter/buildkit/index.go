@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/moby/buildkit/util/bklog"
+	"github.com/moby/buildkit/util/progress"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -111,7 +112,10 @@ func addIndexes(ctx context.Context, cs content.Store, root ocispecs.Descriptor,
 	}
 	if n := len(out.ProfileMissing); n > 0 {
 		shown := out.ProfileMissing[:min(n, 10)]
-		bklog.G(ctx).Warnf("soci exporter: %d start-up profile paths are in no indexed layer (written at start-up, or in a layer without a zTOC): %s", n, strings.Join(shown, ", "))
+		msg := fmt.Sprintf("socikit: %d start-up profile paths are in no indexed layer (written at start-up, or in a layer without a zTOC): %s", n, strings.Join(shown, ", "))
+		bklog.G(ctx).Warn(msg)
+		// A step of its own, so that the build's output shows it.
+		_ = progress.OneOff(ctx, msg)(nil)
 	}
 	for _, im := range out.Unindexed {
 		bklog.G(ctx).Warnf("soci exporter: no layer of %s is over %d bytes; it gets no SOCI index", im.Desc.Digest, o.MinLayerSize)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -329,5 +330,54 @@ func TestFrontendBuildx(t *testing.T) {
 	}
 	if !strings.Contains(out, "socikit: linux/") || !strings.Contains(out, "no start-up profile") {
 		t.Errorf("buildx printed no socikit warning:\n%s", out)
+	}
+}
+
+// TestFrontendProfileContextDeterministic builds twice with --no-cache and
+// the same profile from a build context (no profiling run), with
+// SOURCE_DATE_EPOCH and rewrite-timestamp: the same layer, zTOC and SOCI
+// index digests. The profile names a file the image lacks: a warning, not
+// an error.
+func TestFrontendProfileContextDeterministic(t *testing.T) {
+	s := NewSandbox(t)
+	fe := frontendImage(t, s)
+	h := frontendApp(t, "# syntax="+fe+"\n# socikit:span-size=256K", "")
+	df, err := os.ReadFile(filepath.Join(h.Dir, "Dockerfile"))
+	must(t, err)
+	// No /dev/urandom: the same bytes each build.
+	df = []byte(strings.Replace(string(df), "head -c 12000000 /dev/urandom > /data/big.bin", "seq 1 1500000 > /data/big.bin", 1))
+	df = []byte(strings.Replace(string(df), "FROM base\n", "FROM base\nARG SOURCE_DATE_EPOCH\n", 1))
+	must(t, os.WriteFile(filepath.Join(h.Dir, "Dockerfile"), df, 0o644))
+	profDir := t.TempDir()
+	p := &profile.Profile{Version: profile.Version, Source: profile.SourceFile, Files: []profile.File{
+		{Path: "/data/hot.txt", Ranges: []profile.Range{{Offset: 0, Length: 108894}}},
+		{Path: "/data/big.bin", Ranges: []profile.Range{{Offset: 4 << 20, Length: 64 << 10}}},
+		{Path: "/not/in/the/image", Ranges: []profile.Range{{Offset: 0, Length: 1}}},
+	}}
+	pb, err := profile.Marshal(p)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(profDir, "profile.json"), pb, 0o644))
+	var imgs []sociImage
+	for i := range 2 {
+		ref := s.Registry + "/frontend:det" + strconv.Itoa(i)
+		out, err := buildFrontendApp(t, s, h, ref, ",rewrite-timestamp=true", "--no-cache", "--progress", "plain",
+			"--local", "prof="+profDir, "--opt", "context:prof=local:prof",
+			"--opt", "build-arg:SOCIKIT_PROFILE_CONTEXT=prof", "--opt", "build-arg:SOURCE_DATE_EPOCH=0")
+		if err != nil {
+			t.Fatalf("build %d: %v\n%s", i, err, out)
+		}
+		if strings.Contains(out, "[socikit] profiling start-up") {
+			t.Errorf("build %d ran the profiling step although a profile was given", i)
+		}
+		if !strings.Contains(out, "/not/in/the/image") {
+			t.Errorf("build %d: no warning about the profile path the image lacks:\n%s", i, lastLines(out, 30))
+		}
+		imgs = append(imgs, readSociImage(t, ref))
+		checkProfiledImage(t, ref)
+	}
+	a, b := imgs[0], imgs[1]
+	if a.Index != b.Index || strings.Join(digestStrings(a.Layers), ",") != strings.Join(digestStrings(b.Layers), ",") ||
+		strings.Join(digestStrings(a.Ztocs), ",") != strings.Join(digestStrings(b.Ztocs), ",") {
+		t.Errorf("not deterministic:\n%+v\n%+v", a, b)
 	}
 }
