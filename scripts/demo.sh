@@ -10,11 +10,17 @@
 #      the image;
 #   4. inspects the index and reads a file through the zTOC with HTTP range
 #      requests;
+#   4b. builds the `# syntax=` frontend image and examples/startup through
+#      it: the start-up is profiled inside the build (byte ranges), the
+#      layer is reordered, spans are cut around the hot ranges, the prefetch
+#      list is exactly the hot spans, the profile is stored with the image;
+#      `socikit inspect --svg` draws it;
 #   5. converts the base image with `socikit convert` (images built
 #      elsewhere) to an OCI layout tar;
 #   6. starts containerd with socikit-snapshotter, pulls the image lazily and
 #      runs it: the container starts before the image has been downloaded
-#      (`socikit status` shows how much was fetched).
+#      (`socikit status` shows how much was fetched); then the profiled image,
+#      and `socikit profile export` writes what the snapshotter saw it read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -72,6 +78,19 @@ bin/socikit get-file --plain-http "$reg/hello:latest" etc/os-release
 bin/socikit get-file --plain-http -o "$work/got" "$reg/hello:latest" usr/share/doc/net/http/server.go
 cmp "$work/got" "$root/usr/share/doc/net/http/server.go" && echo "server.go: identical to the original"
 
+echo "== the # syntax= frontend: its image, then examples/startup built through it"
+FRONTEND_OUTPUT_ATTRS=registry.insecure=true scripts/frontend-image.sh --addr "$addr" "$reg/socikit/dockerfile:demo" 2>&1 | tail -1
+time bin/buildctl --addr "$addr" build --progress plain --frontend dockerfile.v0 \
+  --local context=examples/startup --local dockerfile=examples/startup \
+  --opt build-arg:BUILDKIT_SYNTAX="$reg/socikit/dockerfile:demo" \
+  --opt context:base=docker-image://$reg/base:latest \
+  --output "type=soci,name=$reg/startup:latest,push=true,registry.insecure=true" >"$work/startup-build.log" 2>&1 ||
+  { tail -30 "$work/startup-build.log"; exit 1; }
+grep -E '\[socikit\]|socikit-trace|socikit:|building SOCI index' "$work/startup-build.log" | grep -v '^#[0-9]* DONE' | cut -c1-150
+bin/socikit inspect --plain-http "$reg/startup:latest"
+svg=/tmp/socikit-demo-startup.svg
+bin/socikit inspect --plain-http --svg "$svg" "$reg/startup:latest" && echo "picture of the spans the start-up reads: $svg"
+
 echo "== socikit convert: the base image (built elsewhere) to an OCI layout tar with a SOCI v2 index"
 bin/socikit convert --plain-http "$reg/base:latest" "$work/base-soci.tar"
 bin/socikit inspect "$work/base-soci.tar" >"$work/inspect.txt"
@@ -86,4 +105,10 @@ ctr() { bin/ctr -a "$CONTAINERD_ADDRESS" -n demo "$@"; }
 time ctr image pull --snapshotter socikit --plain-http "$reg/hello:latest" >/dev/null
 time ctr run --rm --snapshotter socikit "$reg/hello:latest" demo-hello /bin/sh -c 'cat /etc/os-release; wc -c /data/random.bin'
 bin/socikit status --address "$metrics"
+echo "== the profiled image, lazily: prefetch of the hot spans, then its start-up"
+time ctr image pull --snapshotter socikit --plain-http "$reg/startup:latest" >/dev/null
+time ctr run --rm --snapshotter socikit "$reg/startup:latest" demo-startup
+bin/socikit status --address "$metrics"
+echo "== socikit profile export: what the snapshotter saw the start-up read (feed it to the next build)"
+bin/socikit profile export --address "$metrics" -o "$work/lazy-profile.json" "$reg/startup:latest"
 echo "demo: OK"
