@@ -7,6 +7,8 @@
 # Both come from the module in cmd/buildkitd, which pins BuildKit. No BuildKit
 # code is copied into the repository: the overlay JSON that maps our file into
 # BuildKit's package directory in the module cache is generated here.
+# EXTRA_LDFLAGS is appended to both -ldflags (e.g. "-s -w" for smaller
+# binaries, as scripts/builder-binaries.sh does for the builder image).
 # Installs runc (Debian) if it is missing. Reuses the Go build cache: the
 # first build takes minutes on 2 cores, later ones seconds.
 set -euo pipefail
@@ -35,7 +37,7 @@ BKVER=$(go list -mod=vendor -m -f '{{.Version}}' github.com/moby/buildkit)
 overlay="$W/overlay.json"
 printf '{"Replace":{"%s":"%s"}}\n' "$W/vendor/github.com/moby/buildkit/cmd/buildkitd/zz_socikit.go" "$ROOT/cmd/buildkitd/socikit.go" >"$overlay"
 
-ldflags="-X github.com/moby/buildkit/version.Version=$BKVER+socikit -X github.com/moby/buildkit/version.Package=github.com/socikit/socikit/cmd/buildkitd"
+ldflags="-X github.com/moby/buildkit/version.Version=$BKVER+socikit -X github.com/moby/buildkit/version.Package=github.com/socikit/socikit/cmd/buildkitd ${EXTRA_LDFLAGS:-}"
 go build -mod=vendor -trimpath -tags socikit_overlay -overlay "$overlay" -ldflags "$ldflags" -o "$BIN/buildkitd" github.com/moby/buildkit/cmd/buildkitd
-go build -mod=vendor -trimpath -ldflags "-X github.com/moby/buildkit/version.Version=$BKVER" -o "$BIN/buildctl" github.com/moby/buildkit/cmd/buildctl
+go build -mod=vendor -trimpath -ldflags "-X github.com/moby/buildkit/version.Version=$BKVER ${EXTRA_LDFLAGS:-}" -o "$BIN/buildctl" github.com/moby/buildkit/cmd/buildctl
 echo "built $BIN/buildkitd and $BIN/buildctl (BuildKit $BKVER)"

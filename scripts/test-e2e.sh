@@ -9,6 +9,12 @@
 # library (cgo zlib: gcc, zlib1g-dev); TestSociImageRunsPlain runs the image
 # on containerd 2.4.2 from bin/ (scripts/containerd-build.sh, seconds when
 # built) with its default overlayfs snapshotter.
+# The TestDocker* tests (docker_test.go, docs/docker.md) build the builder
+# image without Docker Hub (scripts/builder-image.sh: host-built binaries,
+# Debian-package base), start Debian's Docker Engine 20.10 in a directory of
+# its own (scripts/docker-start.sh installs docker.io if missing; stopped
+# with scripts/docker-stop.sh at the end) and drive buildx's
+# docker-container driver on that image; ~1.5 min warm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/socikit/socikit/internal/version"
 	"github.com/socikit/socikit/snapshotter/service"
 )
 
@@ -19,7 +20,12 @@ func main() {
 	root := flag.String("root", "", "state directory (overrides the config; default "+service.DefaultRoot+")")
 	address := flag.String("address", "", "gRPC unix socket (overrides the config; default "+service.DefaultAddress+")")
 	level := flag.String("log-level", "", "log level (overrides the config; default "+service.DefaultLogLevel+")")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("socikit-snapshotter", version.String())
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	c, err := service.LoadConfig(*config)

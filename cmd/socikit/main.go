@@ -12,9 +12,14 @@ import (
 
 	"github.com/socikit/socikit/internal/cli"
 	"github.com/socikit/socikit/internal/cli/pull"
+	"github.com/socikit/socikit/internal/version"
 )
 
 func main() {
+	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "-version" || os.Args[1] == "version") {
+		fmt.Println("socikit", version.String())
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := cli.Run(ctx, os.Args[1:], cli.WithCommand(pull.Command()))
 	stop()

@@ -109,6 +109,16 @@ func TestBuildxSociPush(t *testing.T) {
 		t.Fatalf("docker buildx build: %v\n%s\n-- buildkitd log --\n%s", err, out, s.Log())
 	}
 	t.Logf("docker buildx build + push: %s", time.Since(start).Round(time.Millisecond))
+	checkBuildxSociPush(t, ref)
+}
+
+// checkBuildxSociPush checks the image buildx pushed to ref with
+// --output type=soci: an OCI image index holding the rewritten image
+// manifest, its SOCI index and buildx's provenance attestation, still
+// attached to the rewritten manifest, the SOCI index and the attestation
+// listed after the image.
+func checkBuildxSociPush(t *testing.T, ref string) {
+	t.Helper()
 
 	r, err := name.ParseReference(ref, name.Insecure)
 	must(t, err)
@@ -183,7 +193,15 @@ func TestBuildxOCI(t *testing.T) {
 		t.Fatalf("docker buildx build: %v\n%s\n-- buildkitd log --\n%s", err, out, s.Log())
 	}
 	t.Logf("docker buildx build --output type=oci: %s", time.Since(start).Round(time.Millisecond))
-	dir := filepath.Join(tmp, "layout")
+	checkBuildxOCITar(t, tarFile)
+}
+
+// checkBuildxOCITar checks the OCI layout tar buildx wrote with --output
+// type=oci,dest=FILE and soci-* attributes: one image index with the SOCI
+// image and its provenance attestation, attached to the rewritten manifest.
+func checkBuildxOCITar(t *testing.T, tarFile string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "layout")
 	untar(t, tarFile, dir)
 	idx := readIndexJSON(t, dir)
 	if len(idx.Manifests) != 1 || idx.Manifests[0].MediaType != ocispec.MediaTypeImageIndex {

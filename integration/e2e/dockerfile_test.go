@@ -17,13 +17,16 @@ import (
 )
 
 // The repository's Dockerfile makes the docker-container driver's builder
-// image (FROM moby/buildkit:v0.34.2, our buildkitd in place of the stock
-// one). Without a Docker engine or Docker Hub, the tests below check what
-// can be checked here: TestDockerfileLint runs BuildKit's own Dockerfile
-// checker on it through our buildkitd, strictly (any warning fails), with
-// stand-ins for the base images; TestDockerfileBinaries builds the binaries
-// with the environment and command of the Dockerfile's build stage and
-// checks they are static and run.
+// image (our buildkitd, buildctl and the socikit binaries on
+// moby/buildkit:v0.34.2, or on a base made from Debian packages given as a
+// named context). docker_test.go builds it without Docker Hub (host-built
+// binaries, Debian base) and runs it under Docker Engine. The tests below
+// check the Docker Hub path as far as it can be checked here:
+// TestDockerfileLint runs BuildKit's own Dockerfile checker on it through
+// our buildkitd, strictly (any warning fails), with stand-ins for the base
+// images; TestDockerfileBinaries builds the binaries with the environment
+// and command of the Dockerfile's build stage and checks they are static
+// and run.
 
 // dockerfileInfo is what the tests need from a Dockerfile, read with a
 // small line parser (enough for the repository's Dockerfile: continuation
@@ -271,13 +274,14 @@ func TestDockerfileLint(t *testing.T) {
 	})
 }
 
-// TestDockerfileBinaries builds bin/buildkitd and bin/buildctl the way the
-// Dockerfile's build stage does, with the environment its ENV sets and the
-// variables its RUN line gives scripts/buildkit-build.sh (BIN pointed at a
-// directory of the test's), and checks that both are static executables
-// (the builder image is Alpine: no glibc) that run. The output directory is
-// kept between runs ($TMPDIR/socikit-e2e-static), so that with a warm Go
-// build cache the test takes seconds.
+// TestDockerfileBinaries builds the builder image's binaries the way the
+// Dockerfile's build stage does (scripts/builder-binaries.sh), with the
+// environment its ENV sets and the variables its RUN line gives the script
+// (BIN pointed at a directory of the test's), and checks that all of them
+// are static executables (the stock image is Alpine: no glibc) that run
+// and print their versions. The output directory is kept between runs
+// ($TMPDIR/socikit-e2e-static, shared with docker_test.go's builder image),
+// so that with a warm Go build cache the test takes seconds.
 func TestDockerfileBinaries(t *testing.T) {
 	root := repoRoot(t)
 	df, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
@@ -286,20 +290,20 @@ func TestDockerfileBinaries(t *testing.T) {
 	env := info.Env["build"]
 	var script []string
 	for _, r := range info.Run["build"] {
-		if strings.Contains(r, "scripts/buildkit-build.sh") {
+		if strings.Contains(r, "scripts/builder-binaries.sh") {
 			script = strings.Fields(r)
 		}
 	}
 	if len(script) == 0 {
-		t.Fatalf("the Dockerfile's build stage does not run scripts/buildkit-build.sh: %+v", info.Run)
+		t.Fatalf("the Dockerfile's build stage does not run scripts/builder-binaries.sh: %+v", info.Run)
 	}
 	// VAR=value words before the script are its environment too.
 	for len(script) > 1 && strings.Contains(script[0], "=") {
 		env = append(env, script[0])
 		script = script[1:]
 	}
-	if script[0] != "scripts/buildkit-build.sh" || len(script) != 1 {
-		t.Fatalf("build stage runs %q: expected scripts/buildkit-build.sh alone", strings.Join(script, " "))
+	if script[0] != "scripts/builder-binaries.sh" || len(script) != 1 {
+		t.Fatalf("build stage runs %q: expected scripts/builder-binaries.sh alone", strings.Join(script, " "))
 	}
 	want := map[string]string{"CGO_ENABLED": "0", "SKIP_RUNC": "1"}
 	got := map[string]string{}
@@ -316,7 +320,7 @@ func TestDockerfileBinaries(t *testing.T) {
 		t.Fatalf("the build stage gives the script no BIN: %v", env)
 	}
 
-	out := filepath.Join(os.TempDir(), "socikit-e2e-static")
+	out, work := builderBin()
 	must(t, os.MkdirAll(out, 0o755))
 	cmdEnv := os.Environ()
 	for _, e := range env {
@@ -326,7 +330,7 @@ func TestDockerfileBinaries(t *testing.T) {
 		cmdEnv = append(cmdEnv, e)
 	}
 	// A work module of its own: another build of bin/ may run meanwhile.
-	cmdEnv = append(cmdEnv, "BUILDKITD_WORKDIR="+filepath.Join(os.TempDir(), "socikit-e2e-static-work"))
+	cmdEnv = append(cmdEnv, "BUILDKITD_WORKDIR="+work)
 	t.Logf("%s %s", strings.Join(env, " "), script[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -339,7 +343,13 @@ func TestDockerfileBinaries(t *testing.T) {
 	}
 	t.Logf("built in %s", time.Since(start).Round(time.Millisecond))
 
-	for _, name := range []string{"buildkitd", "buildctl"} {
+	names := []string{"buildkitd", "buildctl"}
+	for _, c := range []string{"socikit", "socikit-snapshotter", "socikit-frontend", "socikit-trace"} {
+		if _, err := os.Stat(filepath.Join(root, "cmd", c)); err == nil {
+			names = append(names, c)
+		}
+	}
+	for _, name := range names {
 		p := filepath.Join(out, name)
 		f, err := elf.Open(p)
 		if err != nil {
@@ -370,6 +380,9 @@ func TestDockerfileBinaries(t *testing.T) {
 		}
 		if name == "buildctl" && !bytes.Contains(v, []byte("v0.34.2")) {
 			t.Errorf("buildctl --version: %s: not v0.34.2", v)
+		}
+		if strings.HasPrefix(name, "socikit") && !regexp.MustCompile(`^`+name+` v\S+ \(commit ([0-9a-f]{12}|unknown)\)\n$`).Match(v) {
+			t.Errorf("%s --version: %q: not \"%s VERSION (commit COMMIT)\"", name, v, name)
 		}
 	}
 	// The soci exporter is in: its attributes are in buildkitd's binary.
