@@ -10,13 +10,15 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
-	"net/url"
+	neturl "net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/containerd/log"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -41,18 +43,29 @@ type Blob interface {
 }
 
 // HTTPBlob reads a blob by HTTP range requests: one request per range, or
-// one multi-range request for several when the server honours them,
-// retried with backoff on 5xx, 429 and connection errors, each attempt
-// bounded by a timeout. It never logs; its errors carry no credentials and
-// no URL query strings (blob storage redirects sign them).
+// one multi-range request for several when the server honours them.
+// Failed requests are retried with backoff and jitter (5xx, 429 and 503
+// after their Retry-After, connection errors, short bodies), each attempt
+// bounded by a timeout; a request that makes no progress for the stall
+// deadline is cut and asked again for what is still missing, and one slow
+// to answer is hedged (see DefaultStallFloor, DefaultHedgeDelay). A 200
+// with the whole blob is read up to the range asked. Retries and slow
+// fetches are logged, at most one line of a kind per host every 5
+// seconds; its errors carry no credentials and no URL query strings (blob
+// storage redirects sign them).
 type HTTPBlob struct {
 	client *http.Client
 	url    string
+	host   string // for log lines
 	size   int64
 	o      options
+	stats  *hostStats
+	fm     atomic.Pointer[faultMetricsRef]
 
 	noMultiRange atomic.Bool // set once the server answered a multi-range request badly
 }
+
+type faultMetricsRef struct{ FaultMetrics }
 
 var _ Blob = (*HTTPBlob)(nil)
 
@@ -67,7 +80,30 @@ func NewHTTPBlob(client *http.Client, url string, size int64, opts ...Option) (*
 	if size <= 0 {
 		return nil, fmt.Errorf("blob size %d is not positive", size)
 	}
-	return &HTTPBlob{client: client, url: url, size: size, o: o}, nil
+	host := "(url)"
+	if u, err := neturl.Parse(url); err == nil {
+		host = u.Host
+	}
+	b := &HTTPBlob{client: client, url: url, host: host, size: size, o: o, stats: statsFor(host)}
+	if _, nop := o.metrics.(nopMetrics); !nop {
+		b.useMetrics(o.metrics)
+	}
+	return b, nil
+}
+
+// useMetrics makes b report to m if it is a FaultMetrics and b reports
+// nowhere yet (a Fetcher calls it with its Metrics).
+func (b *HTTPBlob) useMetrics(m Metrics) {
+	if fm, ok := m.(FaultMetrics); ok {
+		b.fm.CompareAndSwap(nil, &faultMetricsRef{fm})
+	}
+}
+
+func (b *HTTPBlob) faults() FaultMetrics {
+	if r := b.fm.Load(); r != nil {
+		return r.FaultMetrics
+	}
+	return nopMetrics{}
 }
 
 // NewRegistryBlob returns a Blob reading layer d (size bytes) of repo
@@ -143,11 +179,11 @@ func (b *HTTPBlob) ReadRanges(ctx context.Context, ranges []Range) error {
 // fetch reads rs (one request) with retries, falling back to one request
 // per range when a multi-range request is refused.
 func (b *HTTPBlob) fetch(ctx context.Context, rs []Range) error {
-	err := b.retry(ctx, rs)
+	left, err := b.retry(ctx, rs)
 	if errors.Is(err, errNoMultiRange) {
 		b.noMultiRange.Store(true)
-		for _, r := range rs {
-			if err := b.retry(ctx, []Range{r}); err != nil {
+		for _, r := range left {
+			if _, err := b.retry(ctx, []Range{r}); err != nil {
 				return err
 			}
 		}
@@ -156,46 +192,138 @@ func (b *HTTPBlob) fetch(ctx context.Context, rs []Range) error {
 	return err
 }
 
-var errNoMultiRange = errors.New("server does not answer multi-range requests")
+var (
+	errNoMultiRange = errors.New("server does not answer multi-range requests")
+	errWholeBlob    = errors.New("range request answered with the whole blob")
+)
 
-func (b *HTTPBlob) retry(ctx context.Context, rs []Range) error {
+// maxBackoff caps the delay between two attempts (Retry-After aside).
+const maxBackoff = 10 * time.Second
+
+// retry reads rs with up to b.o.retries retries, each asking only for the
+// bytes still missing. It returns the ranges (or parts of ranges) not
+// read.
+func (b *HTTPBlob) retry(ctx context.Context, rs []Range) ([]Range, error) {
+	left := slices.Clone(rs)
+	start := time.Now()
 	delay := b.o.backoff
 	for attempt := 0; ; attempt++ {
-		err := b.do(ctx, rs)
-		if err == nil || !retryable(err) || attempt >= b.o.retries || ctx.Err() != nil {
-			return err
+		err := b.do(ctx, left, attempt)
+		left = slices.DeleteFunc(left, func(r Range) bool { return len(r.Buf) == 0 })
+		if err == nil && len(left) > 0 {
+			err = fmt.Errorf("range request: %d ranges not read", len(left))
 		}
-		j := time.Duration(rand.Int64N(int64(delay/2) + 1))
-		t := time.NewTimer(delay/2 + j)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return errors.Join(err, ctx.Err())
-		case <-t.C:
+		if err == nil {
+			b.slow(ctx, start, attempt, nil)
+			return nil, nil
 		}
-		delay *= 2
+		reason, ok := classify(err)
+		if !ok || attempt >= b.o.retries || ctx.Err() != nil {
+			if ok && ctx.Err() == nil {
+				if log1, n := b.stats.logOK("giveup"); log1 {
+					log.G(ctx).WithError(err).WithField("host", b.host).WithField("attempts", attempt+1).
+						WithField("suppressed", n).Warn("range request failed, giving up")
+				}
+			}
+			b.slow(ctx, start, attempt, err)
+			return left, err
+		}
+		var wait time.Duration
+		if reason != RetryStall { // a stall has waited its deadline already
+			wait = delay/2 + time.Duration(rand.Int64N(int64(delay/2)+1))
+			delay = min(2*delay, maxBackoff)
+		}
+		var se *statusError
+		if errors.As(err, &se) && se.retryAfter > 0 {
+			wait = max(wait, min(se.retryAfter, b.o.maxRetryAfter))
+		}
+		b.faults().Retried(reason)
+		if log1, n := b.stats.logOK("retry"); log1 {
+			var missing int64
+			for _, r := range left {
+				missing += int64(len(r.Buf))
+			}
+			log.G(ctx).WithError(err).WithField("host", b.host).WithField("reason", reason.String()).
+				WithField("attempt", attempt+1).WithField("wait", wait.Round(time.Millisecond).String()).
+				WithField("bytes", missing).WithField("suppressed", n).Warn("range request failed, retrying")
+		}
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return left, errors.Join(err, ctx.Err())
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// slow counts and logs a request that took longer than b.o.slowFetch.
+func (b *HTTPBlob) slow(ctx context.Context, start time.Time, attempt int, err error) {
+	d := time.Since(start)
+	if d <= b.o.slowFetch {
+		return
+	}
+	b.faults().SlowFetch()
+	if log1, n := b.stats.logOK("slow"); log1 {
+		e := log.G(ctx).WithField("host", b.host).WithField("took", d.Round(time.Millisecond).String()).
+			WithField("attempts", attempt+1).WithField("suppressed", n)
+		if err != nil {
+			e = e.WithError(err)
+		}
+		e.Warn("slow range fetch")
 	}
 }
 
 type statusError struct {
-	code int
-	msg  string
+	code       int
+	msg        string
+	retryAfter time.Duration
 }
 
 func (e *statusError) Error() string { return e.msg }
 
-func retryable(err error) bool {
+// classify tells whether err is worth another attempt, and why.
+func classify(err error) (RetryReason, bool) {
+	var stall *stallError
+	if errors.As(err, &stall) {
+		return RetryStall, true
+	}
 	var se *statusError
 	if errors.As(err, &se) {
-		return se.code >= 500 || se.code == http.StatusTooManyRequests || se.code == http.StatusRequestTimeout
+		switch {
+		case se.code == http.StatusTooManyRequests:
+			return Retry429, true
+		case se.code == http.StatusRequestTimeout:
+			return RetryTimeout, true
+		case se.code >= 500:
+			return Retry5xx, true
+		}
+		return 0, false
 	}
-	if errors.Is(err, errNoMultiRange) || errors.Is(err, context.Canceled) {
-		return false
+	switch {
+	case errors.Is(err, errWholeBlob):
+		return RetryWholeBlob, true
+	case errors.Is(err, errNoMultiRange) || errors.Is(err, context.Canceled):
+		return 0, false
+	case errors.Is(err, context.DeadlineExceeded):
+		return RetryTimeout, true
+	case errors.Is(err, errShortBody) || errors.Is(err, io.ErrUnexpectedEOF):
+		return RetryShortBody, true
 	}
 	var ne net.Error
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.As(err, &ne) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errShortBody)
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.As(err, &ne) {
+		return RetryConnection, true
+	}
+	return 0, false
+}
+
+// retryable tells whether err is worth another attempt.
+func retryable(err error) bool {
+	_, ok := classify(err)
+	return ok
 }
 
 var errShortBody = errors.New("short response body")
@@ -212,39 +340,172 @@ func rangeHeader(rs []Range) string {
 	return sb.String()
 }
 
-// do makes one attempt at reading rs in one request.
-func (b *HTTPBlob) do(ctx context.Context, rs []Range) error {
-	ctx, cancel := context.WithTimeout(ctx, b.o.timeout)
-	defer cancel()
+// do makes one attempt at reading rs in one request (hedged if slow to
+// answer). The bytes read are taken off rs's elements (Off advanced, Buf
+// shortened) even when it fails, so that the next attempt asks only for
+// the rest.
+func (b *HTTPBlob) do(ctx context.Context, rs []Range, attempt int) error {
+	stall, hedge := b.stats.deadlines(&b.o, attempt)
+	resp, w, err := b.send(ctx, rangeHeader(rs), stall, hedge)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	defer resp.Body.Close()
+	if err := b.read(resp, &progressReader{r: resp.Body, w: w}, rs, attempt); err != nil {
+		if se := w.stallErr(); se != nil {
+			b.faults().Stalled()
+			return se
+		}
+		return err
+	}
+	if w.maxGap > 0 {
+		b.stats.observe(w.maxGap, false)
+	}
+	return nil
+}
+
+// sent is one request of an attempt: its response or error.
+type sent struct {
+	resp  *http.Response
+	w     *watch
+	err   error
+	hedge bool
+}
+
+func (s sent) discard() {
+	if s.resp != nil {
+		s.resp.Body.Close()
+	}
+	s.w.close()
+}
+
+// answered tells whether a status is an answer (not one to retry).
+func answered(code int) bool {
+	return code < 500 && code != http.StatusTooManyRequests && code != http.StatusRequestTimeout
+}
+
+// send sends the request and returns its response and watch (the caller
+// closes both). If no answer came after hedgeAfter (0: never), it sends a
+// second, identical request; the first answer wins and the other request
+// is cancelled. Each request is cut after stall without its headers.
+func (b *HTTPBlob) send(ctx context.Context, rh string, stall, hedgeAfter time.Duration) (*http.Response, *watch, error) {
+	results := make(chan sent, 2)
+	var ws []*watch
+	launch := func(hedge bool) {
+		b.stats.requests.Add(1)
+		w := newWatch(ctx, stall, b.o.timeout)
+		ws = append(ws, w)
+		go func() {
+			resp, err := b.roundTrip(w.ctx, rh)
+			if err == nil {
+				w.headers.Store(true)
+				b.stats.observe(w.progress(), true)
+			} else if se := w.stallErr(); se != nil {
+				b.faults().Stalled()
+				err = se
+			}
+			results <- sent{resp: resp, w: w, err: err, hedge: hedge}
+		}()
+	}
+	launch(false)
+	pending, hedged := 1, false
+	var hedgeC <-chan time.Time
+	if hedgeAfter > 0 {
+		t := time.NewTimer(hedgeAfter)
+		defer t.Stop()
+		hedgeC = t.C
+	}
+	var fallback *sent // the first non-answer
+	for pending > 0 {
+		select {
+		case <-hedgeC:
+			hedgeC = nil
+			if b.stats.allowHedge() {
+				launch(true)
+				pending++
+				hedged = true
+			}
+		case r := <-results:
+			pending--
+			if r.err == nil && answered(r.resp.StatusCode) {
+				if hedged {
+					b.faults().Hedged(r.hedge)
+				}
+				if fallback != nil {
+					fallback.discard()
+				}
+				for _, w := range ws {
+					if w != r.w {
+						w.cancel(context.Canceled)
+					}
+				}
+				if pending > 0 {
+					go func() { (<-results).discard() }()
+				}
+				return r.resp, r.w, nil
+			}
+			if fallback == nil {
+				fallback = &r
+			} else {
+				r.discard()
+			}
+		}
+	}
+	if hedged {
+		b.faults().Hedged(false)
+	}
+	if fallback.err != nil {
+		fallback.w.close()
+		return nil, nil, fallback.err
+	}
+	return fallback.resp, fallback.w, nil
+}
+
+func (b *HTTPBlob) roundTrip(ctx context.Context, rh string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.url, nil)
 	if err != nil {
-		return redact(err)
+		return nil, redact(err)
 	}
-	req.Header.Set("Range", rangeHeader(rs))
+	req.Header.Set("Range", rh)
 	resp, err := b.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("range request: %w", redact(err))
+		return nil, fmt.Errorf("range request: %w", redact(err))
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusPartialContent {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-		if resp.StatusCode == http.StatusOK && len(rs) > 1 {
+	return resp, nil
+}
+
+// read reads a response to a request for rs into rs.
+func (b *HTTPBlob) read(resp *http.Response, body io.Reader, rs []Range, attempt int) error {
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusOK:
+		if len(rs) > 1 {
+			io.Copy(io.Discard, io.LimitReader(body, 4<<10))
 			return errNoMultiRange
 		}
-		return &statusError{resp.StatusCode, fmt.Sprintf("range request %s: status %s (want 206)", req.Header.Get("Range"), resp.Status)}
+		// The whole blob: read up to the range, unless that is much more
+		// than asked and another attempt may do better.
+		if resp.ContentLength >= 0 && resp.ContentLength != b.size {
+			return fmt.Errorf("range request: status 200 with %d bytes, blob is %d", resp.ContentLength, b.size)
+		}
+		b.faults().WholeBlob()
+		if rs[0].Off > b.o.maxRequest && attempt < b.o.retries {
+			return fmt.Errorf("range request bytes %d-: %w", rs[0].Off, errWholeBlob)
+		}
+		return fill(body, 0, rs)
+	default:
+		io.Copy(io.Discard, io.LimitReader(body, 4<<10))
+		return &statusError{code: resp.StatusCode, retryAfter: retryAfter(resp.Header, time.Now()),
+			msg: fmt.Sprintf("range request %s: status %s (want 206)", resp.Request.Header.Get("Range"), resp.Status)}
 	}
 	mt, params, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt == "multipart/byteranges" {
-		if len(rs) == 1 {
-			return readParts(multipart.NewReader(resp.Body, params["boundary"]), rs, b.size)
-		}
-		if err := readParts(multipart.NewReader(resp.Body, params["boundary"]), rs, b.size); err != nil {
-			if retryable(err) {
-				return err
-			}
+		err := readParts(multipart.NewReader(body, params["boundary"]), rs, b.size)
+		if err != nil && len(rs) > 1 && !retryable(err) {
 			return fmt.Errorf("%w: %w", errNoMultiRange, err)
 		}
-		return nil
+		return err
 	}
 	start, end, total, err := parseContentRange(resp.Header.Get("Content-Range"))
 	if err != nil {
@@ -262,33 +523,54 @@ func (b *HTTPBlob) do(ctx context.Context, rs []Range) error {
 		}
 		return fmt.Errorf("range request bytes %d-%d: got Content-Range %d-%d", first, last, start, end)
 	}
-	return fill(resp.Body, start, end, rs)
+	return fill(body, start, rs)
 }
 
-// fill reads body, holding blob bytes [start, end], into the ranges.
-func fill(body io.Reader, start, end int64, rs []Range) error {
+// fill reads body, holding blob bytes from start on, into the ranges,
+// taking what it read off each range (Off advanced, Buf shortened).
+func fill(body io.Reader, start int64, rs []Range) error {
 	pos := start
-	for _, r := range rs {
+	for i := range rs {
+		r := &rs[i]
+		if len(r.Buf) == 0 {
+			continue
+		}
 		if r.Off < pos {
 			return fmt.Errorf("range %d overlaps the previous one", r.Off)
 		}
 		if _, err := io.CopyN(io.Discard, body, r.Off-pos); err != nil {
 			return fmt.Errorf("range response: %w: %w", errShortBody, err)
 		}
-		if _, err := io.ReadFull(body, r.Buf); err != nil {
-			return fmt.Errorf("range response: %w: %w", errShortBody, err)
+		pos = r.Off
+		for len(r.Buf) > 0 {
+			n, err := body.Read(r.Buf)
+			r.Off += int64(n)
+			r.Buf = r.Buf[n:]
+			pos += int64(n)
+			if len(r.Buf) > 0 && err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return fmt.Errorf("range response: %w: %w", errShortBody, err)
+			}
 		}
-		pos = r.Off + int64(len(r.Buf))
 	}
-	_ = end
 	return nil
 }
 
-// readParts reads a multipart/byteranges body into rs.
+// readParts reads a multipart/byteranges body into rs, taking what it
+// read off each range as fill does.
 func readParts(mr *multipart.Reader, rs []Range, size int64) error {
-	done := make([]bool, len(rs))
-	left := len(rs)
-	for left > 0 {
+	for {
+		left := 0
+		for _, r := range rs {
+			if len(r.Buf) > 0 {
+				left++
+			}
+		}
+		if left == 0 {
+			return nil
+		}
 		p, err := mr.NextPart()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -303,34 +585,21 @@ func readParts(mr *multipart.Reader, rs []Range, size int64) error {
 		if total >= 0 && total != size {
 			return fmt.Errorf("multipart response: blob is %d bytes, expected %d", total, size)
 		}
-		matched := false
-		for i, r := range rs {
-			if !done[i] && r.Off >= start && r.Off+int64(len(r.Buf))-1 <= end {
-				// A part may cover several ranges; take all it covers.
-				var sub []Range
-				var idx []int
-				for k := i; k < len(rs) && rs[k].Off+int64(len(rs[k].Buf))-1 <= end; k++ {
-					if !done[k] {
-						sub = append(sub, rs[k])
-						idx = append(idx, k)
-					}
-				}
-				if err := fill(p, start, end, sub); err != nil {
-					return err
-				}
-				for _, k := range idx {
-					done[k] = true
-					left--
-				}
-				matched = true
-				break
-			}
-		}
-		if !matched {
+		// A part may cover several ranges; take all it covers.
+		i := slices.IndexFunc(rs, func(r Range) bool {
+			return len(r.Buf) > 0 && r.Off >= start && r.Off+int64(len(r.Buf))-1 <= end
+		})
+		if i < 0 {
 			return fmt.Errorf("multipart response: unexpected part %d-%d", start, end)
 		}
+		j := i + 1
+		for j < len(rs) && rs[j].Off+int64(len(rs[j].Buf))-1 <= end {
+			j++
+		}
+		if err := fill(p, start, rs[i:j]); err != nil {
+			return err
+		}
 	}
-	return nil
 }
 
 // parseContentRange parses "bytes a-b/total" (total "*" gives -1).
@@ -366,9 +635,9 @@ func parseContentRange(s string) (start, end, total int64, err error) {
 // redact removes query strings and user info from URLs in err: blob
 // storage redirects carry signatures there.
 func redact(err error) error {
-	var ue *url.Error
+	var ue *neturl.Error
 	if errors.As(err, &ue) {
-		if u, perr := url.Parse(ue.URL); perr == nil {
+		if u, perr := neturl.Parse(ue.URL); perr == nil {
 			u.RawQuery, u.User, u.Fragment = "", nil, ""
 			ue.URL = u.String()
 		} else {

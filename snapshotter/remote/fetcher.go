@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +80,9 @@ func NewFetcher(ctx context.Context, ix *ztoc.Index, blob Blob, c *cache.Layer, 
 	}
 	if blob.Size() != ix.Ztoc().CompressedArchiveSize {
 		return nil, fmt.Errorf("blob is %d bytes, ztoc says %d", blob.Size(), ix.Ztoc().CompressedArchiveSize)
+	}
+	if hb, ok := blob.(interface{ useMetrics(Metrics) }); ok {
+		hb.useMetrics(o.metrics)
 	}
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	return &Fetcher{ix: ix, blob: blob, cache: c, o: o, life: life, close: cancel,
@@ -375,31 +379,74 @@ func (f *Fetcher) fetchBatch(kind FetchKind, runs [][]SpanID) {
 		return
 	}
 	errs := make(map[SpanID]error)
+	last := f.o.verifyRetries == 0
 	for i, run := range runs {
-		f.store(run, ranges[i].Buf, errs)
+		f.store(run, ranges[i].Buf, errs, last)
+	}
+	// Spans whose bytes did not match their digest are fetched again, one
+	// range each: a registry, a proxy or the network may have damaged one
+	// response. Bytes that never match give an error, never data.
+	for try := 1; try <= f.o.verifyRetries; try++ {
+		var bad []SpanID
+		for id, err := range errs {
+			if errors.Is(err, ztoc.ErrDigestMismatch) {
+				bad = append(bad, id)
+			}
+		}
+		if len(bad) == 0 {
+			break
+		}
+		slices.Sort(bad)
+		fm := faultMetrics(f.o.metrics)
+		ranges := make([]Range, len(bad))
+		var n int64
+		for i, id := range bad {
+			s := spans[id]
+			ranges[i] = Range{Off: s.CompressedStart, Buf: make([]byte, s.CompressedEnd-s.CompressedStart)}
+			n += s.CompressedEnd - s.CompressedStart
+			fm.Retried(RetryVerify)
+		}
+		t := time.Now()
+		err := f.blob.ReadRanges(f.life, ranges)
+		f.o.metrics.Fetched(kind, len(bad), n, time.Since(t), err)
+		if err != nil {
+			for _, id := range bad {
+				errs[id] = fmt.Errorf("fetch span %d again after a digest mismatch: %w", id, err)
+			}
+			break
+		}
+		for i, id := range bad {
+			delete(errs, id)
+			f.store([]SpanID{id}, ranges[i].Buf, errs, try == f.o.verifyRetries)
+		}
 	}
 	f.finish(runs, errs, nil)
 }
 
 // store decompresses and caches a run, recording per-span errors. When the
 // run fails as a whole, its spans are tried one by one so that one bad
-// span does not fail its neighbours.
-func (f *Fetcher) store(run []SpanID, compressed []byte, errs map[SpanID]error) {
+// span does not fail its neighbours. last tells that a span failing
+// verification will not be fetched again.
+func (f *Fetcher) store(run []SpanID, compressed []byte, errs map[SpanID]error, last bool) {
 	spans := f.ix.Spans()
-	first, last := run[0], run[len(run)-1]
+	first, lastID := run[0], run[len(run)-1]
 	base := spans[first].CompressedStart
-	data, err := f.ix.Decompress(first, last, compressed)
-	if err != nil && first != last {
+	data, err := f.ix.Decompress(first, lastID, compressed)
+	if err != nil && first != lastID {
 		for _, id := range run {
 			s := spans[id]
-			f.store([]SpanID{id}, compressed[s.CompressedStart-base:s.CompressedEnd-base], errs)
+			f.store([]SpanID{id}, compressed[s.CompressedStart-base:s.CompressedEnd-base], errs, last)
 		}
 		return
 	}
 	if err != nil {
 		if errors.Is(err, ztoc.ErrDigestMismatch) {
 			f.o.metrics.VerifyFailed(first)
-			log.G(f.life).WithError(err).WithField("span", first).Error("span failed verification")
+			if last {
+				log.G(f.life).WithError(err).WithField("span", first).Error("span failed verification")
+			} else {
+				log.G(f.life).WithError(err).WithField("span", first).Warn("span failed verification, fetching it again")
+			}
 		}
 		errs[first] = fmt.Errorf("span %d: %w", first, err)
 		return

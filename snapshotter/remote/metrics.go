@@ -60,8 +60,73 @@ type Metrics interface {
 	VerifyFailed(id SpanID)
 }
 
-// Counters is a Metrics that counts, with atomic counters. Its zero value
-// is ready to use.
+// RetryReason tells why a range request was retried.
+type RetryReason uint8
+
+// The reasons for a retry.
+const (
+	// RetryConnection: the connection failed (refused, reset, closed)
+	// before the response's headers.
+	RetryConnection RetryReason = iota
+	// Retry5xx: a 5xx status.
+	Retry5xx
+	// Retry429: 429 Too Many Requests (Retry-After honoured).
+	Retry429
+	// RetryShortBody: the body ended (or the connection broke) before the
+	// bytes asked for.
+	RetryShortBody
+	// RetryStall: no byte for the stall deadline (before the headers or in
+	// the body): the request was cut.
+	RetryStall
+	// RetryTimeout: the per-attempt timeout (WithRequestTimeout) expired
+	// while the response was still coming, or a 408.
+	RetryTimeout
+	// RetryWholeBlob: a 200 with the whole blob, too far from the range
+	// asked to read through (asked again).
+	RetryWholeBlob
+	// RetryVerify: a span's bytes did not match its digest; it was
+	// fetched again.
+	RetryVerify
+
+	// NumRetryReasons is the number of retry reasons.
+	NumRetryReasons = iota
+)
+
+var reasonNames = [...]string{RetryConnection: "connection", Retry5xx: "5xx", Retry429: "429", RetryShortBody: "short-body",
+	RetryStall: "stall", RetryTimeout: "timeout", RetryWholeBlob: "whole-blob", RetryVerify: "verify"}
+
+// String returns the reason's label: "connection", "5xx", "429",
+// "short-body", "stall", "timeout", "whole-blob" or "verify".
+func (r RetryReason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("RetryReason(%d)", uint8(r))
+}
+
+// FaultMetrics receives how registry faults were handled. An HTTPBlob
+// reports to the Metrics given with WithMetrics when it implements
+// FaultMetrics too (Counters does), and a Fetcher hands its own Metrics to
+// an HTTPBlob made without one.
+type FaultMetrics interface {
+	// Retried is called for each request (or span) asked again.
+	Retried(reason RetryReason)
+	// Stalled is called for each request cut for making no progress.
+	Stalled()
+	// Hedged is called for each hedge request (a second request sent when
+	// the first was slow to answer) once the race is decided: won tells
+	// that the hedge answered first.
+	Hedged(won bool)
+	// WholeBlob is called for each 200 answering a range request with the
+	// whole blob.
+	WholeBlob()
+	// SlowFetch is called for each request that took longer than
+	// WithSlowFetch (default DefaultSlowFetch), retries included.
+	SlowFetch()
+}
+
+// Counters is a Metrics and a FaultMetrics that counts, with atomic
+// counters. Its zero value is ready to use.
 type Counters struct {
 	Fetches       [NumFetchKinds]atomic.Int64 // by FetchKind
 	FetchErrors   atomic.Int64
@@ -70,9 +135,43 @@ type Counters struct {
 	FetchNanos    atomic.Int64
 	Hits, Misses  atomic.Int64
 	VerifyFailure atomic.Int64
+
+	Retries     [NumRetryReasons]atomic.Int64 // by RetryReason
+	Stalls      atomic.Int64
+	Hedges      atomic.Int64 // hedge requests sent
+	HedgeWins   atomic.Int64 // of which answered first
+	WholeBlobs  atomic.Int64
+	SlowFetches atomic.Int64
 }
 
-var _ Metrics = (*Counters)(nil)
+var (
+	_ Metrics      = (*Counters)(nil)
+	_ FaultMetrics = (*Counters)(nil)
+)
+
+// Retried implements FaultMetrics.
+func (c *Counters) Retried(r RetryReason) {
+	if int(r) < len(c.Retries) {
+		c.Retries[r].Add(1)
+	}
+}
+
+// Stalled implements FaultMetrics.
+func (c *Counters) Stalled() { c.Stalls.Add(1) }
+
+// Hedged implements FaultMetrics.
+func (c *Counters) Hedged(won bool) {
+	c.Hedges.Add(1)
+	if won {
+		c.HedgeWins.Add(1)
+	}
+}
+
+// WholeBlob implements FaultMetrics.
+func (c *Counters) WholeBlob() { c.WholeBlobs.Add(1) }
+
+// SlowFetch implements FaultMetrics.
+func (c *Counters) SlowFetch() { c.SlowFetches.Add(1) }
 
 // Fetched implements Metrics.
 func (c *Counters) Fetched(kind FetchKind, spans int, bytes int64, d time.Duration, err error) {
@@ -103,3 +202,16 @@ func (nopMetrics) Fetched(FetchKind, int, int64, time.Duration, error) {}
 func (nopMetrics) CacheHit(int)                                        {}
 func (nopMetrics) CacheMiss(int)                                       {}
 func (nopMetrics) VerifyFailed(SpanID)                                 {}
+func (nopMetrics) Retried(RetryReason)                                 {}
+func (nopMetrics) Stalled()                                            {}
+func (nopMetrics) Hedged(bool)                                         {}
+func (nopMetrics) WholeBlob()                                          {}
+func (nopMetrics) SlowFetch()                                          {}
+
+// faultMetrics returns m's FaultMetrics side, or a no-op.
+func faultMetrics(m Metrics) FaultMetrics {
+	if fm, ok := m.(FaultMetrics); ok {
+		return fm
+	}
+	return nopMetrics{}
+}

@@ -22,6 +22,12 @@ type options struct {
 	transport  http.RoundTripper
 	keychain   authn.Keychain
 
+	stallFloor, stallCeiling time.Duration
+	hedgeMin                 time.Duration // 0: no hedging
+	maxRetryAfter            time.Duration
+	slowFetch                time.Duration
+	verifyRetries            int
+
 	metrics      Metrics
 	fetchJobs    int
 	maxFetchSize int64
@@ -45,7 +51,97 @@ const (
 	DefaultBlobJobs = 4
 	// DefaultMultiRange is the most ranges sent in one multi-range request.
 	DefaultMultiRange = 16
+
+	// DefaultStallFloor and DefaultStallCeiling bound the stall deadline:
+	// how long a request may go without a byte (waiting for its headers,
+	// or between two reads of its body) before it is cut and asked again.
+	// Between the bounds the deadline follows the registry host: 4 × the
+	// 95th percentile of its recent silences (times to the headers and
+	// longest pauses within bodies of the last 128 responses), or
+	// DefaultStallCold until 8 are known; each retry of a request doubles
+	// it (up to the ceiling), so a registry slower than the floor is
+	// waited for after all.
+	DefaultStallFloor   = 1 * time.Second
+	DefaultStallCeiling = 15 * time.Second
+	DefaultStallCold    = 4 * time.Second
+	// DefaultHedgeDelay is the least time a request waits for its headers
+	// before a second, identical request is sent (a hedge; the first to
+	// answer is used, the other cancelled). The delay is 2 × the host's
+	// 95th percentile time to headers (a quarter of the stall deadline
+	// until it is known), below the stall deadline; hedges are at most
+	// 10 % of a host's requests (plus 4).
+	DefaultHedgeDelay = 200 * time.Millisecond
+	// DefaultMaxRetryAfter caps the wait a Retry-After header asks for.
+	DefaultMaxRetryAfter = 20 * time.Second
+	// DefaultSlowFetch: a request that takes longer, retries included, is
+	// logged (rate-limited) and counted (FaultMetrics.SlowFetch).
+	DefaultSlowFetch = 2 * time.Second
+	// DefaultVerifyRetries is how often a Fetcher fetches a span again
+	// whose bytes did not match its digest before it gives up (EIO).
+	DefaultVerifyRetries = 2
 )
+
+// WithStallTimeout bounds the adaptive stall deadline (see
+// DefaultStallFloor); floor == ceiling makes it fixed. Default
+// DefaultStallFloor, DefaultStallCeiling.
+func WithStallTimeout(floor, ceiling time.Duration) Option {
+	return func(o *options) error {
+		if floor <= 0 || ceiling < floor {
+			return fmt.Errorf("stall timeout bounds %v, %v: want 0 < floor <= ceiling", floor, ceiling)
+		}
+		o.stallFloor, o.stallCeiling = floor, ceiling
+		return nil
+	}
+}
+
+// WithHedgeDelay sets the least delay before a hedge request (see
+// DefaultHedgeDelay); 0 turns hedging off. Default DefaultHedgeDelay.
+func WithHedgeDelay(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("hedge delay %v is negative", d)
+		}
+		o.hedgeMin = d
+		return nil
+	}
+}
+
+// WithMaxRetryAfter caps the wait asked by a Retry-After header of a 429
+// or 503. Default DefaultMaxRetryAfter.
+func WithMaxRetryAfter(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("max Retry-After %v is negative", d)
+		}
+		o.maxRetryAfter = d
+		return nil
+	}
+}
+
+// WithSlowFetch sets the duration above which a request counts as slow.
+// Default DefaultSlowFetch.
+func WithSlowFetch(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("slow fetch threshold %v is not positive", d)
+		}
+		o.slowFetch = d
+		return nil
+	}
+}
+
+// WithVerifyRetries sets how often a Fetcher fetches a span again after
+// its bytes did not match its digest (a registry or proxy may damage one
+// response); 0 fails at the first mismatch. Default DefaultVerifyRetries.
+func WithVerifyRetries(n int) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("verify retries %d is negative", n)
+		}
+		o.verifyRetries = n
+		return nil
+	}
+}
 
 // WithRetries sets how often a failed request is retried. Default
 // DefaultRetries.
@@ -70,7 +166,8 @@ func WithBackoff(d time.Duration) Option {
 	}
 }
 
-// WithRequestTimeout bounds each request attempt. Default
+// WithRequestTimeout bounds each request attempt, however much progress
+// it makes (WithStallTimeout cuts one that makes none). Default
 // DefaultRequestTimeout.
 func WithRequestTimeout(d time.Duration) Option {
 	return func(o *options) error {
@@ -142,7 +239,9 @@ func makeOptions(opts []Option) (options, error) {
 	o := options{retries: DefaultRetries, backoff: DefaultBackoff, timeout: DefaultRequestTimeout,
 		maxRequest: DefaultMaxRequestSize, jobs: DefaultBlobJobs, multiRange: DefaultMultiRange,
 		keychain: authn.DefaultKeychain, metrics: nopMetrics{}, fetchJobs: DefaultFetchJobs, maxFetchSize: DefaultMaxFetchSize,
-		readAhead: DefaultReadAhead}
+		readAhead: DefaultReadAhead, stallFloor: DefaultStallFloor, stallCeiling: DefaultStallCeiling,
+		hedgeMin: DefaultHedgeDelay, maxRetryAfter: DefaultMaxRetryAfter, slowFetch: DefaultSlowFetch,
+		verifyRetries: DefaultVerifyRetries}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return o, err
@@ -176,7 +275,9 @@ func WithReadAhead(n int64) Option {
 	}
 }
 
-// WithMetrics sets where a Fetcher reports. Default: nowhere.
+// WithMetrics sets where a Fetcher reports, and where an HTTPBlob reports
+// its fault handling if m is a FaultMetrics too. Default: nowhere (a
+// Fetcher hands its Metrics to an HTTPBlob made without).
 func WithMetrics(m Metrics) Option {
 	return func(o *options) error {
 		if m == nil {

@@ -206,8 +206,12 @@ func TestCorruptSpan(t *testing.T) {
 	if !errors.Is(err, ztoc.ErrDigestMismatch) {
 		t.Fatalf("err = %v, want digest mismatch", err)
 	}
-	if m.VerifyFailure.Load() != 1 {
-		t.Fatalf("%d verification failures", m.VerifyFailure.Load())
+	// Fetched again DefaultVerifyRetries times, failing each time.
+	if got := m.VerifyFailure.Load(); got != 1+DefaultVerifyRetries {
+		t.Fatalf("%d verification failures, want %d", got, 1+DefaultVerifyRetries)
+	}
+	if got := m.Retries[RetryVerify].Load(); got != DefaultVerifyRetries {
+		t.Fatalf("%d verify retries, want %d", got, DefaultVerifyRetries)
 	}
 	// The neighbours of the bad span were cached; the bad one was not.
 	if !f.cached(3) || !f.cached(5) || f.cached(4) {

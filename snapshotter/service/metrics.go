@@ -98,6 +98,40 @@ func (l *layerMetrics) VerifyFailed(id remote.SpanID) {
 	l.Counters.VerifyFailed(id)
 }
 
+var _ remote.FaultMetrics = (*layerMetrics)(nil)
+
+func (l *layerMetrics) parentFaults() remote.FaultMetrics {
+	if fm, ok := l.parent.(remote.FaultMetrics); ok {
+		return fm
+	}
+	return &remote.Counters{}
+}
+
+func (l *layerMetrics) Retried(r remote.RetryReason) {
+	l.parentFaults().Retried(r)
+	l.Counters.Retried(r)
+}
+
+func (l *layerMetrics) Stalled() {
+	l.parentFaults().Stalled()
+	l.Counters.Stalled()
+}
+
+func (l *layerMetrics) Hedged(won bool) {
+	l.parentFaults().Hedged(won)
+	l.Counters.Hedged(won)
+}
+
+func (l *layerMetrics) WholeBlob() {
+	l.parentFaults().WholeBlob()
+	l.Counters.WholeBlob()
+}
+
+func (l *layerMetrics) SlowFetch() {
+	l.parentFaults().SlowFetch()
+	l.Counters.SlowFetch()
+}
+
 // writeMetrics writes m in the Prometheus text format (version 0.0.4), so
 // no Prometheus client library is needed. mounted is the number of lazy
 // layers mounted.
@@ -120,6 +154,15 @@ func writeMetrics(w io.Writer, m *Metrics, mounted int) {
 	counter("socikit_cache_hits_total", "Span reads served by the cache.", c.Hits.Load())
 	counter("socikit_cache_misses_total", "Span reads that had to fetch.", c.Misses.Load())
 	counter("socikit_verify_failures_total", "Spans whose digest did not match the zTOC.", c.VerifyFailure.Load())
+	fmt.Fprintf(w, "# HELP socikit_fetch_retries_total Range requests (or spans) asked again, by reason.\n# TYPE socikit_fetch_retries_total counter\n")
+	for r := range c.Retries {
+		fmt.Fprintf(w, "socikit_fetch_retries_total{reason=%q} %d\n", remote.RetryReason(r).String(), c.Retries[r].Load())
+	}
+	counter("socikit_fetch_stalls_total", "Range requests cut after the stall deadline without a byte.", c.Stalls.Load())
+	counter("socikit_fetch_hedges_total", "Second requests sent for a range request slow to answer.", c.Hedges.Load())
+	counter("socikit_fetch_hedge_wins_total", "Hedge requests that answered first.", c.HedgeWins.Load())
+	counter("socikit_fetch_whole_blob_total", "Range requests answered 200 with the whole blob.", c.WholeBlobs.Load())
+	counter("socikit_fetch_slow_total", "Range requests slower than the slow-fetch threshold, retries included.", c.SlowFetches.Load())
 
 	for _, n := range []struct {
 		name, help string

@@ -20,6 +20,14 @@ func TestWriteMetrics(t *testing.T) {
 	lm.CacheHit(3)
 	lm.CacheMiss(1)
 	lm.VerifyFailed(7)
+	lm.Retried(remote.RetryStall)
+	lm.Retried(remote.RetryStall)
+	lm.Retried(remote.Retry429)
+	lm.Stalled()
+	lm.Hedged(true)
+	lm.Hedged(false)
+	lm.WholeBlob()
+	lm.SlowFetch()
 	m.artifactRead(sourceContainerd, 1000)
 	m.artifactRead(sourceRegistry, 20)
 	m.artifactRead(sourceContainerd, 5)
@@ -35,6 +43,15 @@ func TestWriteMetrics(t *testing.T) {
 		"socikit_cache_hits_total 3",
 		"socikit_cache_misses_total 1",
 		"socikit_verify_failures_total 1",
+		`socikit_fetch_retries_total{reason="stall"} 2`,
+		`socikit_fetch_retries_total{reason="429"} 1`,
+		`socikit_fetch_retries_total{reason="connection"} 0`,
+		`socikit_fetch_retries_total{reason="verify"} 0`,
+		"socikit_fetch_stalls_total 1",
+		"socikit_fetch_hedges_total 2",
+		"socikit_fetch_hedge_wins_total 1",
+		"socikit_fetch_whole_blob_total 1",
+		"socikit_fetch_slow_total 1",
 		"# TYPE socikit_fetch_duration_seconds histogram",
 		`socikit_fetch_duration_seconds_bucket{kind="on-demand",le="0.005"} 1`,
 		`socikit_fetch_duration_seconds_bucket{kind="on-demand",le="0.1"} 1`,
@@ -56,6 +73,9 @@ func TestWriteMetrics(t *testing.T) {
 	}
 	if got := lm.FetchedBytes.Load(); got != 1500 {
 		t.Errorf("layer counted %d bytes, want 1500", got)
+	}
+	if got := lm.Retries[remote.RetryStall].Load(); got != 2 {
+		t.Errorf("layer counted %d stall retries, want 2", got)
 	}
 	if got := lm.VerifyFailure.Load(); got != 1 {
 		t.Errorf("layer counted %d verification failures, want 1", got)
