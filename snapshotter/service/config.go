@@ -66,6 +66,7 @@ const (
 //	read_ahead = 16777216                # bytes fetched ahead of sequential reads; 0: off
 //	disable_passthrough = false          # true: every read goes through FUSE
 //	passthrough_min_size = 1048576       # bytes; smaller files read through FUSE
+//	unpack_unindexed = true              # layers without a zTOC: fetched and unpacked here
 //
 //	[profile]
 //	record = true                        # start-up profiles at /profile; false: off
@@ -154,6 +155,14 @@ type LazyConfig struct {
 	// through FUSE passthrough; smaller files are read through FUSE
 	// (default DefaultPassthroughMinSize; 0 means the default).
 	PassthroughMinSize int64 `toml:"passthrough_min_size"`
+	// UnpackUnindexed makes the snapshotter fetch and unpack, itself, a
+	// layer that has no zTOC in an image that has a SOCI index (layers
+	// under the index's min layer size, such as a small base layer), and
+	// commit it as containerd's target, as for a lazy layer. Otherwise
+	// containerd unpacks it, and its unpacker then fetches that layer and
+	// every layer above it whole, lazy ones included (docs/snapshotter.md,
+	// "Layers without a zTOC"). Default true.
+	UnpackUnindexed bool `toml:"unpack_unindexed"`
 }
 
 // RegistryConfig configures registry access. Credentials come from the
@@ -222,7 +231,7 @@ func DefaultConfig() Config {
 		Discovery:  DiscoveryConfig{Timeout: DefaultDiscoveryTimeout},
 		Containerd: ContainerdConfig{Address: DefaultContainerdAddress},
 		Lazy: LazyConfig{BackgroundDelay: Duration(5 * time.Second), ReadAhead: remote.DefaultReadAhead,
-			PassthroughMinSize: DefaultPassthroughMinSize},
+			PassthroughMinSize: DefaultPassthroughMinSize, UnpackUnindexed: true},
 		Profile: ProfileConfig{Record: true, Window: Duration(record.DefaultWindow), MaxFiles: record.DefaultMaxFiles,
 			MaxRanges: record.DefaultMaxRanges, MaxImages: record.DefaultMaxImages},
 	}

@@ -25,8 +25,10 @@ import (
 type Found struct {
 	// Repo is the image's repository (name.Insecure for plain-HTTP hosts).
 	Repo name.Repository
-	// Manifest is the image manifest's descriptor and Layers its layers.
+	// Manifest is the image manifest's descriptor, Config its image config
+	// and Layers its layers.
 	Manifest ocispec.Descriptor
+	Config   ocispec.Descriptor
 	Layers   []ocispec.Descriptor
 	// IndexDesc is the SOCI index manifest, Index its content, and How the
 	// rule that found it ("label", "v2", "v1").
@@ -195,7 +197,7 @@ func (d *Discoverer) find(ctx context.Context, ref, manifest, explicit string) (
 		return nil, fmt.Errorf("parse manifest %s: %w", mdg, err)
 	}
 	mdesc.Size = int64(len(body))
-	f := &Found{Repo: repo, Manifest: mdesc, Layers: m.Layers}
+	f := &Found{Repo: repo, Manifest: mdesc, Config: m.Config, Layers: m.Layers}
 
 	// 1. The explicit label.
 	if explicit != "" {

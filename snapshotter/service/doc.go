@@ -34,6 +34,14 @@
 // containerd has them or is fetching them (Config.Containerd), and from the
 // registry otherwise; see docs/snapshotter.md.
 //
+// # Layers without a zTOC
+//
+// A layer the image's SOCI index has no zTOC for (under the index's min
+// layer size: small base layers) is fetched from the registry by the
+// daemon and unpacked by the snapshotter ([FileSystem.OpenLayer],
+// snapshot.LayerSource) unless Config.Lazy.UnpackUnindexed is off: left to
+// containerd, its unpacker would also fetch every layer above it whole.
+//
 // # Start-up profiles
 //
 // With Config.Profile.Record (the default), every lazy layer's filesystem

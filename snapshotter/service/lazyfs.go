@@ -27,19 +27,29 @@ type NewLayerMounter func(ctx context.Context, c Config) (LayerMounter, error)
 
 // FileSystem is the snapshot.FileSystem of the daemon: it finds the SOCI
 // index of a layer's image and hands the indexed layer to a LayerMounter.
+// It is a snapshot.LayerSource too: a layer without a zTOC in an indexed
+// image is fetched for the snapshotter to unpack (OpenLayer).
 type FileSystem struct {
 	d *Discoverer
 	m LayerMounter
+	// unpack: OpenLayer opens layers (Config.Lazy.UnpackUnindexed).
+	unpack   bool
+	unpacked unpackCounters
 }
 
 var _ snapshot.FileSystem = (*FileSystem)(nil)
 
-// NewFileSystem returns a FileSystem. With a nil LayerMounter every Mount
-// fails with snapshot.ErrNotIndexed before any registry traffic, so every
-// layer is unpacked (the full-pull path).
+// NewFileSystem returns a FileSystem, which opens layers without a zTOC
+// for the snapshotter to unpack unless SetUnpackUnindexed(false). With a nil
+// LayerMounter every Mount and OpenLayer fails with snapshot.ErrNotIndexed
+// before any registry traffic, so every layer is unpacked by containerd
+// (the full-pull path).
 func NewFileSystem(d *Discoverer, m LayerMounter) *FileSystem {
-	return &FileSystem{d: d, m: m}
+	return &FileSystem{d: d, m: m, unpack: true}
 }
+
+// SetUnpackUnindexed turns OpenLayer on or off (Config.Lazy.UnpackUnindexed).
+func (f *FileSystem) SetUnpackUnindexed(on bool) { f.unpack = on }
 
 // Mount finds the layer's index and mounts the layer lazily.
 func (f *FileSystem) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {

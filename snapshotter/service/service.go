@@ -90,6 +90,7 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 		metrics = layers.metrics
 	}
 	fsys := NewFileSystem(NewDiscoverer(c, o.transport), m)
+	fsys.SetUnpackUnindexed(c.Lazy.UnpackUnindexed)
 	sn, err := snapshot.New(ctx, c.Root, fsys, snapshot.WithMountOptions(c.Snapshotter.MountOptions...))
 	if err != nil {
 		return err
@@ -127,6 +128,7 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 				layers.mu.Unlock()
 			}
 			writeMetrics(w, metrics, n)
+			writeUnpackMetrics(w, &fsys.unpacked)
 		})
 		mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) { serveStatus(w, layers) })
 		mux.HandleFunc("/profile", func(w http.ResponseWriter, r *http.Request) { serveProfile(w, r, layers) })

@@ -26,6 +26,14 @@
 // containerd fills by downloading and unpacking the layer: a layer is either
 // fully mounted or fully unpacked, never half mounted.
 //
+// A layer the FileSystem has no zTOC for (its Mount fails with
+// [ErrNotIndexed]) is fetched and unpacked by the snapshotter itself when the
+// FileSystem is a [LayerSource] and opens it: checked against its digest,
+// applied with containerd's own applier over the snapshot's mounts, and
+// committed as the target, so Prepare returns ErrAlreadyExists as for a lazy
+// layer. Left to containerd, such a layer would make containerd's unpacker
+// fetch it and every layer above it whole, lazy ones included.
+//
 // Remote snapshots carry [LabelRemote]; on start the snapshotter mounts them
 // again with the labels stored at commit, and before a snapshot is stacked on
 // a remote parent the parent is checked (and remounted if it went away).

@@ -3,6 +3,10 @@ package snapshot
 import (
 	"context"
 	"errors"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // FileSystem mounts image layers lazily. It is the seam between the
@@ -22,7 +26,7 @@ import (
 // other errors fall back too but are logged as warnings.
 //
 // Optional capabilities are separate interfaces found by type assertion
-// ([StartObserver]), so this one stays at three methods.
+// ([StartObserver], [LayerSource]), so this one stays at three methods.
 type FileSystem interface {
 	Mount(ctx context.Context, mountpoint string, labels map[string]string) error
 	Check(ctx context.Context, mountpoint string, labels map[string]string) error
@@ -39,6 +43,37 @@ type StartObserver interface {
 	// the mountpoints of the snapshot's remote parents, topmost first. It
 	// runs on the request's path: it must return quickly.
 	Started(ctx context.Context, key string, mountpoints []string)
+}
+
+// LayerSource is an optional capability of a FileSystem: it opens the blob
+// of a layer it cannot mount lazily although it serves the image (the image
+// has a SOCI index, the layer no zTOC: layers under the index's minimum
+// size, such as a small base layer), so that the snapshotter fetches and
+// unpacks that layer itself and commits it as the target, as for a lazy
+// layer. containerd then never fetches it, nor the layers above it: its
+// unpacker, once it has to unpack a layer, fetches that layer and every
+// one above it whole (containerd's core/unpack, startFetch), lazy ones
+// included.
+type LayerSource interface {
+	// OpenLayer opens the layer the Prepare labels name. An error matching
+	// ErrNotIndexed leaves the layer to containerd quietly (the image has
+	// no index, the layer is indexed, unpacking is turned off); other
+	// errors leave it to containerd with a warning. The snapshotter closes
+	// the body.
+	OpenLayer(ctx context.Context, labels map[string]string) (LayerBlob, error)
+}
+
+// LayerBlob is a layer opened by a LayerSource.
+type LayerBlob struct {
+	// Desc is the layer's descriptor in the image manifest: digest, size
+	// and media type (a tar, gzip or zstd layer). The body is checked
+	// against its digest and size before anything is unpacked.
+	Desc ocispec.Descriptor
+	// DiffID is the digest of the uncompressed layer (the image config's
+	// diff ID), checked after the unpack; "" skips that check.
+	DiffID digest.Digest
+	// Body is the compressed blob.
+	Body io.ReadCloser
 }
 
 // ErrNotIndexed reports that a layer cannot be mounted lazily and must be
@@ -71,6 +106,10 @@ const (
 	LabelManifestDigest = "containerd.io/snapshot/cri.manifest-digest"
 	// LabelLayerDigest (digest) is the compressed layer being prepared.
 	LabelLayerDigest = "containerd.io/snapshot/cri.layer-digest"
+	// LabelDiffID (digest) is the uncompressed layer's digest, from the
+	// image config (snapshots.LabelSnapshotDiffID; containerd 2.x's
+	// unpacker sets it).
+	LabelDiffID = "containerd.io/snapshot/diff-id"
 	// LabelImageLayers (comma-separated digests) lists the image's layers
 	// from this one up, as far as the label size limit allows.
 	LabelImageLayers = "containerd.io/snapshot/cri.image-layers"

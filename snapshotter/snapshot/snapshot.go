@@ -272,8 +272,10 @@ func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, e
 // Prepare creates an active snapshot. When the labels name a target
 // snapshot and a layer, it first tries to mount the layer lazily: on success
 // the layer is committed as the target and the error matches
-// errdefs.ErrAlreadyExists; on failure the active snapshot is returned for
-// containerd to unpack into.
+// errdefs.ErrAlreadyExists. A layer the FileSystem has no zTOC for is
+// fetched and unpacked here instead when the FileSystem is a LayerSource
+// (committed the same way). Otherwise, or on failure, the active snapshot
+// is returned for containerd to unpack into.
 func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
 	ctx = withNamespace(ctx)
 	sn, info, err := s.createSnapshot(ctx, snapshots.KindActive, key, parent, opts)
@@ -294,7 +296,17 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 			return nil, err
 		}
 		if errors.Is(err, ErrNotIndexed) {
-			lg.WithError(err).Debug("layer not mounted lazily; unpacking it")
+			// No zTOC: unpack it here if the FileSystem can fetch it, so
+			// that containerd fetches neither it nor the layers above.
+			done, uerr := s.unpackLocal(ctx, sn, key, target, info.Labels, opts)
+			switch {
+			case done:
+				return nil, fmt.Errorf("target snapshot %q: %w", target, errdefs.ErrAlreadyExists)
+			case errors.Is(uerr, ErrNotIndexed):
+				lg.WithError(err).WithField("unpack", uerr).Debug("layer not mounted lazily; containerd unpacks it")
+			default:
+				lg.WithError(uerr).Warn("unpack by the snapshotter failed; containerd unpacks the layer")
+			}
 		} else {
 			lg.WithError(err).Warn("lazy mount failed; unpacking the layer")
 		}

@@ -1,0 +1,192 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync/atomic"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/socikit/socikit/internal/image"
+	"github.com/socikit/socikit/snapshotter/remote"
+	"github.com/socikit/socikit/snapshotter/snapshot"
+)
+
+// Layers without a zTOC.
+//
+// containerd's unpacker (core/unpack, startFetch) fetches, once it has to
+// unpack one layer of an image, that layer and every layer above it whole,
+// whether or not the snapshotter then mounts them lazily. An image whose
+// base layer is too small to be indexed (alpine, distroless, busybox under
+// the index's min layer size) thus had every lazy layer downloaded whole
+// during the pull, and their spans fetched again at run time. OpenLayer
+// lets the snapshotter fetch and unpack such a layer itself (snapshot.
+// LayerSource), so that containerd unpacks nothing and fetches no layer, as
+// upstream SOCI's "local" snapshots do (Config.Lazy.UnpackUnindexed).
+
+var _ snapshot.LayerSource = (*FileSystem)(nil)
+
+// unpackChunk is the size of the range requests a layer is fetched with.
+const unpackChunk = 8 << 20
+
+// unpackMediaTypes are the layer media types the snapshotter unpacks
+// itself; others (encrypted, foreign) are left to containerd and its stream
+// processors.
+var unpackMediaTypes = []string{
+	ocispec.MediaTypeImageLayer, ocispec.MediaTypeImageLayerGzip, ocispec.MediaTypeImageLayerZstd,
+	images.MediaTypeDockerSchema2Layer, images.MediaTypeDockerSchema2LayerGzip, images.MediaTypeDockerSchema2LayerZstd,
+}
+
+// unpackCounters count the layers the snapshotter fetched to unpack itself.
+type unpackCounters struct {
+	layers atomic.Int64 // blobs read to their end
+	bytes  atomic.Int64 // compressed bytes fetched
+}
+
+// OpenLayer implements snapshot.LayerSource: it opens the blob of a layer
+// that has no zTOC in an image that has a SOCI index. The error matches
+// snapshot.ErrNotIndexed when containerd is to unpack the layer: the image
+// has no index, the layer has a zTOC (its lazy mount failed), its media
+// type is not a plain tar, gzip or zstd layer, or unpacking is off
+// (Config.Lazy.UnpackUnindexed, or no lazy layers at all).
+func (f *FileSystem) OpenLayer(ctx context.Context, labels map[string]string) (snapshot.LayerBlob, error) {
+	if f.m == nil || !f.unpack {
+		return snapshot.LayerBlob{}, fmt.Errorf("the snapshotter unpacks no layer itself (lazy.unpack_unindexed = false or lazy.disable): %w", snapshot.ErrNotIndexed)
+	}
+	found, err := f.d.Find(ctx, labels)
+	if err != nil {
+		return snapshot.LayerBlob{}, err
+	}
+	dg := digest.Digest(labels[snapshot.LabelLayerDigest])
+	desc, err := found.unindexed(dg)
+	if err != nil {
+		return snapshot.LayerBlob{}, err
+	}
+	diffID := digest.Digest(labels[snapshot.LabelDiffID])
+	if diffID == "" { // a client older than containerd 2.0
+		if diffID, err = f.diffID(ctx, found, dg); err != nil {
+			return snapshot.LayerBlob{}, err
+		}
+	} else if err := diffID.Validate(); err != nil {
+		return snapshot.LayerBlob{}, fmt.Errorf("label %s: %w", snapshot.LabelDiffID, err)
+	}
+	var opts []remote.Option
+	if f.d.rt != nil {
+		opts = append(opts, remote.WithTransport(f.d.rt))
+	}
+	blob, err := remote.NewRegistryBlob(ctx, found.Repo, desc.Digest, desc.Size, opts...)
+	if err != nil {
+		return snapshot.LayerBlob{}, err
+	}
+	log.G(ctx).WithField("layer", dg).WithField("size", desc.Size).WithField("index", found.IndexDesc.Digest).
+		Debug("layer has no zTOC: fetching it to unpack it here")
+	return snapshot.LayerBlob{Desc: desc, DiffID: diffID, Body: &blobReader{ctx: ctx, blob: blob, c: &f.unpacked}}, nil
+}
+
+// unindexed returns the descriptor of layer d, which must have no zTOC in
+// the index and a media type the snapshotter unpacks; otherwise the error
+// matches snapshot.ErrNotIndexed.
+func (f *Found) unindexed(d digest.Digest) (ocispec.Descriptor, error) {
+	_, err := f.Layer(d)
+	switch {
+	case err == nil:
+		return ocispec.Descriptor{}, fmt.Errorf("layer %s has a zTOC: %w", d, snapshot.ErrNotIndexed)
+	case !errors.Is(err, snapshot.ErrNotIndexed):
+		return ocispec.Descriptor{}, err
+	}
+	i := slices.IndexFunc(f.Layers, func(l ocispec.Descriptor) bool { return l.Digest == d })
+	desc := f.Layers[i] // f.Layer found it
+	if !slices.Contains(unpackMediaTypes, desc.MediaType) {
+		return ocispec.Descriptor{}, fmt.Errorf("layer %s has media type %s: %w", d, desc.MediaType, snapshot.ErrNotIndexed)
+	}
+	return desc, nil
+}
+
+// diffID reads the diff ID of layer d from the image config in the
+// registry.
+func (f *FileSystem) diffID(ctx context.Context, found *Found, d digest.Digest) (digest.Digest, error) {
+	reg, err := image.OpenRegistry(found.Repo.Digest(found.Config.Digest.String()), f.d.rt)
+	if err != nil {
+		return "", err
+	}
+	b, err := image.ReadBlob(ctx, reg, found.Config, image.MaxManifestSize)
+	if err != nil {
+		return "", fmt.Errorf("image config: %w", err)
+	}
+	var cfg ocispec.Image
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return "", fmt.Errorf("image config %s: %w", found.Config.Digest, err)
+	}
+	ids := cfg.RootFS.DiffIDs
+	if len(ids) != len(found.Layers) {
+		return "", fmt.Errorf("image config %s has %d diff IDs for %d layers", found.Config.Digest, len(ids), len(found.Layers))
+	}
+	i := slices.IndexFunc(found.Layers, func(l ocispec.Descriptor) bool { return l.Digest == d })
+	if i < 0 {
+		return "", fmt.Errorf("layer %s is not in manifest %s", d, found.Manifest.Digest)
+	}
+	return ids[i], nil
+}
+
+// blobReader reads a layer blob from start to end by range requests of
+// unpackChunk bytes (retried and hedged by snapshotter/remote, as span
+// fetches are).
+type blobReader struct {
+	ctx  context.Context
+	blob remote.Blob
+	c    *unpackCounters
+	off  int64  // next blob offset to fetch
+	buf  []byte // fetched, buf[next:] not read yet
+	next int
+	eof  bool
+}
+
+func (r *blobReader) Read(p []byte) (int, error) {
+	if r.next == len(r.buf) {
+		size := r.blob.Size()
+		if r.off >= size {
+			if !r.eof {
+				r.eof = true
+				r.c.layers.Add(1)
+			}
+			return 0, io.EOF
+		}
+		n := min(unpackChunk, size-r.off)
+		if int64(cap(r.buf)) < n {
+			r.buf = make([]byte, n)
+		}
+		r.buf, r.next = r.buf[:n], 0
+		if err := r.blob.ReadRanges(r.ctx, []remote.Range{{Off: r.off, Buf: r.buf}}); err != nil {
+			r.buf = r.buf[:0]
+			return 0, err
+		}
+		r.off += n
+		r.c.bytes.Add(n)
+	}
+	n := copy(p, r.buf[r.next:])
+	r.next += n
+	return n, nil
+}
+
+func (r *blobReader) Close() error { return nil }
+
+// writeUnpackMetrics writes the counters of OpenLayer in the Prometheus
+// text format, after writeMetrics.
+func writeUnpackMetrics(w io.Writer, c *unpackCounters) {
+	for _, m := range []struct {
+		name, help string
+		v          int64
+	}{
+		{"socikit_unpacked_layers_total", "Layers without a zTOC fetched whole and unpacked by the snapshotter (containerd fetched neither them nor the layers above).", c.layers.Load()},
+		{"socikit_unpacked_bytes_total", "Compressed bytes of those layers fetched from registries.", c.bytes.Load()},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", m.name, m.help, m.name, m.name, m.v)
+	}
+}
