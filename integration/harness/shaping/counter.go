@@ -163,6 +163,11 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 // countingWriter counts body bytes as they reach the underlying writer.
+// A chunk is counted before it is written (and the part not written taken
+// back after): a client that has read the bytes then always finds them in
+// the stats. Counted after the write, the last chunk could reach the
+// client, and the client read the stats, before the handler's goroutine
+// added it (TestRegistryCountsConcurrentRanges failed so, 1 run in CI).
 type countingWriter struct {
 	http.ResponseWriter
 	c     *Counter
@@ -172,9 +177,13 @@ type countingWriter struct {
 func (w *countingWriter) Write(p []byte) (int, error) {
 	var total int
 	for len(p) > 0 {
-		n, err := w.ResponseWriter.Write(p[:min(len(p), countChunk)])
+		chunk := p[:min(len(p), countChunk)]
+		w.c.add(w.class, ClassStats{Bytes: int64(len(chunk))})
+		n, err := w.ResponseWriter.Write(chunk)
 		total += n
-		w.c.add(w.class, ClassStats{Bytes: int64(n)})
+		if n < len(chunk) {
+			w.c.add(w.class, ClassStats{Bytes: int64(n - len(chunk))})
+		}
 		if err != nil {
 			return total, err
 		}
