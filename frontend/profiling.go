@@ -157,19 +157,22 @@ func profileDefinition(ctx context.Context, pr platformResult, img *ocispecs.Ima
 	return out.Marshal(ctx, llb.Platform(pr.platform))
 }
 
-// execVertex returns the digest of the exec op of def (the profiling
-// step's vertex, where its warnings show), or "".
+// execVertex returns the digest of the profiling exec in def, where its
+// warnings show: the last exec op (ops come in dependency order, and the
+// profiling exec runs on the rootfs that the build's own RUN steps made),
+// or "".
 func execVertex(def *llb.Definition) digest.Digest {
+	var last digest.Digest
 	for _, dt := range def.Def {
 		var op pb.Op
 		if err := op.UnmarshalVT(dt); err != nil {
 			continue
 		}
 		if op.GetExec() != nil {
-			return digest.FromBytes(dt)
+			last = digest.FromBytes(dt)
 		}
 	}
-	return ""
+	return last
 }
 
 // readContextProfile reads a profile from a build context: "NAME" (file
