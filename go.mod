@@ -23,6 +23,7 @@ require (
 	golang.org/x/sync v0.25.0
 	golang.org/x/sys v0.48.0
 	google.golang.org/grpc v1.84.0
+	k8s.io/cri-api v0.37.0
 )
 
 require (

@@ -3,7 +3,7 @@
 # snapshotter "socikit", each with state under a directory of their own, and
 # prints shell assignments for eval:
 #
-#   eval "$(scripts/containerd-start.sh [--debian] [DIR])"
+#   eval "$(scripts/containerd-start.sh [--debian] [--cri] [DIR])"
 #   bin/ctr -a "$CONTAINERD_ADDRESS" image pull --snapshotter socikit ...
 #   scripts/containerd-stop.sh "$SOCIKIT_DIR"
 #
@@ -34,10 +34,31 @@
 # host without the scheme silently turns upstream's lazy pull into a full one.
 # SOCI_CONFIG names an upstream TOML config to use instead (copied to
 # DIR/soci-config.toml as is); SOCI_LOG_LEVEL defaults to info (upstream's).
+#
+# --cri (containerd 2.4 only) enables containerd's CRI plugin with "socikit"
+# as the snapshotter of the images it pulls (examples/containerd/
+# config-v2.4-cri.toml is appended, the disabled_plugins list dropped), for
+# crictl --runtime-endpoint unix://$CONTAINERD_ADDRESS. No CNI network: a
+# loopback conf in DIR/cni (Debian's containernetworking-plugins), so run
+# host-network pods. CRI_SNAPSHOTTER replaces socikit as the CRI snapshotter
+# (overlayfs: the comparison). CRI_SANDBOX_IMAGE names the pod sandbox (pause) image
+# (default registry.k8s.io/pause, which needs the internet). With
+# SOCIKIT_CRI=1 the snapshotter also serves the CRI image service proxy
+# ([cri] enable) on its socket, and CRI_IMAGE_ADDRESS=$SOCIKIT_ADDRESS is
+# printed: crictl --image-endpoint unix://$CRI_IMAGE_ADDRESS pulls through it,
+# passing --creds on to the snapshotter's registry fetches.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 flavour=v2.4
-if [ "${1:-}" = --debian ]; then flavour=v1.6; shift; fi
+cri=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --debian) flavour=v1.6; shift ;;
+    --cri) cri=1; shift ;;
+    *) break ;;
+  esac
+done
+[ -z "$cri" ] || [ $flavour = v2.4 ] || { echo "--cri needs containerd 2.4" >&2; exit 1; }
 dir=${1:-$(mktemp -d /tmp/socikit-ctrd.XXXXXX)}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
@@ -62,6 +83,17 @@ fi
 
 sed -e "s#@DIR@#$dir#g" -e "s#@SOCIKIT_SOCK@#$sock#g" \
   "$here/examples/containerd/config-$flavour.toml" >"$dir/config.toml"
+if [ -n "$cri" ]; then
+  # The CRI plugins are disabled by the base config: drop that list.
+  sed -i '/^disabled_plugins = \[/,/^\]/d' "$dir/config.toml"
+  sed -e "s#@DIR@#$dir#g" -e "s#@CRI_SNAPSHOTTER@#${CRI_SNAPSHOTTER:-socikit}#g" \
+    "$here/examples/containerd/config-v2.4-cri.toml" >>"$dir/config.toml"
+  if [ -n "${CRI_SANDBOX_IMAGE:-}" ]; then
+    printf '  [plugins."io.containerd.cri.v1.images".pinned_images]\n    sandbox = "%s"\n' "$CRI_SANDBOX_IMAGE" >>"$dir/config.toml"
+  fi
+  mkdir -p "$dir/cni" "$dir/certs.d"
+  printf '{"cniVersion": "1.0.0", "name": "socikit-lo", "plugins": [{"type": "loopback"}]}\n' >"$dir/cni/10-loopback.conflist"
+fi
 if [ -n "$soci" ]; then
   soci_sock=$dir/soci.sock
   sed -e "s#@DIR@#$dir#g" -e "s#@SOCI_SOCK@#$soci_sock#g" \
@@ -103,6 +135,9 @@ wait_for() { # wait_for SOCKET PID NAME LOG
   if [ -z "${SOCIKIT_CONFIG:-}" ] || ! grep -q '^\[containerd\]' "$SOCIKIT_CONFIG"; then
     printf '\n[containerd]\naddress = "%s"\n' "$dir/containerd.sock"
   fi
+  if [ "${SOCIKIT_CRI:-}" = 1 ] && { [ -z "${SOCIKIT_CONFIG:-}" ] || ! grep -q '^\[cri\]' "$SOCIKIT_CONFIG"; }; then
+    printf '\n[cri]\nenable = true\n'
+  fi
 } >"$dir/socikit.toml.new"
 mv "$dir/socikit.toml.new" "$dir/socikit.toml"
 cfg=(--config "$dir/socikit.toml")
@@ -126,4 +161,5 @@ wait_for "$dir/containerd.sock" "$(cat "$dir/containerd.pid")" containerd "$dir/
 echo "CONTAINERD_ADDRESS=$dir/containerd.sock"
 echo "SOCIKIT_ADDRESS=$sock"
 [ -n "$soci" ] && echo "SOCI_ADDRESS=$soci_sock"
+[ -n "$cri" ] && [ "${SOCIKIT_CRI:-}" = 1 ] && echo "CRI_IMAGE_ADDRESS=$sock"
 echo "SOCIKIT_DIR=$dir"

@@ -24,13 +24,57 @@ import (
 const userAgent = "socikit"
 
 // Registry is a repository in a registry, usable as a Source and a Target.
-// Credentials come from the docker config (authn.DefaultKeychain).
+// Credentials come from the docker config (authn.DefaultKeychain), or from
+// the keychain the transport carries (KeychainTransport).
 type Registry struct {
 	ref    name.Reference
 	repo   name.Repository
 	rt     http.RoundTripper
+	kc     authn.Keychain
 	puller *remote.Puller
 	pusher *remote.Pusher
+}
+
+// KeychainTransport is a base HTTP transport that carries the keychain
+// registry clients are to take credentials from, in place of the docker
+// config: OpenRegistry and snapshotter/remote's NewRegistryBlob (which
+// recognizes it by its methods) use Keychain and send requests through
+// Base. The socikit-snapshotter daemon hands one to every registry client it
+// makes, so that credentials captured from CRI pulls reach them all.
+type KeychainTransport struct {
+	// Base is the transport requests go through (nil: each client's
+	// default).
+	Base http.RoundTripper
+	// Keychain finds credentials (nil: authn.DefaultKeychain).
+	Keychain authn.Keychain
+}
+
+// RoundTrip sends r through Base, or remote.DefaultTransport.
+func (t *KeychainTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.Base == nil {
+		return remote.DefaultTransport.RoundTrip(r)
+	}
+	return t.Base.RoundTrip(r)
+}
+
+// BaseTransport returns Base (nil for the client's default).
+func (t *KeychainTransport) BaseTransport() http.RoundTripper { return t.Base }
+
+// RegistryKeychain returns Keychain, or authn.DefaultKeychain.
+func (t *KeychainTransport) RegistryKeychain() authn.Keychain {
+	if t.Keychain == nil {
+		return authn.DefaultKeychain
+	}
+	return t.Keychain
+}
+
+// splitTransport returns the keychain rt carries and the transport under it
+// (authn.DefaultKeychain and rt itself for any other transport).
+func splitTransport(rt http.RoundTripper) (http.RoundTripper, authn.Keychain) {
+	if kt, ok := rt.(*KeychainTransport); ok {
+		return kt.Base, kt.RegistryKeychain()
+	}
+	return rt, authn.DefaultKeychain
 }
 
 var (
@@ -41,13 +85,15 @@ var (
 )
 
 // OpenRegistry returns the repository of ref. rt is the base HTTP transport
-// (nil for remote.DefaultTransport).
+// (nil for remote.DefaultTransport); a *KeychainTransport also says where
+// credentials come from.
 func OpenRegistry(ref name.Reference, rt http.RoundTripper) (*Registry, error) {
+	rt, kc := splitTransport(rt)
 	if rt == nil {
 		rt = remote.DefaultTransport
 	}
 	opts := []remote.Option{
-		remote.WithAuthFromKeychain(authn.DefaultKeychain),
+		remote.WithAuthFromKeychain(kc),
 		remote.WithTransport(rt),
 		remote.WithUserAgent(userAgent),
 	}
@@ -59,13 +105,13 @@ func OpenRegistry(ref name.Reference, rt http.RoundTripper) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", ref, err)
 	}
-	return &Registry{ref: ref, repo: ref.Context(), rt: rt, puller: puller, pusher: pusher}, nil
+	return &Registry{ref: ref, repo: ref.Context(), rt: rt, kc: kc, puller: puller, pusher: pusher}, nil
 }
 
 func (r *Registry) options(ctx context.Context) []remote.Option {
 	return []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(authn.DefaultKeychain),
+		remote.WithAuthFromKeychain(r.kc),
 		remote.WithTransport(r.rt),
 		remote.WithUserAgent(userAgent),
 	}
@@ -127,7 +173,7 @@ func (r *Registry) BlobReaderAt(ctx context.Context, d ocispec.Descriptor) (Read
 	if d.Size <= 0 {
 		return nil, fmt.Errorf("range read blob %s: size unknown", d.Digest)
 	}
-	auth, err := authn.Resolve(ctx, authn.DefaultKeychain, r.repo)
+	auth, err := authn.Resolve(ctx, r.kc, r.repo)
 	if err != nil {
 		return nil, fmt.Errorf("resolve credentials for %s: %w", r.repo, err)
 	}

@@ -106,9 +106,18 @@ func (b *HTTPBlob) faults() FaultMetrics {
 	return nopMetrics{}
 }
 
+// keychainCarrier is a transport that carries the keychain to use and the
+// transport under it (internal/image.KeychainTransport, which the daemon
+// gives every registry client).
+type keychainCarrier interface {
+	BaseTransport() http.RoundTripper
+	RegistryKeychain() authn.Keychain
+}
+
 // NewRegistryBlob returns a Blob reading layer d (size bytes) of repo
 // from its registry, with token or basic authentication from the keychain
-// (WithKeychain). Use name.Insecure when making repo for a plain-HTTP
+// (WithKeychain, else the one a WithTransport transport carries, else the
+// docker config). Use name.Insecure when making repo for a plain-HTTP
 // registry. ctx bounds the authentication handshake only.
 func NewRegistryBlob(ctx context.Context, repo name.Repository, d digest.Digest, size int64, opts ...Option) (*HTTPBlob, error) {
 	o, err := makeOptions(opts)
@@ -118,11 +127,14 @@ func NewRegistryBlob(ctx context.Context, repo name.Repository, d digest.Digest,
 	if err := d.Validate(); err != nil {
 		return nil, fmt.Errorf("blob digest %q: %w", d, err)
 	}
-	auth, err := authn.Resolve(ctx, o.keychain, repo)
+	base, kc := o.transport, o.keychain
+	if kt, ok := base.(keychainCarrier); ok && !o.keychainSet {
+		base, kc = kt.BaseTransport(), kt.RegistryKeychain()
+	}
+	auth, err := authn.Resolve(ctx, kc, repo)
 	if err != nil {
 		return nil, fmt.Errorf("resolve credentials for %s: %w", repo, err)
 	}
-	base := o.transport
 	if base == nil {
 		base = http.DefaultTransport.(*http.Transport).Clone()
 	}

@@ -21,6 +21,8 @@ type options struct {
 	multiRange int
 	transport  http.RoundTripper
 	keychain   authn.Keychain
+	// keychainSet: WithKeychain was given (it wins over a transport's).
+	keychainSet bool
 
 	stallFloor, stallCeiling time.Duration
 	hedgeMin                 time.Duration // 0: no hedging
@@ -227,10 +229,13 @@ func WithTransport(rt http.RoundTripper) Option {
 }
 
 // WithKeychain sets where NewRegistryBlob finds credentials. Default
-// authn.DefaultKeychain (the docker config).
+// authn.DefaultKeychain (the docker config), or the keychain a WithTransport
+// transport carries (a RegistryKeychain method, as
+// internal/image.KeychainTransport has).
 func WithKeychain(k authn.Keychain) Option {
 	return func(o *options) error {
 		o.keychain = k
+		o.keychainSet = true
 		return nil
 	}
 }

@@ -74,6 +74,11 @@ const (
 //	max_files = 4096                     # per layer of an image
 //	max_ranges = 16384                   # per layer of an image
 //	max_images = 16                      # the image started longest ago is dropped
+//
+//	[cri]
+//	enable = false                       # CRI image service proxy: PullImage credentials for lazy fetches
+//	address = ""                         # its socket; "": the snapshotter's own
+//	image_service_address = ""           # forwarded to; "": [containerd] address
 type Config struct {
 	// Root is the state directory (default DefaultRoot).
 	Root string `toml:"root"`
@@ -94,6 +99,7 @@ type Config struct {
 	Snapshotter SnapshotterConfig `toml:"snapshotter"`
 	Lazy        LazyConfig        `toml:"lazy"`
 	Profile     ProfileConfig     `toml:"profile"`
+	CRI         CRIConfig         `toml:"cri"` // cri.go
 }
 
 // ProfileConfig configures the start-up profiles recorded from running
@@ -166,7 +172,9 @@ type LazyConfig struct {
 }
 
 // RegistryConfig configures registry access. Credentials come from the
-// docker config (~/.docker/config.json) of the daemon's user.
+// docker config (~/.docker/config.json, or $DOCKER_CONFIG/config.json) of
+// the daemon's user, and with [cri] enable, first from the CRI pulls of the
+// image's repository (CRIConfig).
 type RegistryConfig struct {
 	// PlainHTTP lists registry hosts (host or host:port) reached over
 	// plain HTTP. Loopback and RFC 1918 hosts and localhost always are

@@ -87,7 +87,7 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 	if z.CompressedArchiveSize != l.Desc.Size {
 		return fmt.Errorf("zTOC %s describes %d compressed bytes, layer %s has %d", l.Ztoc.Digest, z.CompressedArchiveSize, l.Desc.Digest, l.Desc.Size)
 	}
-	blob, err := remote.NewRegistryBlob(ctx, l.Repo, l.Desc.Digest, l.Desc.Size)
+	blob, err := remote.NewRegistryBlob(ctx, l.Repo, l.Desc.Digest, l.Desc.Size, remote.WithTransport(ls.rt))
 	if err != nil {
 		return err
 	}

@@ -83,6 +83,12 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 			return fmt.Errorf("start layer filesystem: %w", err)
 		}
 	}
+	cri, err := newCRIService(c) // nil unless [cri] enable (cri.go)
+	if err != nil {
+		return err
+	}
+	defer cri.close()
+	o.transport = cri.transport(o.transport)
 	metrics := &Metrics{}
 	layers, _ := m.(*Layers)
 	if layers != nil {
@@ -108,7 +114,11 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(defaultNamespace))
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	if err := cri.serve(ctx, c, srv, errc); err != nil {
+		l.Close()
+		return err
+	}
 	go func() { errc <- srv.Serve(l) }()
 	var hs *http.Server
 	if c.MetricsAddress != "" {
