@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/pelletier/go-toml/v2"
+	"golang.org/x/sys/unix"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -373,4 +375,102 @@ func containerdDump(t *testing.T, dropin, sock string) {
 	if !slices.Contains(snapshotters, "socikit") || !slices.Contains(snapshotters, "overlayfs") {
 		t.Errorf("containerd's merged transfer unpack_config: snapshotters %v", snapshotters)
 	}
+}
+
+// TestKubernetesInstaller runs the DaemonSet's install.sh (from the
+// ConfigMap) in a chroot of Debian's static busybox laid out as the
+// installer container sees it (/config, /host/..., /usr/bin/
+// socikit-snapshotter), with nsenter replaced by a recorder of the host
+// commands and the snapshotter's socket already there: it installs every
+// file, enables and restarts the snapshotter, restarts containerd once; run
+// again unchanged it only starts the (running) service; with a new binary it
+// restarts the snapshotter but not containerd.
+func TestKubernetesInstaller(t *testing.T) {
+	requireRoot(t)
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Skipf("needs Debian's busybox-static: %v", err)
+	}
+	var cm *corev1.ConfigMap
+	for _, o := range decodeManifests(t, "socikit-snapshotter.yaml") {
+		if c, ok := o.(*corev1.ConfigMap); ok {
+			cm = c
+		}
+	}
+	root := t.TempDir()
+	write := func(p, s string, mode os.FileMode) {
+		t.Helper()
+		p = filepath.Join(root, p)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("bin/busybox", string(bb), 0o755)
+	if out, err := exec.Command("chroot", root, "/bin/busybox", "--install", "-s", "/bin").CombinedOutput(); err != nil {
+		t.Fatalf("busybox --install: %v\n%s", err, out)
+	}
+	for k, v := range cm.Data {
+		write("config/"+k, v, 0o644)
+	}
+	write("usr/bin/socikit-snapshotter", "binary v1\n", 0o755)
+	write("fake/nsenter", "#!/bin/sh\n[ \"$1 $2 $3 $4\" = \"-t 1 -m --\" ] || exit 2\nshift 4\necho \"$*\" >>/host-commands\n", 0o755)
+	// The hostPath mounts: directories of the chroot.
+	for _, d := range []string{"host/opt/socikit", "host/etc/socikit-snapshotter", "host/etc/systemd/system", "host/etc/containerd/conf.d",
+		"host/var/lib/socikit-snapshotter", "run/socikit-snapshotter", "dev"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mknod(filepath.Join(root, "dev/fuse"), unix.S_IFCHR|0o666, int(unix.Mkdev(10, 229))); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", filepath.Join(root, "run/socikit-snapshotter/socikit-snapshotter.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	install := func() []string {
+		t.Helper()
+		_ = os.Remove(filepath.Join(root, "host-commands"))
+		cmd := exec.Command("chroot", root, "/bin/sh", "/config/install.sh")
+		cmd.Env = []string{"PATH=/fake:/bin"}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("install.sh: %v\n%s", err, out)
+		}
+		b, _ := os.ReadFile(filepath.Join(root, "host-commands"))
+		return strings.Split(strings.TrimSpace(string(b)), "\n")
+	}
+	want := func(got []string, cmds ...string) {
+		t.Helper()
+		if strings.Join(got, "; ") != strings.Join(cmds, "; ") {
+			t.Errorf("host commands:\n  %s\nwant\n  %s", strings.Join(got, "; "), strings.Join(cmds, "; "))
+		}
+	}
+	want(install(), "systemctl daemon-reload", "systemctl enable socikit-snapshotter.service",
+		"systemctl restart socikit-snapshotter.service", "systemctl restart containerd.service")
+	for dst, src := range map[string]string{
+		"host/opt/socikit/bin/socikit-snapshotter":            "usr/bin/socikit-snapshotter",
+		"host/etc/socikit-snapshotter/config.toml":            "config/socikit-snapshotter.toml",
+		"host/etc/systemd/system/socikit-snapshotter.service": "config/socikit-snapshotter.service",
+		"host/etc/containerd/conf.d/socikit.toml":             "config/containerd-socikit.toml",
+	} {
+		a, err := os.ReadFile(filepath.Join(root, dst))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(filepath.Join(root, src))
+		if !bytes.Equal(a, b) {
+			t.Errorf("/%s is not /%s", dst, src)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(root, "host/opt/socikit/bin/socikit-snapshotter")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("installed binary: %v %v", fi.Mode(), err)
+	}
+	want(install(), "systemctl daemon-reload", "systemctl enable socikit-snapshotter.service", "systemctl start socikit-snapshotter.service")
+	write("usr/bin/socikit-snapshotter", "binary v2\n", 0o755)
+	want(install(), "systemctl daemon-reload", "systemctl enable socikit-snapshotter.service", "systemctl restart socikit-snapshotter.service")
 }
