@@ -42,6 +42,17 @@
 // snapshot.LayerSource) unless Config.Lazy.UnpackUnindexed is off: left to
 // containerd, its unpacker would also fetch every layer above it whole.
 //
+// # Registry credentials
+//
+// Every registry client of the daemon (discovery, zTOCs, span fetches,
+// unpacked layers, /profile) takes credentials from the docker config
+// (go-containerregistry's default keychain). With Config.CRI the daemon
+// also serves the CRI image service in front of containerd's and keeps the
+// credentials of each PullImage for the image's repository ([CRIKeychain],
+// asked first), so that the kubelet's pull secrets reach the lazy layers'
+// range requests; the keychain travels with the registry transport
+// (internal/image.KeychainTransport). See docs/kubernetes.md.
+//
 // # Start-up profiles
 //
 // With Config.Profile.Record (the default), every lazy layer's filesystem
