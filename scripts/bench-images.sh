@@ -37,6 +37,12 @@
 #                  soci-prefetch path must be in an indexed layer)
 #   startup.json   {"files","bytes"} of startup.txt, and per layer
 #   pkgs-cleanup.txt  whiteouts and overlay xattrs removed from the upper dir
+#   startup-ranges.json  with BENCH_TRACE (a static socikit-trace binary):
+#                  the byte ranges the app reads before its ready line,
+#                  mapped pages included, a start-up profile
+#                  (socikit.profile.v1) made as the socikit frontend's
+#                  profiling step makes it, by socikit-trace in a chroot of
+#                  the rootfs; cached per context and tracer binary
 # Build with e.g.:
 #   buildctl build --frontend dockerfile.v0 --local context=DIR/APP/context \
 #     --local dockerfile=DIR/APP --output type=soci,... \
@@ -44,7 +50,8 @@
 #
 # Needs root (debootstrap, overlay mounts, chroot). Runs in a private mount
 # namespace, so no mount outlives it even when killed; a trap unmounts in
-# order on the way out too. BENCH_MIRROR overrides the Debian mirror.
+# order on the way out too. BENCH_MIRROR overrides the Debian mirror;
+# BENCH_TRACE names a static socikit-trace (startup-ranges.json).
 set -euo pipefail
 SELF=$(readlink -f "$0")
 
@@ -518,6 +525,38 @@ profile() {
   rm -rf --one-file-system "$run"
 }
 
+# trace_ranges APP DIR: runs the app in a chroot of the image's rootfs
+# under socikit-trace (BENCH_TRACE), the way the socikit frontend's
+# profiling step runs it in the build (tracer and output under /.socikit*,
+# excluded; until the ready line), and writes startup-ranges.json.
+trace_ranges() {
+  local app=$1 dir=$2 run=$2/.trace
+  local ctx=$dir/context n=${#MOUNTS[@]} cmd=()
+  mapfile -t cmd < <(app_cmd "$app")
+  rm -rf --one-file-system "$run"
+  mkdir -p "$run/applayer"
+  cp -al "$ctx/app" "$run/applayer/app"
+  overlay "$run/merged" "$run/upper" "$run/work" "$run/applayer" "$ctx/pkgs" "$ctx/base"
+  chroot_mounts "$run/merged"
+  mkdir -p "$run/merged/.socikit" "$run/merged/.socikit-out"
+  cp "$BENCH_TRACE" "$run/merged/.socikit/socikit-trace"
+  chmod 0755 "$run/merged/.socikit/socikit-trace"
+  env -i "${IMAGE_ENV[@]}" timeout 600 /usr/sbin/chroot "$run/merged" /.socikit/socikit-trace \
+    --ready "$READY" --timeout 120s --out /.socikit-out/profile.json --status /.socikit-out/status.json \
+    --exclude /.socikit --exclude /.socikit-out -- "${cmd[@]}" >"$run/stdout" 2>"$run/stderr" ||
+    { cat "$run/stderr" >&2; die "$app: socikit-trace failed in the chroot"; }
+  grep -q '"ok":true' "$run/merged/.socikit-out/status.json" ||
+    { cat "$run/stderr" "$run/merged/.socikit-out/status.json" >&2; die "$app: socikit-trace made no profile"; }
+  cp "$run/merged/.socikit-out/profile.json" "$dir/startup-ranges.json.tmp"
+  grep '^socikit-trace:' "$run/stderr" >&2 || true
+  while [ ${#MOUNTS[@]} -gt "$n" ]; do
+    umount -R "${MOUNTS[-1]}"
+    unset 'MOUNTS[-1]'
+  done
+  mv "$dir/startup-ranges.json.tmp" "$dir/startup-ranges.json"
+  rm -rf --one-file-system "$run"
+}
+
 # ---------------------------------------------------------------- main
 apt_install debootstrap strace attr binutils
 if [[ " ${APPS[*]} " == *" jvm "* ]] && ! javac -version 2>&1 | grep -q '^javac 17\.'; then
@@ -567,10 +606,23 @@ for app in "${APPS[@]}"; do
   else
     log "$app: context and start-up profile"
     t=$(now)
-    rm -f "$dir/context.stamp"
+    rm -f "$dir/context.stamp" "$dir/ranges.stamp" "$dir/startup-ranges.json"
     build_context "$app" "$BASE" "$dir"
     echo "$ctx_key" >"$dir/context.stamp"
     log "$app: context done in $(took "$t"): start-up $(cat "$dir/startup.json")"
+  fi
+  if [ -n "${BENCH_TRACE:-}" ]; then
+    ranges_key=$(key "$ctx_key" "$(sha256sum <"$BENCH_TRACE")" "$(declare -f trace_ranges overlay chroot_mounts)")
+    if fresh "$dir/ranges.stamp" "$ranges_key"; then
+      log "$app: byte ranges cached"
+    else
+      log "$app: byte ranges read at start-up (socikit-trace)"
+      t=$(now)
+      rm -f "$dir/ranges.stamp"
+      trace_ranges "$app" "$dir"
+      echo "$ranges_key" >"$dir/ranges.stamp"
+      log "$app: byte ranges done in $(took "$t")"
+    fi
   fi
 done
 

@@ -4,7 +4,8 @@
 #
 #   scripts/bench.sh            full mode: python, node, jvm and toolchain
 #                               images, 3 cold starts per image and contender
-#   scripts/bench.sh --quick    quick mode (CI): the python image, 1 cold start
+#   scripts/bench.sh --quick    quick mode (CI): the python image, 1 cold start,
+#                               every contender but socikit-lazyprofile
 #
 # Options: --images LIST (comma-separated), --runs N, --rate RATE (tc rate of
 # the registry link, default 200mbit; 0 = unshaped), --latency D (delay per
@@ -13,13 +14,16 @@
 # /var/cache/socikit-bench); anything after -- goes to socikit-bench.
 #
 # It builds the tools (containerd 2.4.2, socikit-snapshotter, our buildkitd,
-# upstream soci-snapshotter v0.16.1, socikit, upstream's index builder, the
-# harness), prepares the image contexts from Debian packages
-# (scripts/bench-images.sh, cached), puts a registry behind a shaped link
-# (scripts/bench-net.sh), and runs integration/harness (bin/socikit-bench),
-# which builds the images with our buildkitd, pushes them and measures every
-# contender cold, in one run. Results: results.json, results.csv, summary.md
-# and charts in the output folder.
+# upstream soci-snapshotter v0.16.1, socikit, upstream's index builder,
+# socikit-trace, the harness), prepares the image contexts from Debian
+# packages (scripts/bench-images.sh, cached; with the byte ranges each app
+# reads at start-up, traced by socikit-trace), puts a registry behind a
+# shaped link (scripts/bench-net.sh), and runs integration/harness
+# (bin/socikit-bench), which builds the `# syntax=` frontend image from the
+# working tree (scripts/frontend-image.sh), builds the images with our
+# buildkitd, pushes them and measures every contender cold, in one run.
+# Results: results.json, results.csv, summary.md, charts and the build logs
+# (prepare/) in the output folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -41,8 +45,12 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+contenders=()
 if [ $mode = quick ]; then
   images=${images:-python} runs=${runs:-1}
+  # socikit-lazyprofile needs a lazy start and a rebuild more per image:
+  # full runs only (or -- --contenders ...).
+  contenders=(--contenders overlayfs,socikit-auto,socikit-reorder,socikit-profiled,socikit-4m,upstream-soci)
 else
   images=${images:-python,node,jvm,toolchain} runs=${runs:-3}
 fi
@@ -56,16 +64,21 @@ scripts/soci-upstream-build.sh >/dev/null
 go build -o bin/socikit ./cmd/socikit
 (cd integration && CGO_ENABLED=1 go build -o ../bin/upstreamindex ./internal/upstreamindex)
 (cd integration/harness && go build -o ../../bin/socikit-bench .)
+# The tracer the frontend runs in its profiling step, static, for the byte
+# ranges each app reads (bench-images.sh; the frontend image itself is built
+# from the working tree by the harness, scripts/frontend-image.sh).
+mkdir -p "$cache"
+CGO_ENABLED=0 go build -trimpath -o "$cache/socikit-trace" ./cmd/socikit-trace
 
 echo "== bench: image contexts ($images)"
 # shellcheck disable=SC2046 # one argument per image
-scripts/bench-images.sh --cache "$cache" $(tr ',' ' ' <<<"$images") >/dev/null
+BENCH_TRACE=$cache/socikit-trace scripts/bench-images.sh --cache "$cache" $(tr ',' ' ' <<<"$images") >/dev/null
 
 echo "== bench: shaped registry (rate $rate, latency $latency per request)"
-trap 'scripts/bench-net.sh down >/dev/null 2>&1 || true' EXIT
+trap 'echo "== bench: ${SECONDS}s in all"; scripts/bench-net.sh down >/dev/null 2>&1 || true' EXIT
 scripts/bench-net.sh up --rate "$rate" --latency "$latency"
 
 rate_mbit=$(awk -v r="$rate" 'BEGIN { n = r + 0; if (r ~ /gbit$/) n *= 1000; else if (r ~ /kbit$/) n /= 1000; print n }')
 latency_ms=$(awk -v l="$latency" 'BEGIN { n = l + 0; if (l ~ /us$/) n /= 1000; else if (l ~ /[^m]s$/ && l !~ /ms$/) n *= 1000; print n }')
 bin/socikit-bench --repo . --contexts "$cache" --images "$images" --runs "$runs" --mode $mode \
-  --rate-mbit "$rate_mbit" --latency-ms "$latency_ms" --out "$out" "${extra[@]}"
+  --rate-mbit "$rate_mbit" --latency-ms "$latency_ms" --out "$out" "${contenders[@]}" "${extra[@]}"

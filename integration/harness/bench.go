@@ -33,11 +33,13 @@ type contender struct {
 }
 
 var allContenders = []contender{
-	{results.Overlayfs, "overlayfs", "plain", false},
-	{results.SocikitAuto, "socikit", "auto", false},
-	{results.SocikitReorder, "socikit", "reorder", false},
-	{results.SocikitConvert, "socikit", "convert4m", false},
-	{results.Upstream, "soci", "upstream", true},
+	{results.Overlayfs, "overlayfs", vPlain, false},
+	{results.SocikitAuto, "socikit", vAuto, false},
+	{results.SocikitReorder, "socikit", vReorder, false},
+	{results.SocikitProfiled, "socikit", vProfiled, false},
+	{results.SocikitLazyProfile, "socikit", vLazy, false},
+	{results.SocikitConvert, "socikit", vConvert, false},
+	{results.Upstream, "soci", vUpstream, true},
 }
 
 func run(ctx context.Context, c config) error {
@@ -80,21 +82,61 @@ func run(ctx context.Context, c config) error {
 
 	// Build and index every image first: the measurements must not share
 	// the machine with a build.
+	p := prep{logs: filepath.Join(c.out, "prepare")}
+	for _, ct := range contenders {
+		p.profiled = p.profiled || ct.name == results.SocikitProfiled
+		p.lazy = p.lazy || ct.name == results.SocikitLazyProfile
+	}
+	if err := os.MkdirAll(p.logs, 0o755); err != nil {
+		return err
+	}
+	prepStart := time.Now()
 	var images []*benchImage
-	bk, err := startBuildkitd(ctx, c)
+	bk, err := startBuildkitd(ctx, c, c.buildkitdRoot)
 	if err != nil {
 		return err
 	}
+	defer bk.stop()
+	if p.profiled || p.lazy {
+		if p.frontend, err = buildFrontend(ctx, c, bk); err != nil {
+			return err
+		}
+	}
 	for _, app := range c.apps {
-		img, err := buildImage(ctx, c, bk, app)
+		img, builds, err := buildImage(ctx, c, bk, app, p)
 		if err != nil {
-			bk.stop()
 			return fmt.Errorf("image %s: %w", app, err)
 		}
 		images = append(images, img)
-		r.Images = append(r.Images, img.info)
+		r.Builds = append(r.Builds, builds...)
+	}
+	// The profile of a lazy start, fed back into the build: after every
+	// image is built, before any measurement.
+	if p.lazy {
+		for _, img := range images {
+			b, err := lazyProfile(ctx, c, bk, img, p)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				logf("FAILED %s: %s: %v", img.info.Name, vLazy, err)
+				img.failed[vLazy] = err
+				delete(img.refs, vLazy)
+				continue
+			}
+			r.Builds = append(r.Builds, b)
+		}
 	}
 	bk.stop()
+	for _, img := range images {
+		r.Images = append(r.Images, img.info)
+		for _, ct := range contenders {
+			if err := img.failed[ct.tag]; err != nil {
+				r.Failures = append(r.Failures, results.Failure{Image: img.info.Name, Contender: ct.name, Error: "prepare: " + err.Error()})
+			}
+		}
+	}
+	logf("prepare phase (builds, indexes, profiles) took %v", time.Since(prepStart).Round(time.Second))
 
 	for iter := 0; iter < c.runs; iter++ {
 		for _, img := range images {
@@ -106,6 +148,9 @@ func run(ctx context.Context, c config) error {
 			for _, ct := range order {
 				if ctx.Err() != nil {
 					return ctx.Err()
+				}
+				if img.failed[ct.tag] != nil {
+					continue // its preparation failed (a failure already)
 				}
 				s, err := coldStart(ctx, c, img, ct, iter)
 				if err != nil {

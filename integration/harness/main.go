@@ -1,6 +1,8 @@
 // Command socikit-bench is socikit's benchmark harness: it builds
 // realistic images with our buildkitd (plain, SOCI with tuned spans, SOCI
-// reordered from a start-up profile), indexes the plain image with `socikit
+// reordered from a start-up file list, SOCI through the `# syntax=`
+// frontend profiled in the build, and SOCI rebuilt with the profile
+// socikit-snapshotter recorded during a lazy start), indexes the plain image with `socikit
 // convert` (fixed 4 MiB spans) and with upstream SOCI's builder, pushes all
 // of them to a registry behind a shaped link, and starts each one cold,
 // several times, with containerd 2.4.2 through each contender: overlayfs

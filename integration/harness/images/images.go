@@ -15,6 +15,8 @@
 //	startup.txt     regular files read at start-up, first-open order
 //	prefetch.txt    startup.txt less the app layer's files (soci-prefetch)
 //	startup.json    {"files", "bytes", "layers": {"base"|"pkgs"|"app": {"files", "bytes"}}}
+//	startup-ranges.json  optional: the byte ranges the start-up reads, a
+//	                start-up profile (socikit.profile.v1) from socikit-trace
 package images
 
 import (
@@ -28,6 +30,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/socikit/socikit/profile"
 )
 
 // Names lists the apps scripts/bench-images.sh knows, in its order.
@@ -60,6 +64,10 @@ type App struct {
 	StartupFiles []string
 	Prefetch     []string
 	Startup      Startup
+	// Ranges is startup-ranges.json, the byte ranges the start-up reads
+	// (socikit-trace in a chroot of the rootfs), or nil when the context
+	// has none (scripts/bench-images.sh without BENCH_TRACE).
+	Ranges *profile.Profile
 }
 
 // PrefetchAttr is Prefetch as the soci-prefetch exporter attribute value.
@@ -101,6 +109,14 @@ func Load(dir string) (*App, error) {
 	}
 	if a.Startup.Files != len(a.StartupFiles) {
 		return nil, fmt.Errorf("images: %s: startup.json counts %d files, startup.txt lists %d", a.Name, a.Startup.Files, len(a.StartupFiles))
+	}
+	switch b, err = os.ReadFile(filepath.Join(dir, "startup-ranges.json")); {
+	case err == nil:
+		if a.Ranges, err = profile.Decode(bytes.NewReader(b)); err != nil {
+			return nil, fmt.Errorf("images: %s: startup-ranges.json: %w", a.Name, err)
+		}
+	case !os.IsNotExist(err):
+		return nil, fmt.Errorf("images: %s: %w", a.Name, err)
 	}
 	return a, nil
 }

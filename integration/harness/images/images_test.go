@@ -54,6 +54,25 @@ func TestLoad(t *testing.T) {
 	if a.Startup.Bytes != 100 || a.Startup.Layers["pkgs"] != (Count{Files: 1, Bytes: 90}) {
 		t.Errorf("Startup = %+v", a.Startup)
 	}
+	if a.Ranges != nil {
+		t.Errorf("Ranges = %+v without startup-ranges.json", a.Ranges)
+	}
+}
+
+func TestLoadRanges(t *testing.T) {
+	f := validFiles()
+	f["startup-ranges.json"] = `{"version":"socikit.profile.v1","source":"build","files":[{"path":"/usr/bin/python3.11","ranges":[[0,4096],[8192,4096]]}]}` + "\n"
+	a, err := Load(writeApp(t, t.TempDir(), "python", f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Ranges == nil || len(a.Ranges.Files) != 1 || a.Ranges.Bytes() != 8192 {
+		t.Errorf("Ranges = %+v", a.Ranges)
+	}
+	f["startup-ranges.json"] = `{"version":"socikit.profile.v0","files":[]}`
+	if _, err := Load(writeApp(t, t.TempDir(), "python", f)); err == nil || !strings.Contains(err.Error(), "startup-ranges.json") {
+		t.Errorf("a bad startup-ranges.json: %v", err)
+	}
 }
 
 func TestLoadRejects(t *testing.T) {

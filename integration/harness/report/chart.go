@@ -31,11 +31,13 @@ const groupWidth = 0.8
 
 // contenderColors keeps each contender's colour the same in every chart.
 var contenderColors = map[string]color.Color{
-	results.Overlayfs:      color.RGBA{150, 150, 150, 255},
-	results.SocikitAuto:    color.RGBA{66, 133, 214, 255},
-	results.SocikitReorder: color.RGBA{38, 166, 91, 255},
-	results.SocikitConvert: color.RGBA{150, 112, 200, 255},
-	results.Upstream:       color.RGBA{222, 110, 60, 255},
+	results.Overlayfs:          color.RGBA{150, 150, 150, 255},
+	results.SocikitAuto:        color.RGBA{66, 133, 214, 255},
+	results.SocikitReorder:     color.RGBA{38, 166, 91, 255},
+	results.SocikitConvert:     color.RGBA{150, 112, 200, 255},
+	results.SocikitProfiled:    color.RGBA{20, 110, 60, 255},
+	results.SocikitLazyProfile: color.RGBA{120, 200, 140, 255},
+	results.Upstream:           color.RGBA{222, 110, 60, 255},
 }
 
 // WriteReadyChart writes chart.png: per image, one bar per contender for

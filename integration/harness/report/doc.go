@@ -36,4 +36,12 @@
 //     before ready (results.Image.StartupCompressed),
 //   - read everything ≤ 1.1× overlayfs reading everything, that is a
 //     full pull followed by reading every file from local disk.
+//
+// socikit-profiled and socikit-lazyprofile (images built from a start-up
+// profile) appear only in runs that measured them. For them ProfileChecks
+// adds the goals of the start-up profile work, reported in their own
+// table: time to ready ≤ 0.5× upstream SOCI and ≤ socikit-reorder's, bytes
+// before ready ≤ 1.15× the compressed byte ranges read (ProfileBase), and
+// the frontend build ≤ 1.3× the plain type=soci build, the traced
+// start-up's time aside (results.Run.Builds, also in a table of its own).
 package report

@@ -27,6 +27,8 @@ func Markdown(r *results.Run) string {
 	}
 	m.writeRatios(&b)
 	m.writeGoals(&b)
+	m.writeProfileGoals(&b)
+	m.writeBuilds(&b)
 	m.writeFailures(&b)
 	return b.String()
 }
@@ -93,6 +95,34 @@ func (m *model) writeImages(b *strings.Builder) {
 	}
 	table(b, 1, []string{"image", "layers", "compressed MB", "uncompressed MB",
 		"files read before ready", "their MB", "their compressed MB", "ready line"}, rows)
+	ranges, lazy := false, false
+	for _, im := range m.images {
+		ranges = ranges || im.RangeCompressed > 0
+		lazy = lazy || im.LazyProfileFiles > 0
+	}
+	if !ranges && !lazy {
+		return
+	}
+	b.WriteString("Byte ranges read before ready: the start-up traced by socikit-trace in a chroot of the image's rootfs " +
+		"(as the frontend's profiling step does in the build; mapped pages included), the ranges' bytes and those bytes " +
+		"as one gzip stream (level 6, file by file, no tar headers). The lazy profile is what socikit-snapshotter " +
+		"recorded during a lazy start of socikit-auto (pages as the kernel asked for them, read-ahead included), " +
+		"the socikit-lazyprofile image's input.\n\n")
+	rows = nil
+	for _, im := range m.images {
+		rows = append(rows, []string{im.Name,
+			intOrDash(im.RangeFiles), mbString(im.RangeBytes), mbString(im.RangeCompressed),
+			intOrDash(im.LazyProfileFiles), mbString(im.LazyProfileBytes)})
+	}
+	table(b, 1, []string{"image", "files read (ranges)", "ranges MB", "ranges compressed MB",
+		"lazy profile files", "lazy profile MB"}, rows)
+}
+
+func intOrDash(n int) string {
+	if n <= 0 {
+		return "–"
+	}
+	return strconv.Itoa(n)
 }
 
 // cellMetrics are the columns of the per-image tables.
@@ -180,9 +210,28 @@ func (m *model) writeRatios(b *strings.Builder) {
 	}
 	byImage("Time to ready / overlayfs", "", others(results.Overlayfs), medianOf(readyS, results.Overlayfs))
 	byImage("Time to ready / upstream SOCI", "", others(results.Upstream), medianOf(readyS, results.Upstream))
+	if m.measured(results.SocikitProfiled) || m.measured(results.SocikitLazyProfile) {
+		byImage("Time to ready / socikit-reorder", "", others(results.SocikitReorder), medianOf(readyS, results.SocikitReorder))
+	}
 	byImage("Fetch amplification",
 		"Bytes before ready / compressed size of the files read before ready.",
 		m.contenders, m.fetchAmplification)
+	ranges := false
+	for _, im := range m.images {
+		ranges = ranges || im.RangeCompressed > 0
+	}
+	if ranges {
+		byImage("Fetch amplification against the byte ranges read",
+			"Bytes before ready / compressed size of the byte ranges read before ready (SOCI index and zTOCs included in the bytes).",
+			m.contenders, func(im results.Image, c string) float64 {
+				return ratio(m.median(im.Name, c, beforeMB), float64(im.RangeCompressed)/mb)
+			})
+		byImage("Fetch amplification against the byte ranges read, index aside",
+			"(Bytes before ready − SOCI index and zTOC bytes) / compressed size of the byte ranges read before ready.",
+			m.contenders, func(im results.Image, c string) float64 {
+				return ratio(m.median(im.Name, c, beforeMB)-m.median(im.Name, c, indexMB), float64(im.RangeCompressed)/mb)
+			})
+	}
 	byImage("Read everything / overlayfs", "", others(results.Overlayfs), medianOf(readAllS, results.Overlayfs))
 }
 
@@ -207,7 +256,7 @@ func (m *model) writeGoals(b *strings.Builder) {
 		}
 		for _, g := range goals {
 			row := []string{label, g.name + " ≤ " + num(g.limit)}
-			for _, c := range goalContenders {
+			for _, c := range m.goalContenders() {
 				ch := byKey[[3]string{im.Name, g.name, c}]
 				cell := ch.Verdict()
 				if cell != "n/a" {
@@ -218,9 +267,9 @@ func (m *model) writeGoals(b *strings.Builder) {
 			rows = append(rows, row)
 		}
 	}
-	table(b, 2, append([]string{"image", "goal"}, goalContenders...), rows)
+	table(b, 2, append([]string{"image", "goal"}, m.goalContenders()...), rows)
 	var tally []string
-	for _, c := range goalContenders {
+	for _, c := range m.goalContenders() {
 		pass, known := 0, 0
 		for _, ch := range checks {
 			if ch.Contender != c || ch.Verdict() == "n/a" {
@@ -234,6 +283,117 @@ func (m *model) writeGoals(b *strings.Builder) {
 		tally = append(tally, fmt.Sprintf("%s %d/%d", c, pass, known))
 	}
 	fmt.Fprintf(b, "Passed (of the checks with data): %s.\n\n", strings.Join(tally, ", "))
+}
+
+// writeProfileGoals writes the goals of the start-up profile issue for
+// socikit-profiled and socikit-lazyprofile, when the run measured one.
+func (m *model) writeProfileGoals(b *strings.Builder) {
+	checks := m.profileChecks()
+	if len(checks) == 0 {
+		return
+	}
+	var cs []string
+	for _, c := range profileGoalContenders {
+		if m.measured(c) {
+			cs = append(cs, c)
+		}
+	}
+	b.WriteString("## Goals with start-up profiles\n\n")
+	b.WriteString("For the images built from a start-up profile: socikit-profiled (profiled in the build by the " +
+		"`# syntax=` frontend, no hand-made list) and socikit-lazyprofile (rebuilt with the profile " +
+		"socikit-snapshotter recorded during a lazy start of socikit-auto). Bytes are compared with the compressed " +
+		"byte ranges the start-up reads where they were measured, else with its files, whole (said per image). " +
+		"Build time: the frontend build of socikit-profiled over the plain `type=soci` build (socikit-auto), each on " +
+		"a fresh builder, push included, the traced start-up's own time (to its ready line) taken out; " +
+		"the profiling step and the frontend image's pull stay in.\n\n")
+	byKey := map[[3]string]Check{}
+	for _, c := range checks {
+		byKey[[3]string{c.Image, c.Goal, c.Contender}] = c
+	}
+	var rows [][]string
+	for _, im := range m.images {
+		_, what := ProfileBase(im)
+		for _, g := range []struct {
+			name  string
+			limit float64
+			label string
+		}{
+			{GoalProfileVsUpstream, 0.5, ""},
+			{GoalProfileVsReorder, 1, ""},
+			{GoalProfileFetch, 1.15, " (" + what + ")"},
+			{GoalProfileBuild, 1.3, ""},
+		} {
+			row := []string{im.Name, g.name + g.label + " ≤ " + num(g.limit)}
+			for _, c := range cs {
+				ch := byKey[[3]string{im.Name, g.name, c}]
+				cell := ch.Verdict()
+				if cell != "n/a" {
+					cell = checkValue(ch) + " " + cell
+				}
+				row = append(row, cell)
+			}
+			rows = append(rows, row)
+		}
+	}
+	table(b, 2, append([]string{"image", "goal"}, cs...), rows)
+	var tally []string
+	for _, c := range cs {
+		pass, known := 0, 0
+		for _, ch := range checks {
+			if ch.Contender != c || ch.Verdict() == "n/a" {
+				continue
+			}
+			known++
+			if ch.Verdict() == "PASS" {
+				pass++
+			}
+		}
+		tally = append(tally, fmt.Sprintf("%s %d/%d", c, pass, known))
+	}
+	fmt.Fprintf(b, "Passed (of the checks with data): %s.\n\n", strings.Join(tally, ", "))
+}
+
+// writeBuilds writes the timed builds of the prepare phase.
+func (m *model) writeBuilds(b *strings.Builder) {
+	if len(m.run.Builds) == 0 {
+		return
+	}
+	b.WriteString("## Builds\n\n")
+	b.WriteString("Each buildctl build, push to the bench registry included; \"fresh\": on a buildkitd of its own with an " +
+		"empty cache, else on the run's shared builder after the builds above it (plain first). Profiling step: the " +
+		"frontend's traced exec as BuildKit timed it; start-up: the traced app's own time to its ready line.\n\n")
+	var rows [][]string
+	for _, bd := range m.run.Builds {
+		where := "shared"
+		if bd.Fresh {
+			where = "fresh"
+		}
+		step, su := "–", "–"
+		if bd.ProfileStepMS > 0 {
+			step = strconv.FormatFloat(bd.ProfileStepMS/1000, 'f', 1, 64)
+		}
+		if bd.StartupMS > 0 {
+			su = strconv.FormatFloat(bd.StartupMS/1000, 'f', 2, 64)
+		}
+		rows = append(rows, []string{bd.Image, bd.Variant, where,
+			strconv.FormatFloat(bd.MS/1000, 'f', 1, 64), step, su, codeOrDash(bd.ProfileStatus)})
+	}
+	table(b, 3, []string{"image", "variant", "builder", "build s", "profiling step s", "start-up s", "socikit-trace"}, rows)
+	var ratios [][]string
+	for _, im := range m.images {
+		p, ok1 := m.build(im.Name, "profiled")
+		a, ok2 := m.build(im.Name, "auto")
+		if !ok1 || !ok2 || !p.Fresh || !a.Fresh {
+			continue
+		}
+		ratios = append(ratios, []string{im.Name,
+			strconv.FormatFloat(a.MS/1000, 'f', 1, 64), strconv.FormatFloat(p.MS/1000, 'f', 1, 64),
+			ratioString(ratio(p.MS, a.MS)), ratioString(ratio(p.MS-p.ProfileStepMS, a.MS)), ratioString(ratio(p.MS-p.StartupMS, a.MS))})
+	}
+	if len(ratios) > 0 {
+		table(b, 1, []string{"image", "type=soci s (fresh)", "frontend, profiled s (fresh)", "ratio",
+			"ratio, profiling step aside", "ratio, start-up aside"}, ratios)
+	}
 }
 
 func (m *model) writeFailures(b *strings.Builder) {

@@ -77,8 +77,29 @@ func newModel(r *results.Run) *model {
 		m.images = append(m.images, results.Image{Name: name})
 	}
 	slices.Sort(extraContenders)
-	m.contenders = append(slices.Clone(results.Contenders), extraContenders...)
+	for _, c := range results.Contenders {
+		if results.Optional[c] && !m.measured(c) {
+			continue // not in this run: its tables stay as they were
+		}
+		m.contenders = append(m.contenders, c)
+	}
+	m.contenders = append(m.contenders, extraContenders...)
 	return m
+}
+
+// measured reports whether the run has a sample or a failure of c.
+func (m *model) measured(c string) bool {
+	for k, v := range m.samples {
+		if k.contender == c && len(v) > 0 {
+			return true
+		}
+	}
+	for k, v := range m.failures {
+		if k.contender == c && len(v) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // stat summarises metric f over the samples of one cell.
@@ -184,14 +205,26 @@ var goals = []goal{
 	{"read everything / overlayfs full pull + read", 1.1, medianRatio(readAllS, results.Overlayfs)},
 }
 
-// goalContenders are the contenders the goals are checked for.
-var goalContenders = []string{results.SocikitAuto, results.SocikitReorder, results.SocikitConvert}
+// goalContenders are the contenders the goals are checked for; the
+// optional ones only when the run measured them.
+var goalContenders = []string{results.SocikitAuto, results.SocikitReorder, results.SocikitProfiled, results.SocikitLazyProfile, results.SocikitConvert}
+
+// goalContenders lists the goal contenders of this run.
+func (m *model) goalContenders() []string {
+	var out []string
+	for _, c := range goalContenders {
+		if !results.Optional[c] || m.measured(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
 
 func (m *model) checks() []Check {
 	var out []Check
 	for _, im := range m.images {
 		for _, g := range goals {
-			for _, c := range goalContenders {
+			for _, c := range m.goalContenders() {
 				out = append(out, Check{
 					Image: im.Name, Contender: c, Goal: g.name, Limit: g.limit,
 					Value: g.value(m, im, c),
@@ -203,6 +236,83 @@ func (m *model) checks() []Check {
 }
 
 // Checks evaluates the benchmark goals for every socikit contender
-// (auto, reorder, 4m) on every image, ordered by image, goal, contender.
-// Missing data gives a Check whose Verdict is "n/a".
+// (auto, reorder, 4m, and profiled and lazyprofile when measured) on every
+// image, ordered by image, goal, contender. Missing data gives a Check
+// whose Verdict is "n/a".
 func Checks(r *results.Run) []Check { return newModel(r).checks() }
+
+// The goals of the start-up profile issue, for the contenders built from a
+// profile (profiled, lazyprofile).
+const (
+	GoalProfileVsUpstream = "time to ready / upstream SOCI"
+	GoalProfileVsReorder  = "time to ready / socikit-reorder"
+	GoalProfileFetch      = "bytes before ready / compressed bytes read"
+	GoalProfileBuild      = "build time with profiling / without (start-up run aside)"
+)
+
+var profileGoalContenders = []string{results.SocikitProfiled, results.SocikitLazyProfile}
+
+// ProfileBase says what GoalProfileFetch compares with on im: the
+// compressed byte ranges the start-up reads when they were measured, else
+// the compressed files it reads, whole.
+func ProfileBase(im results.Image) (bytes int64, what string) {
+	if im.RangeCompressed > 0 {
+		return im.RangeCompressed, "byte ranges"
+	}
+	return im.StartupCompressed, "whole files"
+}
+
+// build returns the timed build of image's variant, if any.
+func (m *model) build(image, variant string) (results.Build, bool) {
+	for _, b := range m.run.Builds {
+		if b.Image == image && b.Variant == variant {
+			return b, true
+		}
+	}
+	return results.Build{}, false
+}
+
+// buildRatio is the profiled build's time, less the traced start-up's
+// own time, over the auto build's (both on fresh builders).
+func (m *model) buildRatio(image string) float64 {
+	p, ok1 := m.build(image, "profiled")
+	a, ok2 := m.build(image, "auto")
+	if !ok1 || !ok2 || !p.Fresh || !a.Fresh {
+		return math.NaN()
+	}
+	return ratio(p.MS-p.StartupMS, a.MS)
+}
+
+// profileChecks evaluates the start-up profile goals for the profile
+// contenders the run measured, ordered by image, goal, contender.
+func (m *model) profileChecks() []Check {
+	var out []Check
+	for _, im := range m.images {
+		base, _ := ProfileBase(im)
+		for _, c := range profileGoalContenders {
+			if !m.measured(c) {
+				continue
+			}
+			out = append(out,
+				Check{im.Name, c, GoalProfileVsUpstream, 0.5, medianRatio(readyS, results.Upstream)(m, im, c)},
+				Check{im.Name, c, GoalProfileVsReorder, 1, medianRatio(readyS, results.SocikitReorder)(m, im, c)},
+				Check{im.Name, c, GoalProfileFetch, 1.15, ratio(m.median(im.Name, c, beforeMB), float64(base)/mb)},
+			)
+			bv := math.NaN()
+			if c == results.SocikitProfiled {
+				bv = m.buildRatio(im.Name)
+			}
+			out = append(out, Check{im.Name, c, GoalProfileBuild, 1.3, bv})
+		}
+	}
+	return out
+}
+
+// ProfileChecks evaluates the goals of the start-up profile issue for the
+// contenders built from a profile (socikit-profiled, socikit-lazyprofile)
+// that the run measured: time to ready ≤ 0.5× upstream SOCI and ≤ the
+// socikit-reorder figure, bytes before ready ≤ 1.15× the compressed bytes
+// the start-up reads (ProfileBase), and, for socikit-profiled, the build
+// with its profiling step ≤ 1.3× the same build without it (type=soci),
+// both on a fresh builder, the traced start-up's own time taken out.
+func ProfileChecks(r *results.Run) []Check { return newModel(r).profileChecks() }

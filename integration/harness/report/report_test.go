@@ -145,7 +145,8 @@ func TestStats(t *testing.T) {
 
 func TestChecks(t *testing.T) {
 	checks := Checks(syntheticRun())
-	if want := 2 * len(goals) * len(goalContenders); len(checks) != want {
+	// Without profiled or lazyprofile samples: auto, reorder and 4m only.
+	if want := 2 * len(goals) * 3; len(checks) != want {
 		t.Fatalf("got %d checks, want %d", len(checks), want)
 	}
 	got := map[[3]string]Check{}
@@ -367,6 +368,105 @@ func TestWrite(t *testing.T) {
 	if *outDir != "" {
 		if err := Write(*outDir, syntheticRun()); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// profiledRun is syntheticRun plus socikit-profiled on both images and
+// socikit-lazyprofile on python, byte-range figures for python and the
+// timed builds of python.
+func profiledRun() *results.Run {
+	r := syntheticRun()
+	r.Images[0].RangeFiles, r.Images[0].RangeBytes, r.Images[0].RangeCompressed = 800, 30e6, 12e6
+	r.Images[0].LazyProfileFiles, r.Images[0].LazyProfileBytes = 850, 40e6
+	add := func(img, c string, readyMS float64, before int64) {
+		r.Samples = append(r.Samples, results.Sample{Image: img, Contender: c, ReadyMS: readyMS,
+			BytesBeforeReady: before, BytesTotal: 2 * before, IndexBytes: 1e6})
+	}
+	add("python", results.SocikitProfiled, 1200, 13e6)
+	add("python", results.SocikitLazyProfile, 1800, 15e6)
+	add("jvm", results.SocikitProfiled, 6000, 52e6)
+	r.Builds = []results.Build{
+		{Image: "python", Variant: "plain", MS: 20000},
+		{Image: "python", Variant: "auto", Fresh: true, MS: 30000},
+		{Image: "python", Variant: "profiled", Fresh: true, MS: 40000, ProfileStepMS: 6000, StartupMS: 4000,
+			ProfileStatus: "socikit-trace: ok: 800 files, 3000 ranges, 30000000 bytes read in 4.00s (ready line \"ready\" seen)"},
+		{Image: "python", Variant: "lazyprofile", MS: 15000},
+	}
+	return r
+}
+
+func TestProfileChecks(t *testing.T) {
+	r := profiledRun()
+	if n := len(Checks(r)); n != 2*len(goals)*5 {
+		t.Errorf("got %d checks, want %d (five goal contenders)", n, 2*len(goals)*5)
+	}
+	got := map[[3]string]Check{}
+	for _, c := range ProfileChecks(r) {
+		got[[3]string{c.Image, c.Goal, c.Contender}] = c
+	}
+	nan := math.NaN()
+	for _, tc := range []struct {
+		image, goal, contender string
+		value                  float64
+		verdict                string
+	}{
+		{"python", GoalProfileVsUpstream, results.SocikitProfiled, 0.2, "PASS"},
+		{"python", GoalProfileVsReorder, results.SocikitProfiled, 0.8, "PASS"},
+		{"python", GoalProfileVsReorder, results.SocikitLazyProfile, 1.2, "FAIL"},
+		{"python", GoalProfileFetch, results.SocikitProfiled, 13.0 / 12, "PASS"}, // byte ranges
+		{"python", GoalProfileFetch, results.SocikitLazyProfile, 15.0 / 12, "FAIL"},
+		{"python", GoalProfileBuild, results.SocikitProfiled, 36.0 / 30, "PASS"},
+		{"python", GoalProfileBuild, results.SocikitLazyProfile, nan, "n/a"},
+		{"jvm", GoalProfileVsUpstream, results.SocikitProfiled, nan, "n/a"},   // upstream failed
+		{"jvm", GoalProfileFetch, results.SocikitProfiled, 52.0 / 50, "PASS"}, // whole files
+		{"jvm", GoalProfileBuild, results.SocikitProfiled, nan, "n/a"},        // not timed
+	} {
+		c, ok := got[[3]string{tc.image, tc.goal, tc.contender}]
+		if !ok {
+			t.Errorf("no check %s/%s/%s", tc.image, tc.goal, tc.contender)
+			continue
+		}
+		if !sameFloat(c.Value, tc.value) || c.Verdict() != tc.verdict {
+			t.Errorf("%s/%s/%s: got %v %s, want %v %s", tc.image, tc.goal, tc.contender,
+				c.Value, c.Verdict(), tc.value, tc.verdict)
+		}
+	}
+	if _, ok := got[[3]string{"jvm", GoalProfileFetch, results.SocikitLazyProfile}]; !ok {
+		t.Error("lazyprofile, measured on python only, has no jvm checks")
+	}
+	if n := len(ProfileChecks(syntheticRun())); n != 0 {
+		t.Errorf("%d profile checks in a run without profile contenders", n)
+	}
+}
+
+func TestMarkdownProfiles(t *testing.T) {
+	md := Markdown(profiledRun())
+	for _, want := range []string{
+		"| python | 800 | 30.0 | 12.0 | 850 | 40.0 |",
+		"### Time to ready / socikit-reorder",
+		"| socikit-profiled | 1 | 1.20 |",
+		"### Fetch amplification against the byte ranges read\n",
+		"## Goals with start-up profiles",
+		"| python | bytes before ready / compressed bytes read (byte ranges) ≤ 1.15 | 1.08× PASS | 1.25× FAIL |",
+		"| jvm | bytes before ready / compressed bytes read (whole files) ≤ 1.15 | 1.04× PASS | n/a |",
+		"| python | build time with profiling / without (start-up run aside) ≤ 1.3 | 1.20× PASS | n/a |",
+		"Passed (of the checks with data): socikit-profiled 6/6, socikit-lazyprofile 1/3.",
+		"| python | profiled | fresh | 40.0 | 6.0 | 4.00 |",
+		"| python | 30.0 | 40.0 | 1.33× | 1.13× | 1.20× |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("summary lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(md)
+	}
+	// Without the profile contenders, no trace of them.
+	md = Markdown(syntheticRun())
+	for _, no := range []string{results.SocikitProfiled, results.SocikitLazyProfile, "socikit-reorder\n", "## Builds", "byte ranges"} {
+		if strings.Contains(md, no) {
+			t.Errorf("summary of a run without profile contenders has %q", no)
 		}
 	}
 }

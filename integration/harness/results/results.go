@@ -14,10 +14,25 @@ const (
 	SocikitReorder = "socikit-reorder" // our exporter, auto spans + soci-reorder from the start-up profile
 	SocikitConvert = "socikit-4m"      // `socikit convert --span-size 4194304` of the plain image
 	Upstream       = "upstream-soci"   // upstream soci-snapshotter, index by upstream's builder (4 MiB spans)
+	// SocikitProfiled is the image built through the `# syntax=` frontend
+	// (socikit-frontend) with no hand-made list: its profiling step traces
+	// the start-up inside the build (byte ranges, mapped pages included)
+	// and the soci exporter reorders, cuts spans around the hot ranges and
+	// prefetches exactly the hot spans.
+	SocikitProfiled = "socikit-profiled"
+	// SocikitLazyProfile is the image rebuilt through the frontend with the
+	// profile socikit-snapshotter recorded during a lazy start of the auto
+	// image (`socikit profile export`, build context SOCIKIT_PROFILE_CONTEXT).
+	SocikitLazyProfile = "socikit-lazyprofile"
 )
 
 // Contenders lists the contender names in report order.
-var Contenders = []string{Overlayfs, SocikitAuto, SocikitReorder, SocikitConvert, Upstream}
+var Contenders = []string{Overlayfs, SocikitAuto, SocikitReorder, SocikitProfiled, SocikitLazyProfile, SocikitConvert, Upstream}
+
+// Optional contenders appear in reports only when a run measured them
+// (samples or failures): runs made before they existed, or without them,
+// keep their tables as they were.
+var Optional = map[string]bool{SocikitProfiled: true, SocikitLazyProfile: true}
 
 // Run is one invocation of the harness.
 type Run struct {
@@ -30,6 +45,25 @@ type Run struct {
 	Images   []Image   `json:"images"`   // the images measured
 	Samples  []Sample  `json:"samples"`  // one per (image, contender, iteration)
 	Failures []Failure `json:"failures"` // contenders that failed, with the error
+	// Builds are the timed image builds of the prepare phase (omitted by
+	// runs made before they were recorded).
+	Builds []Build `json:"builds,omitempty"`
+}
+
+// Build is one timed build of one image variant, push included.
+type Build struct {
+	Image   string `json:"image"`
+	Variant string `json:"variant"` // plain, auto, reorder, profiled, lazyprofile
+	// Fresh: on a buildkitd of its own, started for this build (empty
+	// cache); else on the run's shared builder, after the builds before it.
+	Fresh bool    `json:"fresh_builder"`
+	MS    float64 `json:"ms"` // the buildctl command, start to exit
+	// Frontend builds with a profiling step: the step's duration as
+	// BuildKit reports it (DONE), the traced start-up's own time to its
+	// ready line (socikit-trace's seconds) and socikit-trace's summary.
+	ProfileStepMS float64 `json:"profile_step_ms,omitempty"`
+	StartupMS     float64 `json:"startup_ms,omitempty"`
+	ProfileStatus string  `json:"profile_status,omitempty"`
 }
 
 // Link is the shaping of the link between the runtime and the registry.
@@ -52,6 +86,20 @@ type Image struct {
 	StartupBytes      int64  `json:"startup_bytes"`
 	StartupCompressed int64  `json:"startup_compressed_bytes"`
 	Ready             string `json:"ready"` // the ready line the app prints
+	// The byte ranges the start-up reads (mapped pages included), from a
+	// socikit-trace run of the app in a chroot of the image's rootfs
+	// (scripts/bench-images.sh, startup-ranges.json): files, bytes after
+	// merging overlaps, and those bytes, file by file in first-access
+	// order, ranges by offset, as one gzip stream (level 6, no tar
+	// headers). 0 when not measured.
+	RangeFiles      int   `json:"range_files,omitempty"`
+	RangeBytes      int64 `json:"range_bytes,omitempty"`
+	RangeCompressed int64 `json:"range_compressed_bytes,omitempty"`
+	// The profile socikit-snapshotter recorded during the lazy start of
+	// the auto image that the lazyprofile variant was built from: files
+	// and bytes (pages as the kernel asked for them, read-ahead included).
+	LazyProfileFiles int   `json:"lazy_profile_files,omitempty"`
+	LazyProfileBytes int64 `json:"lazy_profile_bytes,omitempty"`
 }
 
 // Sample is one cold start of one image by one contender.
