@@ -16,6 +16,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/socikit/socikit/frontend/trace"
 	"github.com/socikit/socikit/profile"
 )
 
@@ -25,16 +26,6 @@ const (
 	tracerDir = "/.socikit"
 	outDir    = "/.socikit-out"
 )
-
-// traceStatus is what socikit-trace writes to its --status file.
-type traceStatus struct {
-	OK      bool    `json:"ok"`
-	Cause   string  `json:"cause"`
-	Files   int     `json:"files"`
-	Ranges  int     `json:"ranges"`
-	Bytes   int64   `json:"bytes"`
-	Seconds float64 `json:"seconds"`
-}
 
 // startupCommand is the command the profiling step runs: the startup
 // option, else ENTRYPOINT + CMD.
@@ -82,7 +73,7 @@ func profileStartup(ctx context.Context, c client.Client, pr platformResult, o *
 	if err != nil {
 		return nil, fmt.Sprintf("socikit-trace wrote no status: %v", firstLine(err.Error())), nil
 	}
-	var st traceStatus
+	var st trace.Status
 	if err := json.Unmarshal(dt, &st); err != nil {
 		return nil, fmt.Sprintf("socikit-trace wrote a bad status: %v", err), nil
 	}
