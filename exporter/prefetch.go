@@ -216,19 +216,7 @@ func (l *zLayer) entry(name string) *ztoc.FileEntry {
 
 // follow follows hard links and in-layer symlinks from f to the entry
 // holding the data; nil if they lead nowhere in the layer.
-func (l *zLayer) follow(f *ztoc.FileEntry) *ztoc.FileEntry {
-	for hops := 0; f != nil && hops < maxLinkHops; hops++ {
-		switch f.Type {
-		case ztoc.TypeHardlink:
-			f = l.lookup(f.Linkname)
-		case ztoc.TypeSymlink:
-			f = l.lookup(symlinkTarget(f))
-		default:
-			return f
-		}
-	}
-	return nil
-}
+func (l *zLayer) follow(f *ztoc.FileEntry) *ztoc.FileEntry { return followLinks(f, l.lookup) }
 
 // fileSpans returns the span ranges holding the hot bytes of sf in the
 // data of regular file f.
@@ -253,14 +241,19 @@ func (l *zLayer) fileSpans(f *ztoc.FileEntry, sf startupFile) []soci.PrefetchSpa
 func symlinkTarget(f *ztoc.FileEntry) string { return linkTarget(f.Name, f.Linkname) }
 
 // followZtoc follows hard links and in-layer symlinks from f to the entry
-// holding the data, or nil.
-func followZtoc(z *ztoc.Ztoc, f *ztoc.FileEntry) *ztoc.FileEntry {
+// holding the data, or nil, with the zTOC's own name lookup.
+func followZtoc(z *ztoc.Ztoc, f *ztoc.FileEntry) *ztoc.FileEntry { return followLinks(f, z.Lookup) }
+
+// followLinks follows hard links and symlinks from f, looking names up
+// with lookup, to the entry holding the data; nil if they lead nowhere or
+// past maxLinkHops.
+func followLinks(f *ztoc.FileEntry, lookup func(string) *ztoc.FileEntry) *ztoc.FileEntry {
 	for hops := 0; f != nil && hops < maxLinkHops; hops++ {
 		switch f.Type {
 		case ztoc.TypeHardlink:
-			f = z.Lookup(f.Linkname)
+			f = lookup(f.Linkname)
 		case ztoc.TypeSymlink:
-			f = z.Lookup(symlinkTarget(f))
+			f = lookup(symlinkTarget(f))
 		default:
 			return f
 		}
