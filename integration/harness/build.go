@@ -39,6 +39,8 @@ type benchImage struct {
 	// build made no profile, the lazy profile could not be recorded): their
 	// contenders are not measured on this image and the run fails.
 	failed map[string]error
+	// kinds caches blobKinds by variant tag, for timelines.
+	kinds map[string]map[string]string
 }
 
 // Variant tags: how each image is built (docs/benchmark.md).

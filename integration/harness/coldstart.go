@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/socikit/socikit/integration/harness/results"
+	"github.com/socikit/socikit/integration/harness/shaping"
 )
 
 // namespace is the containerd namespace the harness works in.
@@ -172,6 +173,7 @@ func coldStart(ctx context.Context, c config, img *benchImage, ct contender, ite
 		}
 		s.BytesBeforeReady, s.Requests = st.bytes, st.requests
 	})
+	exit := msSince(start)
 	if err != nil {
 		return s, err
 	}
@@ -187,7 +189,49 @@ func coldStart(ctx context.Context, c config, img *benchImage, ct contender, ite
 	}
 	s.BytesTotal = st.bytes
 	s.PeakRSSKiB = d.peakRSS(ct)
+	ev, err := shaping.ReadEvents(ctx, nil, "http://"+c.registry)
+	if err != nil {
+		return s, err
+	}
+	if ct.name == results.Overlayfs {
+		if s.LocalReadyMS, err = localReady(ctx, d, ct, img, ref, iter); err != nil {
+			return s, err
+		}
+	}
+	kinds := img.kinds[ct.tag]
+	if kinds == nil {
+		if kinds, err = blobKinds(ctx, ref); err != nil {
+			return s, err
+		}
+		if img.kinds == nil {
+			img.kinds = map[string]map[string]string{}
+		}
+		img.kinds[ct.tag] = kinds
+	}
+	s.Timeline = timeline(ev, start, kinds, s.PullMS, s.ReadyMS, exit)
 	return s, nil
+}
+
+// localReady measures the app's time to ready on the rootfs overlayfs
+// unpacked: a second container of the pulled image, page cache dropped,
+// from the start of `ctr run` to the ready line.
+func localReady(ctx context.Context, d *daemons, ct contender, img *benchImage, ref string, iter int) (float64, error) {
+	dropCaches()
+	id := fmt.Sprintf("bench-local-%s-%d-%d", img.info.Name, iter, time.Now().UnixNano())
+	start := time.Now()
+	var ms float64
+	err := d.run(ctx, ct, ref, id, nil, func(line string) {
+		if ms == 0 && strings.TrimSpace(line) == img.info.Ready {
+			ms = msSince(start)
+		}
+	})
+	if err != nil {
+		return 0, fmt.Errorf("local run: %w", err)
+	}
+	if ms == 0 {
+		return 0, fmt.Errorf("local run: the container exited without printing %q", img.info.Ready)
+	}
+	return ms, nil
 }
 
 // readAllScript reads every regular file of the container's root

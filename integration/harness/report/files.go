@@ -43,6 +43,16 @@ func Write(dir string, r *results.Run) error {
 		{ReadyChartFile, WriteReadyChart},
 		{BytesChartFile, WriteBytesChart},
 	}
+	m := newModel(r)
+	for _, im := range m.images {
+		if len(m.timelineRows(im.Name)) == 0 {
+			continue
+		}
+		files = append(files, struct {
+			name  string
+			write func(io.Writer, *results.Run) error
+		}{TimelineChartFile(im.Name), func(w io.Writer, r *results.Run) error { return WriteTimelineChart(w, r, im.Name) }})
+	}
 	var errs []error
 	for _, f := range files {
 		var buf bytes.Buffer
@@ -88,7 +98,7 @@ var CSVHeader = []string{
 	"bytes_before_ready", "bytes_total", "requests_before_ready",
 	"index_bytes", "peak_rss_kib",
 	"image_compressed_bytes", "startup_compressed_bytes",
-	"rate_mbit", "latency_ms",
+	"rate_mbit", "latency_ms", "local_ready_ms",
 }
 
 // WriteCSV writes one row per sample (results.csv), after CSVHeader,
@@ -118,7 +128,7 @@ func WriteCSV(w io.Writer, r *results.Run) error {
 			i(s.BytesBeforeReady), i(s.BytesTotal), i(s.Requests),
 			i(s.IndexBytes), i(s.PeakRSSKiB),
 			compressed, startup,
-			f(r.Link.RateMbit), f(r.Link.LatencyMS),
+			f(r.Link.RateMbit), f(r.Link.LatencyMS), f(s.LocalReadyMS),
 		}
 		if err := cw.Write(row); err != nil {
 			return err

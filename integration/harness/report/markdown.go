@@ -26,6 +26,7 @@ func Markdown(r *results.Run) string {
 		m.writeImage(&b, im)
 	}
 	m.writeRatios(&b)
+	m.writeFloor(&b)
 	m.writeGoals(&b)
 	m.writeProfileGoals(&b)
 	m.writeBuilds(&b)

@@ -470,3 +470,86 @@ func TestMarkdownProfiles(t *testing.T) {
 		}
 	}
 }
+
+// floorRun is syntheticRun with local ready times on python's overlayfs
+// samples, byte ranges for python, and timelines on two python samples.
+func floorRun() *results.Run {
+	r := syntheticRun()
+	r.Images[0].RangeCompressed = 10e6 // 0.4 s at 200 Mbit/s
+	r.Link = results.Link{RateMbit: 200, LatencyMS: 20}
+	for i := range r.Samples {
+		s := &r.Samples[i]
+		if s.Image != "python" {
+			continue
+		}
+		if s.Contender == results.Overlayfs {
+			s.LocalReadyMS = 1000 * iterFactors[s.Iter] // median 1000
+		}
+		if s.Iter == 0 && (s.Contender == results.SocikitReorder || s.Contender == results.Overlayfs) {
+			s.Timeline = &results.Timeline{PullEndMS: s.PullMS, ReadyMS: s.ReadyMS, ExitMS: s.ReadyMS + 100, Fetches: []results.Fetch{
+				{StartMS: 1, EndMS: 25, Kind: results.FetchManifest, Bytes: 500},
+				{StartMS: 30, EndMS: 60, Kind: results.FetchIndex, Bytes: 1e6},
+				{StartMS: 70, EndMS: 900, Kind: results.FetchLayerRange, Bytes: 5e6},
+				{StartMS: 75, EndMS: 400, Kind: results.FetchLayerRange, Bytes: 2e6},
+			}}
+		}
+	}
+	return r
+}
+
+func TestFloor(t *testing.T) {
+	r := floorRun()
+	m := newModel(r)
+	f, ok := m.floor(r.Images[0])
+	// 1 s local + 10 MB at 200 Mbit/s (0.4 s) + 4 × 20 ms.
+	if !ok || math.Abs(f.MS()-1480) > 1e-6 || f.Bytes != 10e6 {
+		t.Fatalf("python floor %+v (%v), want 1480 ms", f, ok)
+	}
+	if _, ok := m.floor(r.Images[1]); ok {
+		t.Errorf("jvm has a floor without local ready times")
+	}
+	// socikit-reorder: ready 1.5 s / 1.48 s.
+	if got := m.floorRatio(r.Images[0], results.SocikitReorder); math.Abs(got-1500/1480.0) > 1e-9 {
+		t.Errorf("reorder / floor = %v", got)
+	}
+	checks := FloorChecks(r)
+	if len(checks) != 1 || checks[0].Contender != results.SocikitReorder || checks[0].Verdict() != "PASS" {
+		t.Errorf("floor checks %+v, want socikit-reorder on python, PASS", checks)
+	}
+	md := Markdown(r)
+	for _, want := range []string{"## Floor", "| python | 1.00 | 0.40 (10.0 MB) | 0.08 | 1.48 |", "### Time to ready / floor"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(Markdown(syntheticRun()), "## Floor") {
+		t.Errorf("a run without local ready times has a Floor section")
+	}
+}
+
+func TestTimelineChart(t *testing.T) {
+	r := floorRun()
+	if rows := newModel(r).timelineRows("python"); len(rows) != 2 || rows[0].contender != results.Overlayfs {
+		t.Fatalf("timeline rows %+v", rows)
+	}
+	dir := t.TempDir()
+	if err := Write(dir, r); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(dir, TimelineChartFile("python")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, format, err := image.DecodeConfig(f); err != nil || format != "png" {
+		t.Errorf("timeline chart: %s, %v", format, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, TimelineChartFile("jvm"))); err == nil {
+		t.Errorf("a timeline chart for jvm, which has no timeline")
+	}
+	if *outDir != "" {
+		if err := Write(*outDir, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

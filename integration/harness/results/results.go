@@ -127,6 +127,42 @@ type Sample struct {
 	// PeakRSSKiB is the snapshotter's peak resident memory (VmHWM) at the
 	// end of the sample; for overlayfs, containerd's.
 	PeakRSSKiB int64 `json:"peak_rss_kib"`
+	// LocalReadyMS (overlayfs only) is the app's time to ready on the
+	// rootfs it unpacked, with a cold page cache: a second container of
+	// the pulled image, from `ctr run` to the ready line, after dropping
+	// the page cache. The floor's first term (report: Floor).
+	LocalReadyMS float64 `json:"local_ready_ms,omitempty"`
+	// Timeline is what the registry served during the sample and when
+	// (nil in runs made before timelines were recorded).
+	Timeline *Timeline `json:"timeline,omitempty"`
+}
+
+// Timeline is one cold start as the registry saw it, in milliseconds from
+// the start of the pull.
+type Timeline struct {
+	PullEndMS float64 `json:"pull_end_ms"` // `ctr image pull` returned; `ctr run` starts
+	ReadyMS   float64 `json:"ready_ms"`    // the ready line
+	ExitMS    float64 `json:"exit_ms"`     // the container exited
+	Fetches   []Fetch `json:"fetches"`     // registry requests, in start order
+	Dropped   int64   `json:"dropped,omitempty"`
+}
+
+// Fetch kinds: what a registry request was for.
+const (
+	FetchManifest   = "manifest"    // an image index or manifest (GET or HEAD)
+	FetchConfig     = "config"      // the image config
+	FetchLayerRange = "layer-range" // a range read of a layer: spans
+	FetchLayerWhole = "layer-whole" // a whole layer
+	FetchIndex      = "index"       // other blobs: SOCI index, zTOCs, prefetch lists, profiles
+	FetchOther      = "other"       // referrers, tags, /v2/
+)
+
+// Fetch is one registry request of a Timeline.
+type Fetch struct {
+	StartMS float64 `json:"start_ms"` // the request reached the registry (after the link's added delay)
+	EndMS   float64 `json:"end_ms"`   // the registry had written its reply
+	Kind    string  `json:"kind"`
+	Bytes   int64   `json:"bytes"` // body bytes
 }
 
 // Failure records a contender that could not be measured.

@@ -3,6 +3,7 @@ package shaping
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -72,9 +73,52 @@ type Stats struct {
 type Counter struct {
 	next http.Handler
 
-	mu    sync.Mutex
-	since time.Time
-	by    [3]ClassStats // indexed by Class
+	mu      sync.Mutex
+	since   time.Time
+	by      [3]ClassStats // indexed by Class
+	events  []Event       // since the last reset, at most maxEvents
+	dropped int64         // events not kept since the last reset
+}
+
+// maxEvents bounds the events a Counter keeps per period: a lazy start
+// makes a few hundred to a few thousand requests.
+const maxEvents = 50000
+
+// Event is one request the Counter served, for timelines. Times are
+// milliseconds since the period's start (creation or last reset): Start
+// when the request reached the Counter (after the Delay in front of it),
+// End when its handler returned.
+//
+// JSON: {"start_ms", "end_ms", "class", "method", "path", "range",
+// "status", "bytes"}.
+type Event struct {
+	StartMS float64 `json:"start_ms"`
+	EndMS   float64 `json:"end_ms"`
+	Class   string  `json:"class"` // blob, manifest, other
+	Method  string  `json:"method"`
+	Path    string  `json:"path"`
+	Range   string  `json:"range,omitempty"` // the Range header
+	Status  int     `json:"status"`
+	Bytes   int64   `json:"bytes"` // response body bytes written
+}
+
+// Events is the event log of one period.
+//
+// JSON: {"since": RFC 3339, "events": [Event...], "dropped": N}.
+type Events struct {
+	Since   time.Time `json:"since"`
+	Events  []Event   `json:"events"`
+	Dropped int64     `json:"dropped"` // requests past maxEvents, not logged
+}
+
+func (c Class) String() string {
+	switch c {
+	case ClassBlob:
+		return "blob"
+	case ClassManifest:
+		return "manifest"
+	}
+	return "other"
 }
 
 // countChunk bounds how many bytes are written before the count is updated.
@@ -92,11 +136,40 @@ func (c *Counter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.RangeRequests = 1
 	}
 	c.add(class, req)
+	start := time.Now()
+	cw := &countingWriter{ResponseWriter: w, c: c, class: class}
 	if r.Method == http.MethodHead { // net/http discards HEAD bodies
-		c.next.ServeHTTP(w, r)
+		cw.head = true
+	}
+	c.next.ServeHTTP(cw, r)
+	c.log(start, Event{
+		Class: class.String(), Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range"),
+		Status: cw.status, Bytes: cw.bytes,
+	})
+}
+
+// log adds e, started at start and ending now, to the event log.
+func (c *Counter) log(start time.Time, e Event) {
+	end := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if start.Before(c.since) { // began before a reset: not this period's
 		return
 	}
-	c.next.ServeHTTP(&countingWriter{ResponseWriter: w, c: c, class: class}, r)
+	if len(c.events) >= maxEvents {
+		c.dropped++
+		return
+	}
+	e.StartMS = float64(start.Sub(c.since)) / float64(time.Millisecond)
+	e.EndMS = float64(end.Sub(c.since)) / float64(time.Millisecond)
+	c.events = append(c.events, e)
+}
+
+// EventLog returns the events of the period so far.
+func (c *Counter) EventLog() Events {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Events{Since: c.since, Events: slices.Clone(c.events), Dropped: c.dropped}
 }
 
 func (c *Counter) add(class Class, s ClassStats) {
@@ -119,6 +192,7 @@ func (c *Counter) Reset() Stats {
 	defer c.mu.Unlock()
 	s := c.statsLocked()
 	c.by = [3]ClassStats{}
+	c.events, c.dropped = nil, 0
 	c.since = time.Now().UTC()
 	return s
 }
@@ -144,11 +218,15 @@ func isAdmin(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, AdminP
 // AdminHandler serves the counter's admin endpoints:
 //
 //	GET  /_bench/stats  → Stats as JSON
-//	POST /_bench/reset  → zeroes the counts; the discarded Stats as JSON
+//	GET  /_bench/events → Events as JSON
+//	POST /_bench/reset  → zeroes the counts and the events; the discarded Stats as JSON
 func (c *Counter) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+AdminPrefix+"stats", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, c.Snapshot())
+	})
+	mux.HandleFunc("GET "+AdminPrefix+"events", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, c.EventLog())
 	})
 	mux.HandleFunc("POST "+AdminPrefix+"reset", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, c.Reset())
@@ -170,12 +248,29 @@ func writeJSON(w http.ResponseWriter, v any) {
 // added it (TestRegistryCountsConcurrentRanges failed so, 1 run in CI).
 type countingWriter struct {
 	http.ResponseWriter
-	c     *Counter
-	class Class
+	c      *Counter
+	class  Class
+	head   bool  // a HEAD request: net/http discards the body, nothing counted
+	status int   // the status written (200 if none was)
+	bytes  int64 // body bytes written, for the event log
+}
+
+func (w *countingWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *countingWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if w.head {
+		return w.ResponseWriter.Write(p)
+	}
 	var total int
+	defer func() { w.bytes += int64(total) }()
 	for len(p) > 0 {
 		chunk := p[:min(len(p), countChunk)]
 		w.c.add(w.class, ClassStats{Bytes: int64(len(chunk))})

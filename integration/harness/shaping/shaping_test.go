@@ -232,3 +232,55 @@ func TestCounterCountsWhileWriting(t *testing.T) {
 		t.Errorf("after response: %+v", s.Blob)
 	}
 }
+
+// TestEventLog: the admin endpoint lists each request with its class,
+// range, status and body bytes, in a period that a reset starts afresh.
+func TestEventLog(t *testing.T) {
+	r := NewRegistry(0, nil)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	blob := make([]byte, 200000)
+	rand.Read(blob)
+	dg := pushBlob(t, srv.URL, "bench/ev", blob)
+	if _, err := ResetStats(context.Background(), nil, srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, srv.URL+"/v2/bench/ev/blobs/"+dg, "Range", "bytes=1000-1999"); len(got) != 1000 {
+		t.Fatalf("range read %d bytes", len(got))
+	}
+	get(t, srv.URL+"/v2/bench/ev/blobs/"+dg)
+	resp, err := http.Head(srv.URL + "/v2/bench/ev/manifests/missing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ev, err := ReadEvents(context.Background(), nil, srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ev.Events) != 3 || ev.Dropped != 0 {
+		t.Fatalf("events %+v, want 3", ev)
+	}
+	want := []Event{
+		{Class: "blob", Method: "GET", Range: "bytes=1000-1999", Status: 206, Bytes: 1000},
+		{Class: "blob", Method: "GET", Status: 200, Bytes: int64(len(blob))},
+		{Class: "manifest", Method: "HEAD", Status: 404},
+	}
+	last := 0.0
+	for i, e := range ev.Events {
+		w := want[i]
+		if e.Class != w.Class || e.Method != w.Method || e.Range != w.Range || e.Status != w.Status || e.Bytes != w.Bytes {
+			t.Errorf("event %d: %+v, want %+v", i, e, w)
+		}
+		if e.StartMS < last || e.EndMS < e.StartMS {
+			t.Errorf("event %d: times %.3f..%.3f after %.3f", i, e.StartMS, e.EndMS, last)
+		}
+		last = e.StartMS
+	}
+	if _, err := ResetStats(context.Background(), nil, srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := ReadEvents(context.Background(), nil, srv.URL); err != nil || len(ev.Events) != 0 {
+		t.Errorf("after reset: %+v, %v", ev, err)
+	}
+}
