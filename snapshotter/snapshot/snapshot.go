@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -18,6 +21,7 @@ import (
 	"github.com/containerd/continuity/fs"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"golang.org/x/sync/errgroup"
 )
 
 // DefaultNamespace is given to requests that arrive without a containerd
@@ -38,6 +42,13 @@ type Snapshotter struct {
 
 	mu      sync.Mutex
 	mounted map[string]bool // FileSystem mountpoints we mounted
+	// restoring holds the remote snapshots New found in the metadata and
+	// is mounting again in the background, by mountpoint: the channel is
+	// closed once that mount is done (or failed).
+	restoring map[string]chan struct{}
+
+	restoreCancel context.CancelFunc
+	restoreDone   chan struct{} // closed when every restore is done
 }
 
 var (
@@ -50,6 +61,24 @@ type Option func(*options) error
 
 type options struct {
 	mountOptions []string
+	restoreJobs  int
+}
+
+// DefaultRestoreJobs is how many remote snapshots New mounts again at once:
+// a mount is mostly waiting (reading the layer's zTOC from disk, the
+// kernel's FUSE handshake), so more than the cores help.
+const DefaultRestoreJobs = 8
+
+// WithRestoreJobs sets how many remote snapshots are mounted again at once
+// after a restart (default DefaultRestoreJobs).
+func WithRestoreJobs(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("restore jobs %d: must be at least 1", n)
+		}
+		o.restoreJobs = n
+		return nil
+	}
 }
 
 // WithMountOptions adds overlayfs mount options to every overlay mount
@@ -69,10 +98,14 @@ func WithMountOptions(opts ...string) Option {
 
 // New opens (or creates) a snapshotter rooted at root. fsys mounts remote
 // layers; nil means none (every layer is unpacked). Remote snapshots found in
-// the metadata are mounted again; a failure there is logged and retried when
-// the snapshot is next used as a parent.
+// the metadata are mounted again in the background, WithRestoreJobs at a
+// time, so New returns before they are: a call that needs one of them (a
+// snapshot stacked on it, its Mounts, its removal) waits for that one only
+// (WaitRestore waits for all). A failure there is logged and retried when
+// the snapshot is next used as a parent. ctx gives the restore its values
+// (logger); Close stops it.
 func New(ctx context.Context, root string, fsys FileSystem, opts ...Option) (*Snapshotter, error) {
-	var o options
+	o := options{restoreJobs: DefaultRestoreJobs}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
@@ -110,8 +143,11 @@ func New(ctx context.Context, root string, fsys FileSystem, opts ...Option) (*Sn
 			mountOpts = append(mountOpts, "index=off")
 		}
 	}
-	s := &Snapshotter{root: root, ms: ms, fs: fsys, options: mountOpts, mounted: map[string]bool{}}
-	s.restore(withNamespace(ctx))
+	s := &Snapshotter{root: root, ms: ms, fs: fsys, options: mountOpts, mounted: map[string]bool{},
+		restoring: map[string]chan struct{}{}, restoreDone: make(chan struct{})}
+	rctx, cancel := context.WithCancel(withNamespace(context.WithoutCancel(ctx)))
+	s.restoreCancel = cancel
+	s.restore(rctx, o.restoreJobs)
 	return s, nil
 }
 
@@ -132,10 +168,11 @@ func withNamespace(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, DefaultNamespace)
 }
 
-// restore mounts the remote snapshots of the metadata again.
-func (s *Snapshotter) restore(ctx context.Context) {
+// restore mounts the remote snapshots of the metadata again, jobs at a
+// time, in the background; restoreDone is closed when it is over.
+func (s *Snapshotter) restore(ctx context.Context, jobs int) {
 	type remote struct {
-		id     string
+		mp     string
 		labels map[string]string
 	}
 	var rs []remote
@@ -148,24 +185,88 @@ func (s *Snapshotter) restore(ctx context.Context) {
 			if err != nil {
 				return err
 			}
-			rs = append(rs, remote{id, info.Labels})
+			rs = append(rs, remote{s.upperPath(id), info.Labels})
 			return nil
 		})
 	})
-	if errdefs.IsNotFound(err) { // a new metadata store has no buckets yet
-		return
-	}
-	if err != nil {
+	if err != nil && !errdefs.IsNotFound(err) { // a new metadata store has no buckets yet
 		log.G(ctx).WithError(err).Error("list remote snapshots to restore")
+	}
+	if err != nil || len(rs) == 0 {
+		close(s.restoreDone)
 		return
 	}
+	// Sorted, so that the restore order does not depend on bolt's.
+	slices.SortFunc(rs, func(a, b remote) int { return strings.Compare(a.mp, b.mp) })
+	s.mu.Lock()
 	for _, r := range rs {
-		mp := s.upperPath(r.id)
-		if err := s.mountRemote(ctx, mp, r.labels); err != nil {
-			log.G(ctx).WithError(err).WithField("mountpoint", mp).Warn("restore remote snapshot")
-			continue
+		s.restoring[r.mp] = make(chan struct{})
+	}
+	s.mu.Unlock()
+	start := time.Now()
+	go func() {
+		defer close(s.restoreDone)
+		var g errgroup.Group
+		g.SetLimit(jobs)
+		var failed atomic.Int32
+		for _, r := range rs {
+			g.Go(func() error {
+				defer s.restored(r.mp)
+				lg := log.G(ctx).WithField("mountpoint", r.mp)
+				if ctx.Err() != nil {
+					failed.Add(1)
+					return nil
+				}
+				if err := s.mountRemote(ctx, r.mp, r.labels); err != nil {
+					failed.Add(1)
+					lg.WithError(err).Warn("restore remote snapshot")
+					return nil
+				}
+				lg.Info("restored remote snapshot")
+				return nil
+			})
 		}
-		log.G(ctx).WithField("mountpoint", mp).Info("restored remote snapshot")
+		_ = g.Wait()
+		log.G(ctx).WithField("snapshots", len(rs)).WithField("failed", failed.Load()).
+			WithField("took", time.Since(start).Round(time.Millisecond)).Info("remote snapshots restored")
+	}()
+}
+
+// restored marks the restore of mp as over.
+func (s *Snapshotter) restored(mp string) {
+	s.mu.Lock()
+	ch := s.restoring[mp]
+	delete(s.restoring, mp)
+	s.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+// waitRestored waits until mp is no longer being restored.
+func (s *Snapshotter) waitRestored(ctx context.Context, mp string) error {
+	s.mu.Lock()
+	ch := s.restoring[mp]
+	s.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the restore of %s: %w", mp, ctx.Err())
+	}
+}
+
+// WaitRestore waits until the remote snapshots New found are mounted again
+// (or failed to be).
+func (s *Snapshotter) WaitRestore(ctx context.Context) error {
+	select {
+	case <-s.restoreDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -197,6 +298,9 @@ func (s *Snapshotter) mountRemote(ctx context.Context, mp string, labels map[str
 
 // unmountRemote unmounts mp if we (or an earlier run) mounted it.
 func (s *Snapshotter) unmountRemote(ctx context.Context, mp string) error {
+	if err := s.waitRestored(ctx, mp); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	ours := s.mounted[mp]
 	s.mu.Unlock()
@@ -457,6 +561,8 @@ func (s *Snapshotter) Cleanup(ctx context.Context) error {
 // New) and closes the metadata.
 func (s *Snapshotter) Close() error {
 	ctx := namespaces.WithNamespace(context.Background(), DefaultNamespace)
+	s.restoreCancel()
+	<-s.restoreDone
 	s.mu.Lock()
 	mps := make([]string, 0, len(s.mounted))
 	for mp := range s.mounted {
@@ -571,6 +677,9 @@ func (s *Snapshotter) checkParents(ctx context.Context, ids []string) error {
 	}
 	for _, info := range remote {
 		mp := s.upperPath(remoteIDs[info.Name])
+		if err := s.waitRestored(ctx, mp); err != nil {
+			return err
+		}
 		if err := s.fs.Check(ctx, mp, info.Labels); err == nil {
 			continue
 		}

@@ -165,7 +165,13 @@ func TestRemotePrepareCommitsTarget(t *testing.T) {
 	}
 	s = newTestSnapshotter(t, root, fsys)
 	defer s.Close()
-	if got := fsys.mounts[lower]; got[LabelLayerDigest] != "sha256:layer1" {
+	if err := s.WaitRestore(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fsys.mu.Lock()
+	got := fsys.mounts[lower]
+	fsys.mu.Unlock()
+	if got := got; got[LabelLayerDigest] != "sha256:layer1" {
 		t.Fatalf("after restart the layer is mounted with labels %v", got)
 	}
 
