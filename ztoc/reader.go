@@ -88,9 +88,26 @@ func NewIndex(z *Ztoc) (*Index, error) {
 			s.UncompressedStart < 0 || s.UncompressedEnd < s.UncompressedStart {
 			return nil, corrupt("ztoc", -1, "span %d has bad bounds %+v", i, s)
 		}
+		// A span decompresses into a buffer of its uncompressed size:
+		// checkpoints (or an archive size) claiming more than its
+		// compressed bytes can inflate to would make a reader allocate
+		// without bound.
+		if c := s.CompressedEnd - s.CompressedStart; s.UncompressedEnd-s.UncompressedStart > (c+1)*maxInflateRatio {
+			return nil, corrupt("ztoc", -1, "span %d claims %d uncompressed bytes from %d compressed bytes (deflate gives at most %d per byte)",
+				i, s.UncompressedEnd-s.UncompressedStart, c, maxInflateRatio)
+		}
+	}
+	if z.Compression == Uncompressed && len(ix.spans) > 0 && z.UncompressedArchiveSize > ix.spans[len(ix.spans)-1].UncompressedEnd {
+		return nil, corrupt("ztoc", -1, "uncompressed_archive_size %d lies beyond the spans' end %d",
+			z.UncompressedArchiveSize, ix.spans[len(ix.spans)-1].UncompressedEnd)
 	}
 	return ix, nil
 }
+
+// maxInflateRatio bounds what one compressed byte inflates to: a deflate
+// match of 258 bytes takes at least two bits (a one-bit length code and a
+// one-bit distance code), so 4 × 258 bytes per byte.
+const maxInflateRatio = 1032
 
 // Ztoc returns the zTOC the index was made from.
 func (ix *Index) Ztoc() *Ztoc { return ix.z }

@@ -131,12 +131,15 @@ func New(z *ztoc.Ztoc, r Reader, opts ...Option) (*FS, error) {
 			return nil, err
 		}
 	}
-	root, skipped := buildTree(z)
+	root, skipped, err := buildTree(z)
+	if err != nil {
+		return nil, fmt.Errorf("build the layer's tree: %w", err)
+	}
 	return &FS{z: z, r: r, o: o, root: root, hdrOff: headerOffsets(z.Files), skipped: skipped}, nil
 }
 
-// Skipped returns the names of TOC entries left out of the tree (hard
-// links to missing targets, unknown types).
+// Skipped returns the names of TOC entries left out of the tree (unknown
+// types).
 func (f *FS) Skipped() []string { return f.skipped }
 
 // Err returns the last error a FUSE operation hit, or nil.

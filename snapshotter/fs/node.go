@@ -54,7 +54,7 @@ func (f *FS) fillAttr(e *entry, out *fuse.Attr) {
 	out.Blocks = (out.Size + 511) / 512
 	out.Blksize = blockSize
 	sec, nsec := uint64(0), uint32(0)
-	if !e.mtime.IsZero() && e.mtime.Unix() > 0 {
+	if !e.mtime.IsZero() && e.mtime.Unix() >= 0 {
 		sec, nsec = uint64(e.mtime.Unix()), uint32(e.mtime.Nanosecond())
 	}
 	out.Mtime, out.Mtimensec = sec, nsec

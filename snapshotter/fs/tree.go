@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"fmt"
 	"path"
 	"sort"
 	"strings"
@@ -88,12 +89,29 @@ func cleanName(s string) string {
 // its children), hard links share their target's entry, whiteouts become
 // overlayfs whiteouts (a 0/0 character device) unless the layer also has
 // an entry of that name, and .wh..wh..opq makes its directory opaque.
-func buildTree(z *ztoc.Ztoc) (*entry, []string) {
+//
+// Metadata follows containerd's applier (pkg/archive createTarFile), so the
+// lazy tree equals an unpack: a hard link's own header sets the owner,
+// permission bits and mtime of the shared inode and adds its xattrs (the
+// last header wins); mtimes before 1970 or past 2262 are shown as 0;
+// user.* xattrs on anything but regular files and directories are dropped
+// (the kernel refuses them, and containerd ignores the refusal).
+//
+// It refuses, with an error naming the entry, what it cannot show as an
+// unpack would without reaching outside the layer: a name or hard-link
+// target that climbs out of the root with "..", and a hard link whose
+// target is not an earlier non-directory entry of this layer (containerd
+// links such a name to a lower layer's file, which a layer's own tree
+// cannot share). The snapshotter then leaves the layer to containerd.
+func buildTree(z *ztoc.Ztoc) (*entry, []string, error) {
 	b := &builder{z: z}
 	b.root = b.newEntry(syscall.S_IFDIR | 0o755)
 	b.root.nlink = 1
 	for i := range z.Files {
-		b.add(i)
+		if err := b.add(i); err != nil {
+			fe := &z.Files[i]
+			return nil, nil, fmt.Errorf("toc entry %d (%q): %w", i, clipName(fe.Name), err)
+		}
 	}
 	for _, w := range b.wh {
 		if _, ok := w.parent.children[w.name]; ok {
@@ -105,7 +123,37 @@ func buildTree(z *ztoc.Ztoc) (*entry, []string) {
 		b.put(w.parent, w.name, e)
 	}
 	finish(b.root)
-	return b.root, b.skipped
+	return b.root, b.skipped, nil
+}
+
+// escapes tells whether the tar name s climbs above the layer's root: its
+// ".." elements outnumber the names before them ("../x", "a/../../x",
+// "/../x").
+func escapes(s string) bool {
+	s = path.Clean(strings.TrimLeft(s, "/"))
+	return s == ".." || strings.HasPrefix(s, "../")
+}
+
+// clipName shortens a name for error messages.
+func clipName(s string) string {
+	if len(s) > 128 {
+		return s[:128] + "..."
+	}
+	return s
+}
+
+// Bounds of containerd's applier (pkg/archive boundTime): mtimes outside
+// them are set to the epoch.
+var (
+	minTime = time.Unix(0, 0)
+	maxTime = time.Unix(0, 1<<63-1)
+)
+
+func boundTime(t time.Time) time.Time {
+	if t.Before(minTime) || t.After(maxTime) {
+		return minTime
+	}
+	return t
 }
 
 func (b *builder) setAttr(e *entry, fe *ztoc.FileEntry) {
@@ -116,15 +164,36 @@ func (b *builder) setAttr(e *entry, fe *ztoc.FileEntry) {
 		e.mode = syscall.S_IFLNK | 0o777
 	}
 	e.uid, e.gid = fe.UID, fe.GID
-	e.mtime = fe.ModTime
-	if x := fe.Xattrs(); len(x) > 0 {
-		e.xattrs = make(map[string][]byte, len(x))
-		for k, v := range x {
-			e.xattrs[k] = []byte(v)
+	e.mtime = boundTime(fe.ModTime)
+	e.xattrs = nil
+	b.addXattrs(e, fe)
+}
+
+// addXattrs adds the xattrs of fe to e, as containerd's setxattr calls do:
+// user.* is only for regular files and directories.
+func (b *builder) addXattrs(e *entry, fe *ztoc.FileEntry) {
+	typ := e.mode & syscall.S_IFMT
+	for k, v := range fe.Xattrs() {
+		if strings.HasPrefix(k, "user.") && typ != syscall.S_IFREG && typ != syscall.S_IFDIR {
+			continue
 		}
-	} else {
-		e.xattrs = nil
+		if e.xattrs == nil {
+			e.xattrs = make(map[string][]byte)
+		}
+		e.xattrs[k] = []byte(v)
 	}
+}
+
+// linkAttr applies a hard link's own header to the shared inode e, as
+// containerd's applier does after link(2): Lchown, setxattr of the link's
+// xattrs, chmod (not on symlinks) and chtimes.
+func (b *builder) linkAttr(e *entry, fe *ztoc.FileEntry) {
+	e.uid, e.gid = fe.UID, fe.GID
+	b.addXattrs(e, fe)
+	if e.mode&syscall.S_IFMT != syscall.S_IFLNK {
+		e.mode = e.mode&syscall.S_IFMT | uint32(fe.Mode)&0o7777
+	}
+	e.mtime = boundTime(fe.ModTime)
 }
 
 // dir returns the directory at p, creating missing ones.
@@ -174,39 +243,53 @@ func (b *builder) put(d *entry, name string, e *entry) {
 	}
 }
 
-func (b *builder) add(i int) {
+func (b *builder) add(i int) error {
 	fe := &b.z.Files[i]
+	if escapes(fe.Name) {
+		return fmt.Errorf("name climbs out of the layer's root")
+	}
 	name := cleanName(fe.Name)
 	if name == "." {
 		if fe.Type == ztoc.TypeDir {
 			b.setAttr(b.root, fe)
 		}
-		return
+		return nil
 	}
 	parentPath, base := path.Split(name)
 	parent := b.dir(strings.TrimSuffix(parentPath, "/"))
 	if strings.HasPrefix(base, whiteoutPrefix) {
-		if base == whiteoutOpaque {
+		switch hidden := base[len(whiteoutPrefix):]; {
+		case base == whiteoutOpaque:
 			parent.opaque = true
-		} else if len(base) > len(whiteoutPrefix) {
-			b.wh = append(b.wh, whiteout{parent: parent, name: base[len(whiteoutPrefix):], file: i})
+		case hidden == "" || hidden == "." || hidden == "..":
+			// containerd's applier fails on these too (mknod of the
+			// directory itself).
+			return fmt.Errorf("whiteout of %q", hidden)
+		default:
+			b.wh = append(b.wh, whiteout{parent: parent, name: hidden, file: i})
 		}
-		return
+		return nil
 	}
 	var e *entry
 	switch fe.Type {
 	case ztoc.TypeHardlink:
+		if escapes(fe.Linkname) {
+			return fmt.Errorf("hard link target %q climbs out of the layer's root", clipName(fe.Linkname))
+		}
 		t := b.lookup(cleanName(fe.Linkname))
-		if t == nil || t.isDir() || t == b.root {
-			b.skipped = append(b.skipped, fe.Name)
-			return
+		if t == nil {
+			return fmt.Errorf("hard link target %q is not in this layer", clipName(fe.Linkname))
+		}
+		if t.isDir() {
+			return fmt.Errorf("hard link to directory %q", clipName(fe.Linkname))
 		}
 		b.put(parent, base, t)
-		return
+		b.linkAttr(t, fe)
+		return nil
 	case ztoc.TypeDir:
 		if old := parent.children[base]; old != nil && old.isDir() {
 			b.setAttr(old, fe)
-			return
+			return nil
 		}
 		e = b.newEntry(syscall.S_IFDIR)
 	case ztoc.TypeReg:
@@ -228,10 +311,11 @@ func (b *builder) add(i int) {
 		e = b.newEntry(syscall.S_IFIFO)
 	default:
 		b.skipped = append(b.skipped, fe.Name)
-		return
+		return nil
 	}
 	b.setAttr(e, fe)
 	b.put(parent, base, e)
+	return nil
 }
 
 // mkdev encodes a device number as Linux's new_encode_dev does (the form
