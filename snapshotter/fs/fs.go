@@ -173,6 +173,11 @@ func (f *FS) Options() *fusefs.Options {
 		AttrTimeout:     &t,
 		NegativeTimeout: &t,
 		RootStableAttr:  &fusefs.StableAttr{Ino: f.root.ino},
+		// Node id = inode number, assigned in TOC order: the same for
+		// every server of the layer, so that a restarted daemon serving
+		// the kernel's existing mount would answer the ids the kernel
+		// holds (docs/snapshotter.md, "Not done yet").
+		ExternalNodeID: true,
 		// Mode 0 is a real mode here (whiteouts, /etc/shadow): do not
 		// let go-fuse turn it into 0644.
 		NullPermissions: true,
