@@ -11,15 +11,18 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/containerd/log"
+
 	"github.com/socikit/socikit/internal/version"
 	"github.com/socikit/socikit/snapshotter/service"
 )
 
 func main() {
-	config := flag.String("config", "", "TOML configuration file (default: built-in defaults)")
+	config := flag.String("config", "", "TOML configuration file (default: "+service.DefaultConfigPath+" if it exists, else built-in defaults)")
 	root := flag.String("root", "", "state directory (overrides the config; default "+service.DefaultRoot+")")
 	address := flag.String("address", "", "gRPC unix socket (overrides the config; default "+service.DefaultAddress+")")
-	level := flag.String("log-level", "", "log level (overrides the config; default "+service.DefaultLogLevel+")")
+	level := flag.String("log-level", "", "log level: trace, debug, info, warn, error (overrides the config; default "+service.DefaultLogLevel+")")
+	format := flag.String("log-format", "", "log format: text or json (overrides the config; default "+string(service.DefaultLogFormat)+")")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
@@ -28,13 +31,34 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c, err := service.LoadConfig(*config)
-	if err == nil {
-		c = c.Override(*root, *address, *level)
-		err = service.Run(ctx, c, service.DefaultOptions(c)...)
-	}
+	err := run(ctx, *config, func(c service.Config) service.Config { return c.Override(*root, *address, *level, *format) })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "socikit-snapshotter:", err)
 		os.Exit(1)
 	}
+}
+
+// run loads the configuration (the --config file, else the default path if
+// it exists), applies the flags and serves until ctx is done.
+func run(ctx context.Context, config string, flags func(service.Config) service.Config) error {
+	path, err := service.FindConfig(config)
+	if err != nil {
+		return err
+	}
+	c, err := service.LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	c = flags(c)
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if err := service.SetupLogging(c); err != nil {
+		return err
+	}
+	if path == "" {
+		path = "none: built-in defaults"
+	}
+	log.L.WithField("config", path).Info("socikit-snapshotter starting")
+	return service.Run(ctx, c, service.DefaultOptions(c)...)
 }

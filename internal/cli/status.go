@@ -9,33 +9,15 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/socikit/socikit/internal/statusapi"
 )
 
-// DefaultStatusAddress is where `socikit status` looks for the
-// snapshotter's metrics server (its metrics_address setting) by default.
-const DefaultStatusAddress = "127.0.0.1:9101"
-
-// snapshotterStatus is the JSON document socikit-snapshotter serves at
-// /status (snapshotter/service.Status; the CLI does not import the
-// snapshotter, so the shape is repeated here).
-type snapshotterStatus struct {
-	Images []struct {
-		Image        string `json:"image"`
-		FetchedBytes int64  `json:"fetched_bytes"`
-		SpansCached  int    `json:"spans_cached"`
-		SpansTotal   int    `json:"spans_total"`
-		Layers       []struct {
-			Layer          string `json:"layer"`
-			CompressedSize int64  `json:"compressed_size"`
-			FetchedBytes   int64  `json:"fetched_bytes"`
-			FetchErrors    int64  `json:"fetch_errors"`
-			VerifyFailures int64  `json:"verify_failures"`
-			SpansCached    int    `json:"spans_cached"`
-			SpansTotal     int    `json:"spans_total"`
-			LastError      string `json:"last_error"`
-		} `json:"layers"`
-	} `json:"images"`
-}
+// DefaultStatusAddress is where `socikit status` and `socikit profile
+// export` look for the snapshotter's metrics server by default: the
+// address the daemon serves it on unless its metrics_address says
+// otherwise.
+const DefaultStatusAddress = statusapi.DefaultAddress
 
 const statusDoc = `Show what socikit-snapshotter has fetched of the images it mounted lazily:
 per image and layer, the compressed bytes fetched from the registry and the
@@ -62,7 +44,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/status", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+statusapi.StatusPath, nil)
 	if err != nil {
 		return fmt.Errorf("status address %q: %w", *addr, err)
 	}
@@ -78,7 +60,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("status from %s: %s", u, resp.Status)
 	}
-	var st snapshotterStatus
+	var st statusapi.Status
 	if err := json.Unmarshal(body, &st); err != nil {
 		return fmt.Errorf("parse status from %s: %w", u, err)
 	}
@@ -89,7 +71,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	return writeStatusTable(e.stdout, &st)
 }
 
-func writeStatusTable(w io.Writer, st *snapshotterStatus) error {
+func writeStatusTable(w io.Writer, st *statusapi.Status) error {
 	if len(st.Images) == 0 {
 		_, err := fmt.Fprintln(w, "no layers mounted lazily")
 		return err

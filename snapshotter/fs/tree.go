@@ -93,9 +93,10 @@ func cleanName(s string) string {
 // Metadata follows containerd's applier (pkg/archive createTarFile), so the
 // lazy tree equals an unpack: a hard link's own header sets the owner,
 // permission bits and mtime of the shared inode and adds its xattrs (the
-// last header wins); mtimes before 1970 or past 2262 are shown as 0;
-// user.* xattrs on anything but regular files and directories are dropped
-// (the kernel refuses them, and containerd ignores the refusal).
+// last header wins); the root's own entry ("./") is ignored; mtimes
+// before 1970 or past 2262 are shown as 0; user.* xattrs on anything but
+// regular files and directories are dropped (the kernel refuses them, and
+// containerd ignores the refusal).
 //
 // It refuses, with an error naming the entry, what it cannot show as an
 // unpack would without reaching outside the layer: a name or hard-link
@@ -250,9 +251,8 @@ func (b *builder) add(i int) error {
 	}
 	name := cleanName(fe.Name)
 	if name == "." {
-		if fe.Type == ztoc.TypeDir {
-			b.setAttr(b.root, fe)
-		}
+		// containerd's applier skips an entry that resolves to the root
+		// ("file resolved to root"): the root keeps 0755 root:root.
 		return nil
 	}
 	parentPath, base := path.Split(name)

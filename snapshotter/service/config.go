@@ -2,14 +2,18 @@ package service
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"time"
 
+	"github.com/containerd/log"
 	"github.com/pelletier/go-toml/v2"
 	"github.com/sirupsen/logrus"
 
+	"github.com/socikit/socikit/internal/statusapi"
 	"github.com/socikit/socikit/profile"
 	"github.com/socikit/socikit/snapshotter/record"
 	"github.com/socikit/socikit/snapshotter/remote"
@@ -24,6 +28,16 @@ const (
 	DefaultAddress = "/run/socikit-snapshotter/socikit-snapshotter.sock"
 	// DefaultLogLevel is the logrus level.
 	DefaultLogLevel = "info"
+	// DefaultLogFormat is the format of the daemon's log on stderr.
+	DefaultLogFormat = log.TextFormat
+	// DefaultMetricsAddress is where the daemon serves /metrics, /status
+	// and /profile unless metrics_address says otherwise; `socikit
+	// status` and `socikit profile export` look there by default.
+	DefaultMetricsAddress = statusapi.DefaultAddress
+	// DefaultConfigPath is the configuration file the daemon reads when
+	// it is given no --config and the file exists (FindConfig), as
+	// containerd, soci-snapshotter and stargz-snapshotter do with theirs.
+	DefaultConfigPath = "/etc/socikit/config.toml"
 	// DefaultDiscoveryTimeout bounds the registry round trips of finding
 	// an index; past it the layer is unpacked instead.
 	DefaultDiscoveryTimeout = Duration(10 * time.Second)
@@ -41,7 +55,8 @@ const (
 //
 //	root = "/var/lib/socikit-snapshotter"
 //	address = "/run/socikit-snapshotter/socikit-snapshotter.sock"
-//	log_level = "info"
+//	log_level = "info"                   # trace, debug, info, warn, error
+//	log_format = "text"                  # or "json"
 //	metrics_address = "127.0.0.1:9101"   # empty: no metrics endpoint
 //
 //	[registry]
@@ -85,12 +100,17 @@ type Config struct {
 	// Address is the unix socket of the gRPC API (default DefaultAddress).
 	Address string `toml:"address"`
 	// LogLevel is a logrus level: trace, debug, info, warn, error (default
-	// DefaultLogLevel).
+	// DefaultLogLevel). docs/snapshotter.md says what each level logs.
 	LogLevel string `toml:"log_level"`
+	// LogFormat is the format of the log on stderr: text or json (default
+	// DefaultLogFormat).
+	LogFormat log.OutputFormat `toml:"log_format"`
 	// MetricsAddress is a host:port serving /metrics (Prometheus text),
 	// /status (JSON, read by `socikit status`), /profile?image=REF (start-up
-	// profiles, read by `socikit profile export`) and /debug/vars; empty
-	// (the default) serves nothing.
+	// profiles, read by `socikit profile export`) and /debug/vars (default
+	// DefaultMetricsAddress; empty serves nothing). When the default
+	// address is taken the daemon runs without the server and logs a
+	// warning; another address that cannot be listened on is an error.
 	MetricsAddress string `toml:"metrics_address"`
 
 	Registry    RegistryConfig    `toml:"registry"`
@@ -233,16 +253,39 @@ func (d Duration) String() string { return time.Duration(d).String() }
 // DefaultConfig returns the configuration an empty file gives.
 func DefaultConfig() Config {
 	return Config{
-		Root:       DefaultRoot,
-		Address:    DefaultAddress,
-		LogLevel:   DefaultLogLevel,
-		Discovery:  DiscoveryConfig{Timeout: DefaultDiscoveryTimeout},
-		Containerd: ContainerdConfig{Address: DefaultContainerdAddress},
+		Root:           DefaultRoot,
+		Address:        DefaultAddress,
+		LogLevel:       DefaultLogLevel,
+		LogFormat:      DefaultLogFormat,
+		MetricsAddress: DefaultMetricsAddress,
+		Discovery:      DiscoveryConfig{Timeout: DefaultDiscoveryTimeout},
+		Containerd:     ContainerdConfig{Address: DefaultContainerdAddress},
 		Lazy: LazyConfig{BackgroundDelay: Duration(5 * time.Second), ReadAhead: remote.DefaultReadAhead,
 			PassthroughMinSize: DefaultPassthroughMinSize, UnpackUnindexed: true},
 		Profile: ProfileConfig{Record: true, Window: Duration(record.DefaultWindow), MaxFiles: record.DefaultMaxFiles,
 			MaxRanges: record.DefaultMaxRanges, MaxImages: record.DefaultMaxImages},
 	}
+}
+
+// defaultConfigPath is DefaultConfigPath; tests point it elsewhere.
+var defaultConfigPath = DefaultConfigPath
+
+// FindConfig returns the configuration file the daemon reads: path when it
+// is not empty (the --config flag), else DefaultConfigPath when that file
+// exists, else "" (the built-in defaults). A DefaultConfigPath that exists
+// but cannot be looked at is an error, not a silent fallback.
+func FindConfig(path string) (string, error) {
+	if path != "" {
+		return path, nil
+	}
+	_, err := os.Stat(defaultConfigPath)
+	switch {
+	case err == nil:
+		return defaultConfigPath, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return "", nil
+	}
+	return "", fmt.Errorf("look for the default config: %w", err)
 }
 
 // LoadConfig reads a TOML file over DefaultConfig. Unknown keys are errors,
@@ -272,6 +315,9 @@ func (c Config) Validate() error {
 	if _, err := logrus.ParseLevel(c.LogLevel); err != nil {
 		return fmt.Errorf("config: log_level: %w", err)
 	}
+	if c.LogFormat != log.TextFormat && c.LogFormat != log.JSONFormat {
+		return fmt.Errorf("config: log_format %q: want %q or %q", c.LogFormat, log.TextFormat, log.JSONFormat)
+	}
 	if c.Discovery.Timeout <= 0 {
 		return fmt.Errorf("config: discovery.timeout must be positive")
 	}
@@ -300,7 +346,7 @@ func (c Config) Validate() error {
 }
 
 // Override returns c with the non-empty flag values in place of its own.
-func (c Config) Override(root, address, logLevel string) Config {
+func (c Config) Override(root, address, logLevel, logFormat string) Config {
 	if root != "" {
 		c.Root = root
 	}
@@ -309,6 +355,9 @@ func (c Config) Override(root, address, logLevel string) Config {
 	}
 	if logLevel != "" {
 		c.LogLevel = logLevel
+	}
+	if logFormat != "" {
+		c.LogFormat = log.OutputFormat(logFormat)
 	}
 	return c
 }

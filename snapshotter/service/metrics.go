@@ -1,29 +1,44 @@
 package service
 
 import (
+	"context"
+	"errors"
+	"expvar"
 	"fmt"
-	"io"
-	"strconv"
+	"net"
+	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/containerd/log"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/socikit/socikit/internal/statusapi"
 	"github.com/socikit/socikit/snapshotter/remote"
 )
 
-// LatencyBuckets are the upper bounds, in seconds, of the fetch latency
+// fetchBuckets returns the upper bounds, in seconds, of the fetch latency
 // histogram: a span range from a registry on the same host takes a few
 // milliseconds, one across a slow link or through retries seconds.
-var LatencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+func fetchBuckets() []float64 {
+	return []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+}
 
 // Metrics is the remote.Metrics of the daemon: remote.Counters plus a
 // latency histogram of range fetches by kind. Its zero value is ready to
-// use; it is safe for concurrent use.
+// use; it is safe for concurrent use. A metricsCollector exposes it to
+// Prometheus.
 type Metrics struct {
 	remote.Counters
-	latency [remote.NumFetchKinds]histogram // by remote.FetchKind
+	latencyOnce sync.Once
+	latency     *prometheus.HistogramVec
+	observers   [remote.NumFetchKinds]prometheus.Observer // latency by remote.FetchKind
 	// artifacts and artifactBytes count the SOCI artifacts (zTOCs,
 	// prefetch lists) read, by artifactSource.
-	artifacts, artifactBytes [2]atomic.Int64
+	artifacts, artifactBytes [3]atomic.Int64
 }
 
 // artifactSource is where a SOCI artifact was read from.
@@ -32,9 +47,11 @@ type artifactSource int
 const (
 	sourceRegistry artifactSource = iota
 	sourceContainerd
+	// sourceDisk: the daemon's own copy, kept by an earlier mount (persist.go).
+	sourceDisk
 )
 
-func (s artifactSource) String() string { return [...]string{"registry", "containerd"}[s] }
+func (s artifactSource) String() string { return [...]string{"registry", "containerd", "disk"}[s] }
 
 func (m *Metrics) artifactRead(s artifactSource, n int) {
 	m.artifacts[s].Add(1)
@@ -43,29 +60,28 @@ func (m *Metrics) artifactRead(s artifactSource, n int) {
 
 var _ remote.Metrics = (*Metrics)(nil)
 
-type histogram struct {
-	buckets [12]atomic.Int64 // len(LatencyBuckets), not cumulative
-	count   atomic.Int64
-	nanos   atomic.Int64
-}
-
-func (h *histogram) observe(d time.Duration) {
-	s := d.Seconds()
-	for i, le := range LatencyBuckets {
-		if s <= le {
-			h.buckets[i].Add(1)
-			break
+// fetchLatency returns the histogram of socikit_fetch_duration_seconds,
+// made on first use with a series for every fetch kind.
+func (m *Metrics) fetchLatency() *prometheus.HistogramVec {
+	m.latencyOnce.Do(func() {
+		m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "socikit_fetch_duration_seconds",
+			Help:    "Latency of range fetches from registries (failed ones included), by kind.",
+			Buckets: fetchBuckets(),
+		}, []string{"kind"})
+		for k := range m.observers {
+			m.observers[k] = m.latency.WithLabelValues(remote.FetchKind(k).String())
 		}
-	}
-	h.count.Add(1)
-	h.nanos.Add(int64(d))
+	})
+	return m.latency
 }
 
 // Fetched implements remote.Metrics: failed fetches are timed too.
 func (m *Metrics) Fetched(kind remote.FetchKind, spans int, bytes int64, d time.Duration, err error) {
 	m.Counters.Fetched(kind, spans, bytes, d, err)
-	if int(kind) < len(m.latency) {
-		m.latency[kind].observe(d)
+	if kind >= 0 && int(kind) < len(m.observers) {
+		m.fetchLatency()
+		m.observers[kind].Observe(d.Seconds())
 	}
 }
 
@@ -132,65 +148,149 @@ func (l *layerMetrics) SlowFetch() {
 	l.Counters.SlowFetch()
 }
 
-// writeMetrics writes m in the Prometheus text format (version 0.0.4), so
-// no Prometheus client library is needed. mounted is the number of lazy
-// layers mounted.
-func writeMetrics(w io.Writer, m *Metrics, mounted int) {
-	if hw, ok := w.(interface{ Header() map[string][]string }); ok {
-		hw.Header()["Content-Type"] = []string{"text/plain; version=0.0.4; charset=utf-8"}
-	}
-	c := &m.Counters
-	counter := func(name, help string, v int64) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
-	}
-	fmt.Fprintf(w, "# HELP socikit_fetches_total Range fetches by kind.\n# TYPE socikit_fetches_total counter\n")
-	for k := range c.Fetches {
-		fmt.Fprintf(w, "socikit_fetches_total{kind=%q} %d\n", remote.FetchKind(k).String(), c.Fetches[k].Load())
-	}
-	counter("socikit_fetch_errors_total", "Range fetches that failed.", c.FetchErrors.Load())
-	counter("socikit_fetched_spans_total", "Spans fetched from registries.", c.FetchedSpans.Load())
-	counter("socikit_fetched_bytes_total", "Compressed bytes fetched from registries.", c.FetchedBytes.Load())
-	fmt.Fprintf(w, "# HELP socikit_fetch_seconds_total Time spent in successful fetches.\n# TYPE socikit_fetch_seconds_total counter\nsocikit_fetch_seconds_total %g\n", float64(c.FetchNanos.Load())/1e9)
-	counter("socikit_cache_hits_total", "Span reads served by the cache.", c.Hits.Load())
-	counter("socikit_cache_misses_total", "Span reads that had to fetch.", c.Misses.Load())
-	counter("socikit_verify_failures_total", "Spans whose digest did not match the zTOC.", c.VerifyFailure.Load())
-	fmt.Fprintf(w, "# HELP socikit_fetch_retries_total Range requests (or spans) asked again, by reason.\n# TYPE socikit_fetch_retries_total counter\n")
-	for r := range c.Retries {
-		fmt.Fprintf(w, "socikit_fetch_retries_total{reason=%q} %d\n", remote.RetryReason(r).String(), c.Retries[r].Load())
-	}
-	counter("socikit_fetch_stalls_total", "Range requests cut after the stall deadline without a byte.", c.Stalls.Load())
-	counter("socikit_fetch_hedges_total", "Second requests sent for a range request slow to answer.", c.Hedges.Load())
-	counter("socikit_fetch_hedge_wins_total", "Hedge requests that answered first.", c.HedgeWins.Load())
-	counter("socikit_fetch_whole_blob_total", "Range requests answered 200 with the whole blob.", c.WholeBlobs.Load())
-	counter("socikit_fetch_slow_total", "Range requests slower than the slow-fetch threshold, retries included.", c.SlowFetches.Load())
+// Descriptions of the metrics a metricsCollector reports, besides the
+// histogram of Metrics.fetchLatency. Names and labels are those of the
+// hand-written exposition this replaced: dashboards and docs/snapshotter.md
+// depend on them.
+var (
+	descFetches        = prometheus.NewDesc("socikit_fetches_total", "Range fetches by kind.", []string{"kind"}, nil)
+	descFetchErrors    = prometheus.NewDesc("socikit_fetch_errors_total", "Range fetches that failed.", nil, nil)
+	descFetchedSpans   = prometheus.NewDesc("socikit_fetched_spans_total", "Spans fetched from registries.", nil, nil)
+	descFetchedBytes   = prometheus.NewDesc("socikit_fetched_bytes_total", "Compressed bytes fetched from registries.", nil, nil)
+	descFetchSeconds   = prometheus.NewDesc("socikit_fetch_seconds_total", "Time spent in successful fetches.", nil, nil)
+	descCacheHits      = prometheus.NewDesc("socikit_cache_hits_total", "Span reads served by the cache.", nil, nil)
+	descCacheMisses    = prometheus.NewDesc("socikit_cache_misses_total", "Span reads that had to fetch.", nil, nil)
+	descVerifyFailures = prometheus.NewDesc("socikit_verify_failures_total", "Spans whose digest did not match the zTOC.", nil, nil)
+	descRetries        = prometheus.NewDesc("socikit_fetch_retries_total", "Range requests (or spans) asked again, by reason.", []string{"reason"}, nil)
+	descStalls         = prometheus.NewDesc("socikit_fetch_stalls_total", "Range requests cut after the stall deadline without a byte.", nil, nil)
+	descHedges         = prometheus.NewDesc("socikit_fetch_hedges_total", "Second requests sent for a range request slow to answer.", nil, nil)
+	descHedgeWins      = prometheus.NewDesc("socikit_fetch_hedge_wins_total", "Hedge requests that answered first.", nil, nil)
+	descWholeBlobs     = prometheus.NewDesc("socikit_fetch_whole_blob_total", "Range requests answered 200 with the whole blob.", nil, nil)
+	descSlowFetches    = prometheus.NewDesc("socikit_fetch_slow_total", "Range requests slower than the slow-fetch threshold, retries included.", nil, nil)
+	descArtifacts      = prometheus.NewDesc("socikit_index_artifacts_total",
+		"SOCI artifacts (zTOCs, prefetch lists) read, by source (the registry, containerd's content store, or the daemon's copy on disk).", []string{"source"}, nil)
+	descArtifactBytes  = prometheus.NewDesc("socikit_index_artifact_bytes_total", "Bytes of SOCI artifacts read, by source.", []string{"source"}, nil)
+	descLazyLayers     = prometheus.NewDesc("socikit_lazy_layers", "Layers mounted lazily.", nil, nil)
+	descUnpackedLayers = prometheus.NewDesc("socikit_unpacked_layers_total",
+		"Layers without a zTOC fetched whole and unpacked by the snapshotter (containerd fetched neither them nor the layers above).", nil, nil)
+	descUnpackedBytes = prometheus.NewDesc("socikit_unpacked_bytes_total", "Compressed bytes of those layers fetched from registries.", nil, nil)
+)
 
-	for _, n := range []struct {
-		name, help string
-		v          *[2]atomic.Int64
-	}{
-		{"socikit_index_artifacts_total", "SOCI artifacts (zTOCs, prefetch lists) read, by source (the registry, or containerd's content store).", &m.artifacts},
-		{"socikit_index_artifact_bytes_total", "Bytes of SOCI artifacts read, by source.", &m.artifactBytes},
-	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", n.name, n.help, n.name)
-		for s := range n.v {
-			fmt.Fprintf(w, "%s{source=%q} %d\n", n.name, artifactSource(s).String(), n.v[s].Load())
-		}
-	}
+// metricsCollector is the prometheus.Collector of a daemon: it reads the
+// counters of Metrics (which the span fetchers update without knowing of
+// Prometheus), the lazy layers mounted and the unpack counters at each
+// scrape.
+type metricsCollector struct {
+	m        *Metrics
+	layers   *Layers         // nil: no lazy layers
+	unpacked *unpackCounters // nil: none
+}
 
-	const h = "socikit_fetch_duration_seconds"
-	fmt.Fprintf(w, "# HELP %s Latency of range fetches from registries (failed ones included), by kind.\n# TYPE %s histogram\n", h, h)
-	for k := range m.latency {
-		kind := remote.FetchKind(k).String()
-		hist := &m.latency[k]
-		var cum int64
-		for i, le := range LatencyBuckets {
-			cum += hist.buckets[i].Load()
-			fmt.Fprintf(w, "%s_bucket{kind=%q,le=%q} %d\n", h, kind, strconv.FormatFloat(le, 'g', -1, 64), cum)
-		}
-		count := max(hist.count.Load(), cum)
-		fmt.Fprintf(w, "%s_bucket{kind=%q,le=\"+Inf\"} %d\n", h, kind, count)
-		fmt.Fprintf(w, "%s_sum{kind=%q} %g\n", h, kind, float64(hist.nanos.Load())/1e9)
-		fmt.Fprintf(w, "%s_count{kind=%q} %d\n", h, kind, count)
+var _ prometheus.Collector = (*metricsCollector)(nil)
+
+// Describe implements prometheus.Collector.
+func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descFetches, descFetchErrors, descFetchedSpans, descFetchedBytes, descFetchSeconds,
+		descCacheHits, descCacheMisses, descVerifyFailures, descRetries, descStalls, descHedges, descHedgeWins, descWholeBlobs,
+		descSlowFetches, descArtifacts, descArtifactBytes, descLazyLayers, descUnpackedLayers, descUnpackedBytes} {
+		ch <- d
 	}
-	fmt.Fprintf(w, "# HELP socikit_lazy_layers Layers mounted lazily.\n# TYPE socikit_lazy_layers gauge\nsocikit_lazy_layers %d\n", mounted)
+	c.m.fetchLatency().Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	n := &c.m.Counters
+	for k := range n.Fetches {
+		counter(descFetches, float64(n.Fetches[k].Load()), remote.FetchKind(k).String())
+	}
+	counter(descFetchErrors, float64(n.FetchErrors.Load()))
+	counter(descFetchedSpans, float64(n.FetchedSpans.Load()))
+	counter(descFetchedBytes, float64(n.FetchedBytes.Load()))
+	counter(descFetchSeconds, float64(n.FetchNanos.Load())/1e9)
+	counter(descCacheHits, float64(n.Hits.Load()))
+	counter(descCacheMisses, float64(n.Misses.Load()))
+	counter(descVerifyFailures, float64(n.VerifyFailure.Load()))
+	for r := range n.Retries {
+		counter(descRetries, float64(n.Retries[r].Load()), remote.RetryReason(r).String())
+	}
+	counter(descStalls, float64(n.Stalls.Load()))
+	counter(descHedges, float64(n.Hedges.Load()))
+	counter(descHedgeWins, float64(n.HedgeWins.Load()))
+	counter(descWholeBlobs, float64(n.WholeBlobs.Load()))
+	counter(descSlowFetches, float64(n.SlowFetches.Load()))
+	for s := range c.m.artifacts {
+		counter(descArtifacts, float64(c.m.artifacts[s].Load()), artifactSource(s).String())
+		counter(descArtifactBytes, float64(c.m.artifactBytes[s].Load()), artifactSource(s).String())
+	}
+	c.m.fetchLatency().Collect(ch)
+	mounted := 0
+	if c.layers != nil {
+		c.layers.mu.Lock()
+		mounted = len(c.layers.mounts)
+		c.layers.mu.Unlock()
+	}
+	ch <- prometheus.MustNewConstMetric(descLazyLayers, prometheus.GaugeValue, float64(mounted))
+	var unpackedLayers, unpackedBytes int64
+	if c.unpacked != nil {
+		unpackedLayers, unpackedBytes = c.unpacked.layers.Load(), c.unpacked.bytes.Load()
+	}
+	counter(descUnpackedLayers, float64(unpackedLayers))
+	counter(descUnpackedBytes, float64(unpackedBytes))
+}
+
+// newMetricsRegistry returns the Prometheus registry of one daemon (not
+// the global default one, so that daemons and tests in one process stay
+// apart): its own metrics, and the Go runtime's and the process's.
+func newMetricsRegistry(c *metricsCollector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// newHTTPHandler returns the handler of the daemon's metrics address:
+// /metrics (Prometheus), /status (JSON, `socikit status`), /profile
+// (start-up profiles, `socikit profile export`) and /debug/vars (expvar).
+// layers is nil when no layer is mounted lazily.
+func newHTTPHandler(m *Metrics, layers *Layers, unpacked *unpackCounters) http.Handler {
+	reg := newMetricsRegistry(&metricsCollector{m: m, layers: layers, unpacked: unpacked})
+	mux := http.NewServeMux()
+	mux.Handle("/debug/vars", expvar.Handler())
+	mux.Handle(statusapi.MetricsPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:      log.L,
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	mux.HandleFunc(statusapi.StatusPath, func(w http.ResponseWriter, _ *http.Request) { serveStatus(w, layers) })
+	mux.HandleFunc(statusapi.ProfilePath, func(w http.ResponseWriter, r *http.Request) { serveProfile(w, r, layers) })
+	return mux
+}
+
+// startHTTP serves h on address (nothing when it is empty) until the
+// returned server is closed; errors of the server after the start go to
+// errc. When the address cannot be listened on, an optional one (the
+// default address, which another daemon or program may hold) only gives a
+// warning and no server, any other an error: it was asked for.
+func startHTTP(ctx context.Context, address string, optional bool, h http.Handler, errc chan<- error) (*http.Server, error) {
+	if address == "" {
+		return nil, nil
+	}
+	l, err := net.Listen("tcp", address)
+	if err != nil {
+		if optional {
+			log.G(ctx).WithError(err).Warn("no metrics server: the default metrics_address is not free; set another one (or \"\" for none) in the config")
+			return nil, nil
+		}
+		return nil, fmt.Errorf("listen for metrics on %s: %w", address, err)
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("metrics server: %w", err)
+		}
+	}()
+	log.G(ctx).WithField("metrics_address", l.Addr().String()).Info("metrics server listening")
+	return hs, nil
 }

@@ -2,14 +2,11 @@ package service
 
 import (
 	"context"
-	"errors"
-	"expvar"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
@@ -70,7 +67,7 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	if err := log.SetLevel(c.LogLevel); err != nil {
+	if err := SetupLogging(c); err != nil { // logging.go
 		return err
 	}
 	if err := os.MkdirAll(c.Root, 0o700); err != nil {
@@ -120,34 +117,12 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 		return err
 	}
 	go func() { errc <- srv.Serve(l) }()
-	var hs *http.Server
-	if c.MetricsAddress != "" {
-		ml, err := net.Listen("tcp", c.MetricsAddress)
-		if err != nil {
-			srv.Stop()
-			<-errc
-			return fmt.Errorf("listen for metrics: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/debug/vars", expvar.Handler())
-		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-			n := 0
-			if layers != nil {
-				layers.mu.Lock()
-				n = len(layers.mounts)
-				layers.mu.Unlock()
-			}
-			writeMetrics(w, metrics, n)
-			writeUnpackMetrics(w, &fsys.unpacked)
-		})
-		mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) { serveStatus(w, layers) })
-		mux.HandleFunc("/profile", func(w http.ResponseWriter, r *http.Request) { serveProfile(w, r, layers) })
-		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := hs.Serve(ml); !errors.Is(err, http.ErrServerClosed) {
-				errc <- err
-			}
-		}()
+	h := newHTTPHandler(metrics, layers, &fsys.unpacked) // metrics.go
+	hs, err := startHTTP(ctx, c.MetricsAddress, c.MetricsAddress == DefaultMetricsAddress, h, errc)
+	if err != nil {
+		srv.Stop()
+		<-errc
+		return err
 	}
 	log.G(ctx).WithField("address", c.Address).WithField("root", c.Root).Info("socikit-snapshotter serving")
 	if o.ready != nil {

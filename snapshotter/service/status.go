@@ -5,46 +5,20 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
-	"time"
+
+	"github.com/socikit/socikit/internal/statusapi"
 )
 
-// Status is the JSON document served at /status: the lazily mounted
-// layers, grouped by image.
-type Status struct {
-	Images []ImageStatus `json:"images"`
-}
+// Status is the JSON document served at /status (statusapi.StatusPath):
+// the lazily mounted layers, grouped by image. The types live in
+// internal/statusapi, shared with the CLI.
+type Status = statusapi.Status
 
-// ImageStatus sums the layers of one image (by the reference containerd
-// pulled it as; the repository when the reference is unknown).
-type ImageStatus struct {
-	Image        string        `json:"image"`
-	FetchedBytes int64         `json:"fetched_bytes"`
-	SpansCached  int           `json:"spans_cached"`
-	SpansTotal   int           `json:"spans_total"`
-	Layers       []LayerStatus `json:"layers"`
-}
+// ImageStatus sums the layers of one image.
+type ImageStatus = statusapi.ImageStatus
 
 // LayerStatus is one lazily mounted layer.
-type LayerStatus struct {
-	Layer          string    `json:"layer"`
-	Index          string    `json:"index"`
-	Mountpoint     string    `json:"mountpoint"`
-	MountedAt      time.Time `json:"mounted_at"`
-	CompressedSize int64     `json:"compressed_size"`
-	// FetchedBytes are the compressed bytes this daemon fetched for the
-	// layer since it mounted it (spans cached before are not counted).
-	FetchedBytes   int64 `json:"fetched_bytes"`
-	FetchedSpans   int64 `json:"fetched_spans"`
-	FetchErrors    int64 `json:"fetch_errors"`
-	CacheHits      int64 `json:"cache_hits"`
-	CacheMisses    int64 `json:"cache_misses"`
-	VerifyFailures int64 `json:"verify_failures"`
-	SpansCached    int   `json:"spans_cached"`
-	SpansTotal     int   `json:"spans_total"`
-	// LastError is the last error the layer's filesystem returned to a
-	// reader, if any.
-	LastError string `json:"last_error,omitempty"`
-}
+type LayerStatus = statusapi.LayerStatus
 
 // Status returns the state of every mounted layer.
 func (ls *Layers) Status() Status {

@@ -176,17 +176,3 @@ func (r *blobReader) Read(p []byte) (int, error) {
 }
 
 func (r *blobReader) Close() error { return nil }
-
-// writeUnpackMetrics writes the counters of OpenLayer in the Prometheus
-// text format, after writeMetrics.
-func writeUnpackMetrics(w io.Writer, c *unpackCounters) {
-	for _, m := range []struct {
-		name, help string
-		v          int64
-	}{
-		{"socikit_unpacked_layers_total", "Layers without a zTOC fetched whole and unpacked by the snapshotter (containerd fetched neither them nor the layers above).", c.layers.Load()},
-		{"socikit_unpacked_bytes_total", "Compressed bytes of those layers fetched from registries.", c.bytes.Load()},
-	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", m.name, m.help, m.name, m.name, m.v)
-	}
-}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -67,10 +66,12 @@ func TestOpenLayer(t *testing.T) {
 	if n, b := fsys.unpacked.layers.Load(), fsys.unpacked.bytes.Load(); n != 1 || b != int64(len(blob)) {
 		t.Errorf("counters: %d layers, %d bytes; want 1, %d", n, b, len(blob))
 	}
-	var m strings.Builder
-	writeUnpackMetrics(&m, &fsys.unpacked)
-	if !strings.Contains(m.String(), "\nsocikit_unpacked_layers_total 1\n") {
-		t.Errorf("metrics:\n%s", m.String())
+	fams := scrape(t, newHTTPHandler(&Metrics{}, nil, &fsys.unpacked))
+	if v := sample(t, fams, "socikit_unpacked_layers_total"); v != 1 {
+		t.Errorf("socikit_unpacked_layers_total %v, want 1", v)
+	}
+	if v := sample(t, fams, "socikit_unpacked_bytes_total"); v != float64(len(blob)) {
+		t.Errorf("socikit_unpacked_bytes_total %v, want %d", v, len(blob))
 	}
 
 	// The label's diff ID is taken as it is.
