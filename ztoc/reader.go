@@ -32,6 +32,62 @@ type Index struct {
 	z      *Ztoc
 	spans  []Span
 	points []Checkpoint // gzip only
+	// windows holds the checkpoint windows when they are not in points
+	// (OffloadWindows): span i's at i*WindowSize.
+	windows io.ReaderAt
+}
+
+// WindowFile is where OffloadWindows keeps checkpoint windows: an open
+// file, typically one already unlinked.
+type WindowFile interface {
+	io.ReaderAt
+	io.WriterAt
+}
+
+// OffloadWindows writes the checkpoint windows of a gzip index to w (span
+// i's WindowSize bytes at offset i*WindowSize) and returns an Index that
+// reads each window back from w when a span is decompressed, and whose
+// Ztoc is a shallow copy of ix's without the raw Checkpoints blob. The
+// windows are most of a zTOC's size (32 KiB per span: 8.6 MB for a layer
+// of 273 spans), needed only to decompress a span, so a long-lived reader
+// such as a mounted layer need not hold them in memory. An index of an
+// uncompressed layer has no windows and is returned as is. ix stays
+// valid; w must outlive the returned Index.
+func (ix *Index) OffloadWindows(w WindowFile) (*Index, error) {
+	if ix.z.Compression != Gzip || ix.windows != nil {
+		return ix, nil
+	}
+	for i, p := range ix.points {
+		win := p.Window
+		if win == nil {
+			win = make([]byte, WindowSize)
+		}
+		if len(win) != WindowSize {
+			return nil, fmt.Errorf("checkpoint %d: window of %d bytes", i, len(win))
+		}
+		if _, err := w.WriteAt(win, int64(i)*WindowSize); err != nil {
+			return nil, fmt.Errorf("write checkpoint window %d: %w", i, err)
+		}
+	}
+	z := *ix.z
+	z.Checkpoints = nil
+	points := make([]Checkpoint, len(ix.points))
+	for i, p := range ix.points {
+		points[i] = Checkpoint{In: p.In, Out: p.Out, Bits: p.Bits}
+	}
+	return &Index{z: &z, spans: ix.spans, points: points, windows: w}, nil
+}
+
+// window returns the window of checkpoint i.
+func (ix *Index) window(i SpanID) ([]byte, error) {
+	if ix.windows == nil {
+		return ix.points[i].Window, nil
+	}
+	win := make([]byte, WindowSize)
+	if _, err := ix.windows.ReadAt(win, int64(i)*WindowSize); err != nil {
+		return nil, fmt.Errorf("read checkpoint window %d: %w", i, err)
+	}
+	return win, nil
 }
 
 // NewIndex validates the checkpoints of z against its sizes and span
@@ -180,7 +236,11 @@ func (ix *Index) Decompress(first, last SpanID, compressed []byte) ([]byte, erro
 		return compressed, nil
 	}
 	p := ix.points[first]
-	r, err := inflate.NewResumeReader(bytes.NewReader(compressed), p.Bits, p.Window)
+	win, err := ix.window(first)
+	if err != nil {
+		return nil, fmt.Errorf("span %d: %w", first, err)
+	}
+	r, err := inflate.NewResumeReader(bytes.NewReader(compressed), p.Bits, win)
 	if err != nil {
 		return nil, fmt.Errorf("span %d: %w", first, err)
 	}

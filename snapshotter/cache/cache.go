@@ -1,8 +1,10 @@
 package cache
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -20,6 +23,39 @@ type SpanID = int32
 
 // ErrReleased is returned by the methods of a Layer after Release.
 var ErrReleased = errors.New("cache layer released")
+
+// ErrCorrupt is returned, wrapped, by ReadAt when a span file is not what
+// Put wrote: truncated, grown, or with bytes that do not match its
+// checksum. The span is dropped from the cache (Has reports it absent), so
+// the caller fetches it again.
+var ErrCorrupt = errors.New("cached span corrupt")
+
+// A span file is the span's bytes followed by a trailer: the CRC-32C
+// (Castagnoli) of the bytes and a magic number, little-endian. A file is
+// checked against its trailer the first time this process opens it (a
+// read of the whole file, cheap beside the fetch it saves); later reads
+// check only that the file is still as long, so a file truncated or
+// damaged on disk is detected, dropped and fetched again, never served.
+// Files of the earlier format (no trailer) fail the check and are fetched
+// again.
+const (
+	trailerSize  = SpanOverhead
+	trailerMagic = 0x31636b73 // "skc1"
+)
+
+// SpanOverhead is the bytes a span file holds beyond the span's own (its
+// trailer); Size counts them.
+const SpanOverhead = 8
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// trailer returns the trailer of data.
+func trailer(data []byte) []byte {
+	var t [trailerSize]byte
+	binary.LittleEndian.PutUint32(t[:4], crc32.Checksum(data, castagnoli))
+	binary.LittleEndian.PutUint32(t[4:], trailerMagic)
+	return t[:]
+}
 
 // maxOpenFiles caps the span files a Layer keeps open for reads. Reads of
 // a mounted layer cluster on few spans; more than this are reopened.
@@ -35,7 +71,20 @@ type options struct {
 	maxSize int64
 	noSync  bool
 	now     func() time.Time
+	// create makes a span file's temporary file (os.CreateTemp; tests
+	// inject write errors through it).
+	create func(dir, pattern string) (file, error)
 }
+
+// file is what writeSpan writes to.
+type file interface {
+	io.Writer
+	Name() string
+	Sync() error
+	Close() error
+}
+
+func createTemp(dir, pattern string) (file, error) { return os.CreateTemp(dir, pattern) }
 
 // WithMaxSize sets the soft size limit of the cache in bytes (span bytes
 // on disk). Default 0: no limit.
@@ -73,19 +122,22 @@ type layerState struct {
 	size  int64 // span and content file bytes
 	refs  int
 	used  time.Time
-	live  *Layer // the acquired Layer, shared by all acquirers
-	spans map[SpanID]int64
-	files map[int64]int64 // content files by key
+	live  *Layer           // the acquired Layer, shared by all acquirers
+	spans map[SpanID]int64 // span bytes (without the trailer) by id
+	files map[int64]int64  // content files by key
+	// checked holds the spans whose file was checked against its
+	// trailer by this process (or written by it).
+	checked map[SpanID]bool
 }
 
 func newLayerState() *layerState {
-	return &layerState{spans: make(map[SpanID]int64), files: make(map[int64]int64)}
+	return &layerState{spans: make(map[SpanID]int64), files: make(map[int64]int64), checked: make(map[SpanID]bool)}
 }
 
 // Open opens (creating it if needed) the cache in dir and scans what an
 // earlier process left there.
 func Open(dir string, opts ...Option) (*Cache, error) {
-	o := options{now: time.Now}
+	o := options{now: time.Now, create: createTemp}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
@@ -161,7 +213,11 @@ func (c *Cache) scan(d digest.Digest) (*layerState, error) {
 		if err != nil {
 			continue
 		}
-		st.spans[SpanID(id)] = fi.Size()
+		if fi.Size() < trailerSize {
+			os.Remove(filepath.Join(dir, e.Name()))
+			continue
+		}
+		st.spans[SpanID(id)] = fi.Size() - trailerSize
 		st.size += fi.Size()
 	}
 	return st, nil
@@ -239,26 +295,37 @@ func (c *Cache) evictLocked() error {
 	if c.opts.maxSize == 0 || c.size <= c.opts.maxSize {
 		return nil
 	}
-	type cand struct {
-		d    digest.Digest
-		st   *layerState
-		used time.Time
-	}
-	var cands []cand
-	for d, st := range c.layers {
-		if st.refs == 0 {
-			cands = append(cands, cand{d, st, st.used})
-		}
-	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i].used.Before(cands[j].used) })
 	var errs []error
-	for _, k := range cands {
+	for _, k := range c.unusedLocked() {
 		if c.size <= c.opts.maxSize {
 			break
 		}
 		errs = append(errs, c.removeLocked(k.d, k.st))
 	}
 	return errors.Join(errs...)
+}
+
+type candidate struct {
+	d  digest.Digest
+	st *layerState
+}
+
+// unusedLocked returns the layers nobody has acquired, least recently
+// used first.
+func (c *Cache) unusedLocked() []candidate {
+	var cands []candidate
+	for d, st := range c.layers {
+		if st.refs == 0 {
+			cands = append(cands, candidate{d, st})
+		}
+	}
+	sort.Slice(cands, func(i, j int) bool {
+		if a, b := cands[i].st.used, cands[j].st.used; !a.Equal(b) {
+			return a.Before(b)
+		}
+		return cands[i].d < cands[j].d
+	})
+	return cands
 }
 
 // Layer is the cached spans of one layer. Methods are safe for concurrent
@@ -312,6 +379,10 @@ func (l *Layer) spanPath(id SpanID) string {
 }
 
 // Put stores span id's decompressed bytes, replacing any earlier file.
+// When the disk is full (ENOSPC, EDQUOT), layers nobody has acquired are
+// removed, least recently used first, and the write is tried once more;
+// if it still fails, nothing is stored and the error wraps the errno. A
+// failed Put leaves no partial file.
 func (l *Layer) Put(id SpanID, data []byte) error {
 	s, err := l.impl()
 	if err != nil {
@@ -320,26 +391,13 @@ func (l *Layer) Put(id SpanID, data []byte) error {
 	if id < 0 {
 		return fmt.Errorf("cache span %d: negative id", id)
 	}
-	f, err := os.CreateTemp(s.dir, strconv.FormatInt(int64(id), 10)+".*"+tmpSuffix)
+	err = s.writeSpan(id, data)
+	if isNoSpace(err) && s.c.freeSpace(int64(len(data))+trailerSize) {
+		err = s.writeSpan(id, data)
+	}
 	if err != nil {
 		return fmt.Errorf("cache span %d of %s: %w", id, s.d, err)
 	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil && !s.c.opts.noSync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, s.spanPath(id))
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("cache span %d of %s: %w", id, s.d, err)
-	}
-	// A replaced file may be open: drop the descriptor.
 	s.fdMu.Lock()
 	if f := s.fds[id]; f != nil {
 		f.Close()
@@ -352,60 +410,206 @@ func (l *Layer) Put(id SpanID, data []byte) error {
 	defer c.mu.Unlock()
 	old, had := s.st.spans[id]
 	if had {
-		s.st.size -= old
-		c.size -= old
+		s.st.size -= old + trailerSize
+		c.size -= old + trailerSize
 	}
 	n := int64(len(data))
 	s.st.spans[id] = n
+	s.st.checked[id] = true
+	n += trailerSize
 	s.st.size += n
 	if _, known := c.layers[s.d]; !known {
-		// Removed while in use cannot happen (Remove refuses), but keep
-		// the accounting right if it did.
 		c.layers[s.d] = s.st
 	}
 	c.size += n
 	return c.evictLocked()
 }
 
+// writeSpan writes data and its trailer to a temporary file and renames it
+// into place.
+func (l *Layer) writeSpan(id SpanID, data []byte) error {
+	f, err := l.c.opts.create(l.dir, strconv.FormatInt(int64(id), 10)+".*"+tmpSuffix)
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		_, err = f.Write(trailer(data))
+	}
+	if err == nil && !l.c.opts.noSync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, l.spanPath(id))
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// isNoSpace reports whether err says the filesystem or the quota is full.
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// freeSpace removes layers nobody has acquired, least recently used first,
+// until at least need bytes are freed, whatever the size limit. It
+// reports whether it removed any.
+func (c *Cache) freeSpace(need int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var freed int64
+	for _, k := range c.unusedLocked() {
+		if freed >= need {
+			break
+		}
+		if c.removeLocked(k.d, k.st) == nil {
+			freed += k.st.size
+		}
+	}
+	return freed > 0
+}
+
 // ReadAt reads from offset off of span id's cached bytes. It returns
-// io.EOF when fewer than len(p) bytes remain, and an error wrapping
-// os.ErrNotExist when the span is not cached.
+// io.EOF when fewer than len(p) bytes remain, an error wrapping
+// os.ErrNotExist when the span is not cached, and one wrapping ErrCorrupt
+// when its file is damaged (the span is then dropped: fetch it again).
 func (l *Layer) ReadAt(id SpanID, p []byte, off int64) (int, error) {
 	s, err := l.impl()
 	if err != nil {
 		return 0, err
 	}
-	for {
-		s.fdMu.RLock()
-		f := s.fds[id]
-		if f != nil {
-			n, err := f.ReadAt(p, off)
-			s.fdMu.RUnlock()
-			if err != nil && !errors.Is(err, io.EOF) {
-				err = fmt.Errorf("read cached span %d of %s: %w", id, s.d, err)
-			}
-			return n, err
-		}
-		s.fdMu.RUnlock()
+	size, ok := l.Has(id)
+	if !ok {
+		return 0, fmt.Errorf("read cached span %d of %s: %w", id, s.d, os.ErrNotExist)
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("read cached span %d of %s at negative offset %d", id, s.d, off)
+	}
+	f, err := s.open(id, size)
+	if err != nil {
+		return 0, err
+	}
+	want := len(p)
+	if off >= size {
+		want = 0
+	} else if rest := size - off; int64(want) > rest {
+		want = int(rest)
+	}
+	n, err := f.ReadAt(p[:want], off)
+	s.fdMu.RUnlock()
+	if n < want {
+		// The file is shorter than what Put wrote: truncated on disk.
+		return n, s.corrupt(id, fmt.Errorf("read %d of %d bytes at %d: %v", n, want, off, err))
+	}
+	if want < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
 
-		f, err := os.Open(s.spanPath(id))
-		if err != nil {
-			return 0, fmt.Errorf("read cached span %d of %s: %w", id, s.d, err)
+// open returns span id's open file, checked against its trailer if this
+// process has not checked it yet, with s.fdMu read-locked: the caller
+// unlocks it after reading.
+func (l *Layer) open(id SpanID, size int64) (*os.File, error) {
+	for {
+		l.fdMu.RLock()
+		if f := l.fds[id]; f != nil {
+			return f, nil
 		}
-		s.fdMu.Lock()
-		if s.fds[id] != nil {
+		l.fdMu.RUnlock()
+
+		f, err := os.Open(l.spanPath(id))
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				l.drop(id)
+			}
+			return nil, fmt.Errorf("read cached span %d of %s: %w", id, l.d, err)
+		}
+		if err := l.check(id, f, size); err != nil {
+			f.Close()
+			return nil, err
+		}
+		l.fdMu.Lock()
+		if l.fds[id] != nil {
 			f.Close()
 		} else {
-			if len(s.fds) >= maxOpenFiles {
-				for k, old := range s.fds {
+			if len(l.fds) >= maxOpenFiles {
+				for k, old := range l.fds {
 					old.Close()
-					delete(s.fds, k)
+					delete(l.fds, k)
 					break
 				}
 			}
-			s.fds[id] = f
+			l.fds[id] = f
 		}
-		s.fdMu.Unlock()
+		l.fdMu.Unlock()
+	}
+}
+
+// check verifies f against its trailer once per process, and its size
+// every time.
+func (l *Layer) check(id SpanID, f *os.File, size int64) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("read cached span %d of %s: %w", id, l.d, err)
+	}
+	if fi.Size() != size+trailerSize {
+		return l.corrupt(id, fmt.Errorf("file is %d bytes, want %d", fi.Size(), size+trailerSize))
+	}
+	l.c.mu.Lock()
+	checked := l.st.checked[id]
+	l.c.mu.Unlock()
+	if checked {
+		return nil
+	}
+	buf := make([]byte, fi.Size())
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		return l.corrupt(id, err)
+	}
+	data, tr := buf[:size], buf[size:]
+	if !bytesEqual(tr, trailer(data)) {
+		return l.corrupt(id, errors.New("checksum mismatch"))
+	}
+	l.c.mu.Lock()
+	if _, ok := l.st.spans[id]; ok {
+		l.st.checked[id] = true
+	}
+	l.c.mu.Unlock()
+	return nil
+}
+
+func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
+
+// corrupt drops span id (its file and its entry) and returns an error
+// wrapping ErrCorrupt and cause.
+func (l *Layer) corrupt(id SpanID, cause error) error {
+	l.drop(id)
+	return fmt.Errorf("read cached span %d of %s: %w: %v", id, l.d, ErrCorrupt, cause)
+}
+
+// drop forgets span id and removes its file.
+func (l *Layer) drop(id SpanID) {
+	l.fdMu.Lock()
+	if f := l.fds[id]; f != nil {
+		f.Close()
+		delete(l.fds, id)
+	}
+	l.fdMu.Unlock()
+	c := l.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n, ok := l.st.spans[id]; ok {
+		delete(l.st.spans, id)
+		delete(l.st.checked, id)
+		l.st.size -= n + trailerSize
+		c.size -= n + trailerSize
+		os.Remove(l.spanPath(id))
 	}
 }
 

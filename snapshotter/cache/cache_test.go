@@ -54,7 +54,7 @@ func TestPutReadPersist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c2.Size() != int64(len(data)) {
+	if c2.Size() != int64(len(data))+trailerSize {
 		t.Fatalf("size after reopen %d", c2.Size())
 	}
 	l2, _ := c2.Acquire(dg("a"))
@@ -166,11 +166,11 @@ func TestContentFiles(t *testing.T) {
 	if n, sz := l.Cached(); n != 2 || sz != 20 {
 		t.Fatalf("Cached() = %d %d", n, sz)
 	}
-	if c.Size() != 26 {
+	if c.Size() != 26+2*trailerSize {
 		t.Fatalf("size %d, want spans and content files", c.Size())
 	}
 	// Replacing keeps the accounting right.
-	if err := l.PutFile(7, []Extent{{Span: 0, Off: 7, Len: 3}, {Span: 1, Off: 0, Len: 3}}); err != nil || c.Size() != 26 {
+	if err := l.PutFile(7, []Extent{{Span: 0, Off: 7, Len: 3}, {Span: 1, Off: 0, Len: 3}}); err != nil || c.Size() != 26+2*trailerSize {
 		t.Fatalf("replace: %v, size %d", err, c.Size())
 	}
 	l.Release()
@@ -182,7 +182,7 @@ func TestContentFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c2.Size() != 20 {
+	if c2.Size() != 20+2*trailerSize {
 		t.Fatalf("size after reopen %d, want the spans only", c2.Size())
 	}
 	if _, err := os.Stat(fdir); !os.IsNotExist(err) {
@@ -216,11 +216,11 @@ func TestContentFilesEvict(t *testing.T) {
 	old.Release()
 	busy, _ := c.Acquire(dg("busy"))
 	defer busy.Release()
-	busy.Put(0, make([]byte, 40)) // 160 > 150: "old" goes, content file included
+	busy.Put(0, make([]byte, 40)) // 176 > 150: "old" goes, content file included
 	if _, err := os.Stat(filepath.Join(c.Dir(), "sha256", dg("old").Encoded(), filesDir)); !os.IsNotExist(err) {
 		t.Fatalf("content files of the evicted layer left: %v", err)
 	}
-	if c.Size() != 40 {
+	if c.Size() != 40+trailerSize {
 		t.Fatalf("size %d", c.Size())
 	}
 }

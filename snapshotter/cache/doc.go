@@ -5,11 +5,21 @@
 //
 //	DIR/<algorithm>/<hex>/<span id>
 //
-// A span file holds the span's verified, decompressed bytes, so a read
-// through the cache is one pread. Files are written to a temporary name,
-// synced and renamed into place, so a span file is either absent or
-// complete, and the cache survives restarts: Open scans DIR and a layer
-// acquired again finds its spans without fetching them.
+// A span file holds the span's verified, decompressed bytes and an 8-byte
+// trailer (CRC-32C of the bytes, magic), so a read through the cache is one
+// pread. Files are written to a temporary name, synced and renamed into
+// place, so a span file is either absent or complete, and the cache
+// survives restarts: Open scans DIR and a layer acquired again finds its
+// spans without fetching them. The first open of a span file by a process
+// checks it against its trailer, and every open checks its size: a file
+// truncated, grown or damaged on disk is dropped and ReadAt returns an
+// error wrapping ErrCorrupt (the caller fetches the span again), never its
+// bytes.
+//
+// A full disk (ENOSPC, EDQUOT) while writing a span removes layers nobody
+// has acquired, least recently used first, and tries once more; if it
+// still fails, Put stores nothing and returns the error, and later Puts
+// succeed once space returns.
 //
 // Lifecycle:
 //

@@ -146,6 +146,18 @@ func (l *Layer) copySpan(f *os.File, p Extent) error {
 	if p.Len == 0 {
 		return nil
 	}
+	// The span file is checked against its trailer (once per process)
+	// before its bytes are copied.
+	l.c.mu.Lock()
+	size, ok := l.st.spans[p.Span]
+	l.c.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("span %d: %w", p.Span, os.ErrNotExist)
+	}
+	if _, err := l.open(p.Span, size); err != nil {
+		return err
+	}
+	l.fdMu.RUnlock()
 	src, err := os.Open(l.spanPath(p.Span))
 	if err != nil {
 		return err

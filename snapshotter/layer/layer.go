@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -110,6 +111,7 @@ type Mounted struct {
 	fetcher *remote.Fetcher
 	mnt     *fs.Mount
 	cl      *cache.Layer
+	windows *os.File // checkpoint windows (offloadWindows), or nil
 
 	bgCancel context.CancelFunc
 	bgDone   chan struct{}
@@ -137,6 +139,13 @@ func Mount(ctx context.Context, mountpoint string, src Source, c *cache.Cache, o
 	if err != nil {
 		return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
 	}
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("layer", src.Digest.String()))
+	ix, windows := offloadWindows(ctx, ix, c.Dir())
+	defer func() {
+		if retErr != nil && windows != nil {
+			windows.Close()
+		}
+	}()
 	cl, err := c.Acquire(src.Digest)
 	if err != nil {
 		return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
@@ -146,7 +155,6 @@ func Mount(ctx context.Context, mountpoint string, src Source, c *cache.Cache, o
 			cl.Release()
 		}
 	}()
-	ctx = log.WithLogger(ctx, log.G(ctx).WithField("layer", src.Digest.String()))
 	f, err := remote.NewFetcher(ctx, ix, src.Blob, cl, o.fetch...)
 	if err != nil {
 		return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
@@ -160,7 +168,7 @@ func Mount(ctx context.Context, mountpoint string, src Source, c *cache.Cache, o
 	if o.passthrough {
 		fsOpts = append(fsOpts[:len(fsOpts):len(fsOpts)], fs.WithPassthrough(newContentSource(ix, cl), o.ptMinSize))
 	}
-	lfs, err := fs.New(src.Ztoc, f, fsOpts...)
+	lfs, err := fs.New(ix.Ztoc(), f, fsOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
 	}
@@ -180,7 +188,7 @@ func Mount(ctx context.Context, mountpoint string, src Source, c *cache.Cache, o
 	if err != nil {
 		return nil, err
 	}
-	m := &Mounted{dir: mountpoint, fs: lfs, fetcher: f, mnt: mnt, cl: cl, bgDone: make(chan struct{})}
+	m := &Mounted{dir: mountpoint, fs: lfs, fetcher: f, mnt: mnt, cl: cl, windows: windows, bgDone: make(chan struct{})}
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.bgCancel = cancel
 	if o.background != nil {
@@ -197,6 +205,39 @@ func Mount(ctx context.Context, mountpoint string, src Source, c *cache.Cache, o
 	}
 	return m, nil
 }
+
+// offloadWindows moves the checkpoint windows of ix (32 KiB per span, most
+// of a zTOC) out of memory into an unlinked file in dir, the span cache's
+// directory, and returns the index reading them from there and the file
+// (close it when the index is no longer used). The kernel's page cache
+// keeps the windows of recently fetched spans; the daemon's heap keeps
+// none. If the file cannot be made or written (a full disk, say), ix is
+// returned as is, with its windows in memory, and the file is nil.
+func offloadWindows(ctx context.Context, ix *ztoc.Index, dir string) (*ztoc.Index, *os.File) {
+	if ix.Ztoc().Compression != ztoc.Gzip || windowsInMemory {
+		return ix, nil
+	}
+	f, err := os.CreateTemp(dir, ".windows-*")
+	if err == nil {
+		err = os.Remove(f.Name())
+	}
+	var off *ztoc.Index
+	if err == nil {
+		off, err = ix.OffloadWindows(f)
+	}
+	if err != nil {
+		if f != nil {
+			os.Remove(f.Name())
+			f.Close()
+		}
+		log.G(ctx).WithError(err).Warn("checkpoint windows kept in memory")
+		return ix, nil
+	}
+	return off, f
+}
+
+// windowsInMemory turns offloadWindows off (tests measure the difference).
+var windowsInMemory = false
 
 // Dir returns the mountpoint.
 func (m *Mounted) Dir() string { return m.dir }
@@ -242,7 +283,11 @@ func (m *Mounted) Unmount() error {
 		uerr := m.mnt.Unmount()
 		<-m.bgDone
 		m.fetcher.Close()
-		m.unmounted = errors.Join(uerr, m.cl.Release())
+		var werr error
+		if m.windows != nil {
+			werr = m.windows.Close()
+		}
+		m.unmounted = errors.Join(uerr, m.cl.Release(), werr)
 	})
 	return m.unmounted
 }
