@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/containerd/log"
+	"google.golang.org/grpc/grpclog"
 
 	"github.com/socikit/socikit/internal/version"
 	"github.com/socikit/socikit/snapshotter/service"
@@ -29,6 +30,7 @@ func main() {
 		fmt.Println("socikit-snapshotter", version.String())
 		return
 	}
+	grpclog.SetLoggerV2(service.GRPCLogger()) // before any gRPC use
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx, *config, func(c service.Config) service.Config { return c.Override(*root, *address, *level, *format) })

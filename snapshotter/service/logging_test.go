@@ -5,10 +5,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	stdlog "log"
+	"slices"
 	"testing"
 
 	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc/grpclog"
 )
 
 // TestSetupLoggingJSON: with log_format json, the daemon's own entries and
@@ -73,4 +77,35 @@ func TestSetupLoggingJSON(t *testing.T) {
 	if err := SetupLogging(c); err == nil {
 		t.Error("log format yaml accepted")
 	}
+}
+
+// TestGRPCLogger: grpc-go's messages enter the daemon's log at the levels
+// GRPCLogger documents.
+func TestGRPCLogger(t *testing.T) {
+	var buf bytes.Buffer
+	lg := logrus.New()
+	lg.SetOutput(&buf)
+	lg.SetFormatter(&logrus.JSONFormatter{})
+	lg.SetLevel(logrus.DebugLevel)
+	g := grpcLogger{lg.WithField("logger", "grpc")}
+	g.Infof("channel %d created", 1) // trace: hidden at debug
+	g.Warningln("addrConn: connection refused")
+	g.Errorf("transport: %v", "broken pipe")
+	if !g.V(0) || g.V(2) {
+		t.Error("V: want grpc's default verbosity 0")
+	}
+	var got []string
+	sc := bufio.NewScanner(&buf)
+	for sc.Scan() {
+		var e map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%v %v %v", e["level"], e["logger"], e["msg"]))
+	}
+	want := []string{"debug grpc addrConn: connection refused", "error grpc transport: broken pipe"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	var _ grpclog.LoggerV2 = GRPCLogger()
 }
