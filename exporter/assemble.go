@@ -381,9 +381,10 @@ func buildIndex(req *Request, im *ImageManifest, addBlob func(ocispec.Descriptor
 	return desc, body, nil
 }
 
-// Write stores o in dst: blobs, manifests, the root (tagged tag unless
-// "") and the referrers, in that order, so that everything a manifest
-// references is there before it.
+// Write stores o in dst: blobs, manifests, the root and the referrers, in
+// that order, so that everything a manifest references is there before it;
+// the root is tagged tag (unless "") last, so a failure before leaves the
+// tag as it was (a refused v1 index does not leave the image tagged).
 func (o *Output) Write(ctx context.Context, dst image.Target, tag string) error {
 	for _, b := range o.Blobs {
 		if err := dst.WriteBlob(ctx, b.Desc, bytesOpener(b.Body)); err != nil {
@@ -395,13 +396,20 @@ func (o *Output) Write(ctx context.Context, dst image.Target, tag string) error 
 			return err
 		}
 	}
-	if err := dst.PutManifest(ctx, o.Root.Desc, o.Root.Body, tag); err != nil {
+	rootTag := tag
+	if len(o.Referrers) > 0 {
+		rootTag = ""
+	}
+	if err := dst.PutManifest(ctx, o.Root.Desc, o.Root.Body, rootTag); err != nil {
 		return err
 	}
 	for _, r := range o.Referrers {
 		if err := dst.PutReferrer(ctx, r.Subject, r.Desc, r.Body); err != nil {
 			return err
 		}
+	}
+	if rootTag != tag {
+		return dst.PutManifest(ctx, o.Root.Desc, o.Root.Body, tag)
 	}
 	return nil
 }

@@ -103,14 +103,20 @@ func BuildLayer(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64,
 	diff := sha256.New()
 	blob := &hashWriter{w: dst, h: sha256.New()}
 	var z *ztoc.Ztoc
+	fr := &firstErrReader{r: &ctxReader{ctx: gctx, r: in}}
 	g.Go(func() error {
 		var err error
-		z, err = ztoc.Compress(blob, io.TeeReader(&ctxReader{ctx: gctx, r: in}, diff),
+		z, err = ztoc.Compress(blob, io.TeeReader(fr, diff),
 			ztoc.WithSpanPlanner(res.Spans.Planner()), ztoc.WithSpanSize(res.Spans.Size),
 			ztoc.WithCompressionLevel(o.level), ztoc.WithJobs(o.jobs), ztoc.WithBuildToolIdentifier(o.buildTool))
 		if err != nil {
 			if c, ok := in.(io.Closer); ok {
 				c.Close()
+			}
+			// A read that failed is the cause, not what the tar
+			// reader made of the bytes before it.
+			if fr.err != nil && !errors.Is(fr.err, context.Canceled) {
+				return fmt.Errorf("read the tar: %w", fr.err)
 			}
 		}
 		return err
@@ -182,6 +188,22 @@ func (w *hashWriter) Write(p []byte) (int, error) {
 	n, err := w.w.Write(p)
 	w.h.Write(p[:n])
 	w.n += int64(n)
+	return n, err
+}
+
+// firstErrReader remembers the first error other than io.EOF its reader
+// returned: the cause, when what reads it reports the failure in its own
+// terms.
+type firstErrReader struct {
+	r   io.Reader
+	err error
+}
+
+func (r *firstErrReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && r.err == nil && !errors.Is(err, io.EOF) {
+		r.err = err
+	}
 	return n, err
 }
 

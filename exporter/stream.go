@@ -172,11 +172,17 @@ func BuildLayerStream(ctx context.Context, dst io.Writer, src io.Reader, opts ..
 		planner, recorded = sp, ztoc.DefaultSpanSize
 	}
 	diff := sha256.New()
-	cr := &countReader{r: &ctxReader{ctx: ctx, r: src}}
+	fr := &firstErrReader{r: &ctxReader{ctx: ctx, r: src}}
+	cr := &countReader{r: fr}
 	blob := &hashWriter{w: dst, h: sha256.New()}
 	z, err := ztoc.Compress(blob, io.TeeReader(cr, diff), ztoc.WithSpanPlanner(planner), ztoc.WithSpanSize(recorded),
 		ztoc.WithCompressionLevel(o.level), ztoc.WithJobs(o.jobs), ztoc.WithBuildToolIdentifier(o.buildTool))
 	if err != nil {
+		// A read that failed is the cause, not what the tar reader
+		// made of the bytes before it ("corrupt tar at offset N").
+		if fr.err != nil {
+			return nil, fmt.Errorf("build layer: read the tar at offset %d: %w", cr.n, fr.err)
+		}
 		return nil, fmt.Errorf("build layer: %w", err)
 	}
 	res := &LayerResult{Ztoc: z, Digest: digest.NewDigest(digest.SHA256, blob.h), Size: blob.n,

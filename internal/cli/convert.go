@@ -94,6 +94,9 @@ blobs are kept, so spans are not cut around the hot ranges.
 	if o.allPlatforms && len(o.platforms) > 0 {
 		return errors.New("convert: --platform and --all-platforms exclude each other")
 	}
+	if err := checkConvertOptions(&o); err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
 	if *profilePath != "" {
 		if o.profile, err = readProfile(*profilePath); err != nil {
 			return fmt.Errorf("convert: --profile %s: %w", *profilePath, err)
@@ -171,6 +174,14 @@ func convert(ctx context.Context, e *env, o convertOptions, srcArg, dstArg strin
 	if err != nil {
 		return fmt.Errorf("convert: destination: %w", err)
 	}
+	// Everything that can be checked without I/O is, first.
+	tag, err := targetTag(srcRef, dstRef)
+	if err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
+	if dstRef.Digest != "" {
+		return fmt.Errorf("convert: destination %s: must not select by digest (use :TAG)", dstArg)
+	}
 	src, err := image.OpenSource(ctx, srcRef, e.rt)
 	if err != nil {
 		return fmt.Errorf("convert: %w", err)
@@ -180,15 +191,27 @@ func convert(ctx context.Context, e *env, o convertOptions, srcArg, dstArg strin
 	if err != nil {
 		return fmt.Errorf("convert: %w", err)
 	}
-	tag, err := targetTag(srcRef, dstRef)
-	if err != nil {
-		return fmt.Errorf("convert: %w", err)
-	}
 	dst, err := image.OpenTarget(ctx, dstRef, e.rt)
 	if err != nil {
 		return fmt.Errorf("convert: %w", err)
 	}
 	defer dst.Close()
+	// All or nothing: a layout destination is put back as it was (the
+	// files written are removed, index.json restored, a directory created
+	// for it removed); a layout tar is only written by Commit; in a
+	// registry the tag is pushed last (Output.Write), so a failure leaves
+	// it untouched and what was pushed unreferenced.
+	committed := false
+	defer func() {
+		if committed {
+			return
+		}
+		if a, ok := dst.(image.Aborter); ok {
+			if aerr := a.Abort(); aerr != nil {
+				e.warnf("convert failed and %s could not be put back as it was: %v", dstArg, aerr)
+			}
+		}
+	}()
 	c := &converter{e: e, o: o, src: src, dst: dst, samePlace: srcRef.SamePlace(dstRef), results: map[digest.Digest]*layerResult{}}
 	out, err := c.run(ctx, rootDesc, rootBody, tag)
 	if err != nil {
@@ -197,6 +220,7 @@ func convert(ctx context.Context, e *env, o convertOptions, srcArg, dstArg strin
 	if err := dst.Commit(ctx); err != nil {
 		return fmt.Errorf("convert: %w", err)
 	}
+	committed = true
 	fmt.Fprintln(e.stdout, out)
 	return nil
 }
@@ -501,88 +525,18 @@ func (c *converter) opener(d ocispec.Descriptor) image.Opener {
 }
 
 // indexLayer builds the zTOC of layer d, copying it to dst on the way if dst
-// lacks it.
+// lacks it. The layer is read once (again only for an upload retry, whose
+// bytes are not indexed twice: layerFeed); the error returned is the first
+// cause of a failure.
 func (c *converter) indexLayer(ctx context.Context, d ocispec.Descriptor) error {
 	opts := []ztoc.Option{ztoc.WithSpanSize(c.o.spanSize), ztoc.WithBuildToolIdentifier(c.o.buildTool)}
-	var (
-		z        *ztoc.Ztoc
-		buildErr error
-		done     chan struct{}
-		calls    int
-	)
-	err := c.dst.WriteBlob(ctx, d, func(ctx context.Context) (io.ReadCloser, error) {
-		calls++
-		if calls > 1 {
-			return nil, fmt.Errorf("layer %s: upload retried after the stream was indexed", d.Digest)
-		}
-		rc, err := c.src.Blob(ctx, d)
-		if err != nil {
-			return nil, err
-		}
-		pr, pw := io.Pipe()
-		done = make(chan struct{})
-		go func() {
-			defer close(done)
-			z, buildErr = ztoc.Build(pr, opts...)
-			if buildErr != nil {
-				pr.CloseWithError(buildErr)
-				return
-			}
-			_, _ = io.Copy(io.Discard, pr) // trailing bytes after the tar end still go to dst
-		}()
-		return &teeReadCloser{r: io.TeeReader(rc, pw), rc: rc, pw: pw}, nil
-	})
-	if done != nil {
-		<-done
-	}
+	f := newLayerFeed(c.src, d, opts)
+	z, err := f.finish(ctx, c.dst.WriteBlob(ctx, d, f.open))
 	if err != nil {
-		if buildErr != nil {
-			return fmt.Errorf("index layer %s: %w", d.Digest, buildErr)
-		}
 		return err
 	}
-	if done == nil {
-		// dst had the layer: read it just for the index.
-		rc, err := c.src.Blob(ctx, d)
-		if err != nil {
-			return err
-		}
-		z, buildErr = ztoc.Build(rc, opts...)
-		if buildErr == nil {
-			_, buildErr = io.Copy(io.Discard, rc) // reach EOF so the digest is verified
-		}
-		rc.Close()
-	}
-	if buildErr != nil {
-		return fmt.Errorf("index layer %s: %w", d.Digest, buildErr)
-	}
+	c.warnLayer(d, z)
 	return c.addResult(d, z)
-}
-
-// teeReadCloser feeds what dst reads to the indexer; closing it ends the
-// indexer's stream.
-type teeReadCloser struct {
-	r   io.Reader
-	rc  io.ReadCloser
-	pw  *io.PipeWriter
-	eof bool
-}
-
-func (t *teeReadCloser) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if errors.Is(err, io.EOF) {
-		t.eof = true
-	}
-	return n, err
-}
-
-func (t *teeReadCloser) Close() error {
-	if t.eof {
-		t.pw.Close()
-	} else {
-		t.pw.CloseWithError(errors.New("layer stream closed early"))
-	}
-	return t.rc.Close()
 }
 
 func (c *converter) addResult(d ocispec.Descriptor, z *ztoc.Ztoc) error {

@@ -122,6 +122,9 @@ func getImageFile(ctx context.Context, e *env, refArg, name string, layer digest
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", refArg, err)
 	}
+	if err := checkIndexLayers(ctx, src, f); err != nil {
+		return nil, fmt.Errorf("%s: %w", refArg, err)
+	}
 	layers := f.index.Layers
 	for i := len(layers) - 1; i >= 0; i-- {
 		l := layers[i]

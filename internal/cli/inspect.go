@@ -106,6 +106,9 @@ index reference is accepted too) and describe each indexed layer.
 	}
 	var out InspectOutput
 	for _, f := range found {
+		if err := checkIndexLayers(ctx, src, f); err != nil {
+			e.warnf("%v", err)
+		}
 		info, err := describeIndex(ctx, src, f, *files)
 		if err != nil {
 			return fmt.Errorf("inspect %s: %w", pos[0], err)

@@ -96,6 +96,15 @@ type Target interface {
 	Close() error
 }
 
+// Aborter is a Target that can undo what it was given since it was opened
+// (or last committed). A layout directory is one: Abort removes the files
+// written and restores index.json, and removes the directory if opening
+// the target created it. A registry is not: nothing pushed can be taken
+// back, so callers push the tag last.
+type Aborter interface {
+	Abort() error
+}
+
 // ReadAll reads r to EOF, failing if it holds more than limit bytes.
 func ReadAll(r io.Reader, limit int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r, limit+1))

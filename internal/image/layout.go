@@ -30,6 +30,37 @@ type Layout struct {
 	dg   digest.Digest
 
 	mu sync.Mutex // serializes index.json updates
+	j  *journal   // what a target wrote, for Abort (nil for a source)
+}
+
+// journal records what a Layout opened as a target created, so that Abort
+// can remove it and leave the directory as it was.
+type journal struct {
+	mu       sync.Mutex
+	created  []string // files and directories, in the order created
+	index    []byte   // index.json as it was
+	hadIndex bool
+}
+
+// created records paths that did not exist before an operation and do now.
+func (j *journal) add(paths ...string) {
+	if j == nil {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.created = append(j.created, paths...)
+}
+
+// missing returns those of paths that do not exist.
+func missing(paths ...string) []string {
+	var out []string
+	for _, p := range paths {
+		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 var (
@@ -37,6 +68,7 @@ var (
 	_ RangeSource    = (*Layout)(nil)
 	_ ReferrerSource = (*Layout)(nil)
 	_ Target         = (*Layout)(nil)
+	_ Aborter        = (*Layout)(nil)
 )
 
 // OpenLayout opens the existing OCI layout dir. tag or dg select the image
@@ -50,19 +82,84 @@ func OpenLayout(dir, tag string, dg digest.Digest) (*Layout, error) {
 }
 
 // CreateLayout opens the OCI layout dir for writing, creating it if it
-// has no index.json.
+// has no index.json. What is written from then on is recorded, so that
+// Abort can undo it; Commit keeps it.
 func CreateLayout(dir string) (*Layout, error) {
-	if _, err := os.Stat(filepath.Join(dir, "index.json")); err == nil {
-		return OpenLayout(dir, "", "")
+	if b, err := os.ReadFile(filepath.Join(dir, "index.json")); err == nil {
+		l, err := OpenLayout(dir, "", "")
+		if err != nil {
+			return nil, err
+		}
+		l.j = &journal{index: b, hadIndex: true}
+		return l, nil
+	}
+	j := &journal{}
+	var dirs []string // the directories MkdirAll creates, outermost first
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if len(missing(d)) == 0 {
+			break
+		}
+		dirs = append([]string{d}, dirs...)
+		if filepath.Dir(d) == d {
+			break
+		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create OCI layout %s: %w", dir, err)
 	}
+	j.add(dirs...)
+	files := missing(filepath.Join(dir, "oci-layout"), filepath.Join(dir, "index.json"))
 	p, err := layout.Write(dir, empty.Index)
+	j.add(files...)
 	if err != nil {
-		return nil, fmt.Errorf("create OCI layout %s: %w", dir, err)
+		l := &Layout{dir: dir, j: j}
+		return nil, errors.Join(fmt.Errorf("create OCI layout %s: %w", dir, err), l.Abort())
 	}
-	return &Layout{dir: dir, path: p}, nil
+	return &Layout{dir: dir, path: p, j: j}, nil
+}
+
+// Abort removes what was written since CreateLayout (or the last Commit):
+// new blobs, index.json restored as it was, and the layout's files and
+// directories if CreateLayout created them. Files it did not create are
+// never removed. A Layout opened with OpenLayout has nothing to undo.
+func (l *Layout) Abort() error {
+	j := l.j
+	if j == nil {
+		return nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var errs []error
+	if j.hadIndex {
+		if err := writeFileAtomic(filepath.Join(l.dir, "index.json"), strings.NewReader(string(j.index))); err != nil {
+			errs = append(errs, fmt.Errorf("restore index.json of %s: %w", l.dir, err))
+		}
+	}
+	// Files first, then directories deepest first (concurrent writes
+	// record the directories they made in any order).
+	var dirs []string
+	for _, p := range slices.Backward(j.created) {
+		if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
+			dirs = append(dirs, p)
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	slices.SortFunc(dirs, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
+	for _, p := range slices.Compact(dirs) {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	j.created = nil
+	return errors.Join(errs...)
 }
 
 // Dir returns the layout directory.
@@ -313,6 +410,7 @@ func (l *Layout) WriteBlob(ctx context.Context, d ocispec.Descriptor, open Opene
 	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && (d.Size <= 0 || fi.Size() == d.Size) {
 		return nil
 	}
+	created := missing(filepath.Join(l.dir, "blobs"), filepath.Dir(p), p)
 	rc, err := open(ctx)
 	if err != nil {
 		return err
@@ -322,7 +420,10 @@ func (l *Layout) WriteBlob(ctx context.Context, d ocispec.Descriptor, open Opene
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(p, vr); err != nil {
+	err = writeFileAtomic(p, vr)
+	// Directories made for a failed write are recorded too.
+	l.j.add(slices.DeleteFunc(created, func(c string) bool { return len(missing(c)) > 0 })...)
+	if err != nil {
 		return fmt.Errorf("write blob %s to %s: %w", d.Digest, l.dir, err)
 	}
 	return nil
@@ -418,8 +519,21 @@ func (l *Layout) updateIndex(f func([]ocispec.Descriptor) []ocispec.Descriptor) 
 	return nil
 }
 
-// Commit does nothing: a layout directory is complete after each call.
-func (l *Layout) Commit(context.Context) error { return nil }
+// Commit keeps what was written (a layout directory is complete after
+// each call): Abort no longer undoes it.
+func (l *Layout) Commit(context.Context) error {
+	if l.j == nil {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(l.dir, "index.json"))
+	if err != nil {
+		return fmt.Errorf("commit OCI layout %s: %w", l.dir, err)
+	}
+	l.j.mu.Lock()
+	defer l.j.mu.Unlock()
+	l.j.created, l.j.index, l.j.hadIndex = nil, b, true
+	return nil
+}
 
 // Close does nothing.
 func (l *Layout) Close() error { return nil }

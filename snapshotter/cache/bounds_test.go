@@ -209,3 +209,23 @@ func TestNoSpace(t *testing.T) {
 		t.Fatalf("read after space returned: %v %q", err, p)
 	}
 }
+
+// TestDefaultMaxSize: without WithMaxSize the cache is limited to the
+// smaller of 10 GiB and half its filesystem; WithMaxSize(0) is no limit.
+func TestDefaultMaxSize(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if want := min(DefaultMaxSizeCap, int64(st.Blocks)*st.Bsize/2); c.MaxSize() != want || want <= 0 {
+		t.Fatalf("default limit %d, want %d", c.MaxSize(), want)
+	}
+	if c, _ := Open(dir, WithMaxSize(0)); c.MaxSize() != 0 {
+		t.Fatalf("WithMaxSize(0): limit %d", c.MaxSize())
+	}
+}

@@ -68,7 +68,8 @@ const tmpSuffix = ".tmp"
 type Option func(*options) error
 
 type options struct {
-	maxSize int64
+	maxSize    int64
+	maxSizeSet bool
 	noSync  bool
 	now     func() time.Time
 	// create makes a span file's temporary file (os.CreateTemp; tests
@@ -86,14 +87,15 @@ type file interface {
 
 func createTemp(dir, pattern string) (file, error) { return os.CreateTemp(dir, pattern) }
 
-// WithMaxSize sets the soft size limit of the cache in bytes (span bytes
-// on disk). Default 0: no limit.
+// WithMaxSize sets the soft size limit of the cache in bytes (span and
+// content file bytes on disk); 0 means no limit. Default: the smaller of
+// DefaultMaxSizeCap (10 GiB) and half the filesystem holding the cache.
 func WithMaxSize(n int64) Option {
 	return func(o *options) error {
 		if n < 0 {
 			return fmt.Errorf("cache size limit %d is negative", n)
 		}
-		o.maxSize = n
+		o.maxSize, o.maxSizeSet = n, true
 		return nil
 	}
 }
@@ -134,6 +136,26 @@ func newLayerState() *layerState {
 	return &layerState{spans: make(map[SpanID]int64), files: make(map[int64]int64), checked: make(map[SpanID]bool)}
 }
 
+// DefaultMaxSizeCap caps the size limit of a cache opened without
+// WithMaxSize: the limit is this or half the size of the filesystem
+// holding the cache, whichever is smaller. A node's disk also holds
+// images, containers' writable layers and logs; 10 GiB keeps the spans of
+// some tens of large images (a lazy start reads a fraction of each).
+const DefaultMaxSizeCap = 10 << 30
+
+// defaultMaxSize returns the size limit of a cache in dir without
+// WithMaxSize.
+func defaultMaxSize(dir string) int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil || st.Blocks == 0 {
+		return DefaultMaxSizeCap
+	}
+	return min(DefaultMaxSizeCap, int64(st.Blocks)*st.Bsize/2)
+}
+
+// MaxSize returns the cache's size limit (0: none).
+func (c *Cache) MaxSize() int64 { return c.opts.maxSize }
+
 // Open opens (creating it if needed) the cache in dir and scans what an
 // earlier process left there.
 func Open(dir string, opts ...Option) (*Cache, error) {
@@ -145,6 +167,9 @@ func Open(dir string, opts ...Option) (*Cache, error) {
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create cache dir %s: %w", dir, err)
+	}
+	if !o.maxSizeSet {
+		o.maxSize = defaultMaxSize(dir)
 	}
 	c := &Cache{dir: dir, opts: o, layers: make(map[digest.Digest]*layerState)}
 	algs, err := os.ReadDir(dir)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -166,6 +167,24 @@ func (f *Fetcher) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 	}
 	first, last := f.ix.SpansOf(off, int64(len(p)))
 	f.readAhead(first, last)
+	// A span file found damaged on disk (cache.ErrCorrupt) is dropped by
+	// the cache: the read fetches it again, once.
+	for try := 0; ; try++ {
+		n, err := f.readCached(ctx, p, off, first, last)
+		if err != nil && try == 0 && (errors.Is(err, cache.ErrCorrupt) || errors.Is(err, os.ErrNotExist)) {
+			log.G(ctx).WithError(err).Warn("cached span damaged or gone, fetching it again")
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		return n, eof
+	}
+}
+
+// readCached makes spans first..last cached and copies bytes [off,
+// off+len(p)) from them.
+func (f *Fetcher) readCached(ctx context.Context, p []byte, off int64, first, last SpanID) (int, error) {
 	if err := f.Fetch(ctx, first, last); err != nil {
 		return 0, err
 	}
@@ -186,7 +205,7 @@ func (f *Fetcher) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 			return n, err
 		}
 	}
-	return n, eof
+	return n, nil
 }
 
 // readAhead notes a read of spans first..last and, when it continues the
@@ -338,7 +357,18 @@ func (f *Fetcher) start(kind FetchKind, miss []SpanID) {
 	}
 	const runsPerBatch = DefaultMultiRange
 	for len(runs) > 0 {
-		n := min(len(runs), runsPerBatch)
+		// A batch holds at most runsPerBatch runs and, past its first
+		// run, maxFetchSize compressed bytes: the bytes a fetch holds
+		// in memory are bounded (fetchJobs × maxFetchSize per Fetcher).
+		n, bytes := 0, int64(0)
+		for n < min(len(runs), runsPerBatch) {
+			run := runs[n]
+			b := spans[run[len(run)-1]].CompressedEnd - spans[run[0]].CompressedStart
+			if n > 0 && bytes+b > f.o.maxFetchSize {
+				break
+			}
+			n, bytes = n+1, bytes+b
+		}
 		batch := runs[:n]
 		runs = runs[n:]
 		f.wg.Add(1)
@@ -431,14 +461,17 @@ func (f *Fetcher) store(run []SpanID, compressed []byte, errs map[SpanID]error, 
 	spans := f.ix.Spans()
 	first, lastID := run[0], run[len(run)-1]
 	base := spans[first].CompressedStart
-	data, err := f.ix.Decompress(first, lastID, compressed)
-	if err != nil && first != lastID {
+	if first != lastID {
+		// Span by span: the memory a fetch holds is its compressed
+		// bytes and one span decompressed, not the whole run
+		// decompressed; one bad span does not fail its neighbours.
 		for _, id := range run {
 			s := spans[id]
 			f.store([]SpanID{id}, compressed[s.CompressedStart-base:s.CompressedEnd-base], errs, last)
 		}
 		return
 	}
+	data, err := f.ix.Decompress(first, lastID, compressed)
 	if err != nil {
 		if errors.Is(err, ztoc.ErrDigestMismatch) {
 			f.o.metrics.VerifyFailed(first)

@@ -74,7 +74,7 @@ const (
 //
 //	[lazy]
 //	disable = false                      # true: unpack every layer
-//	cache_max_size = 0                   # bytes; 0: no limit
+//	cache_max_size = 0                   # bytes; 0: min(10 GiB, half the cache's filesystem)
 //	prefetch_wait = "0s"                 # mounts wait this long for prefetch spans
 //	background_rate = 0                  # bytes/s; 0: no background fetch
 //	background_delay = "5s"
@@ -152,8 +152,9 @@ type LazyConfig struct {
 	// false).
 	Disable bool `toml:"disable"`
 	// CacheMaxSize is the soft size limit in bytes of the span cache under
-	// Root/cache; layers not mounted are evicted past it (default 0: no
-	// limit).
+	// Root/cache; layers not mounted are evicted past it, least recently
+	// used first (default 0: the smaller of 10 GiB and half the
+	// filesystem holding the cache, cache.DefaultMaxSizeCap).
 	CacheMaxSize int64 `toml:"cache_max_size"`
 	// PrefetchWait bounds the wait for the index's prefetch spans before a
 	// mount is handed over. Their fetches start before it either way;

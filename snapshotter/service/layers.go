@@ -18,6 +18,7 @@ import (
 	"github.com/socikit/socikit/snapshotter/layer"
 	"github.com/socikit/socikit/snapshotter/record"
 	"github.com/socikit/socikit/snapshotter/remote"
+	"github.com/socikit/socikit/snapshotter/snapshot"
 	"github.com/socikit/socikit/soci"
 	"github.com/socikit/socikit/ztoc"
 )
@@ -174,7 +175,9 @@ func (ls *Layers) Check(ctx context.Context, mountpoint string) error {
 }
 
 // Unmount unmounts the layer at mountpoint.
-func (ls *Layers) Unmount(_ context.Context, mountpoint string) error {
+// When the snapshot is being removed (snapshot.IsRemoval), the layer's
+// cached spans go too, unless another mount still uses them.
+func (ls *Layers) Unmount(ctx context.Context, mountpoint string) error {
 	ls.mu.Lock()
 	m := ls.mounts[mountpoint]
 	delete(ls.mounts, mountpoint)
@@ -185,5 +188,12 @@ func (ls *Layers) Unmount(_ context.Context, mountpoint string) error {
 	if m.obs != nil {
 		m.obs.Close()
 	}
-	return m.m.Unmount()
+	err := m.m.Unmount()
+	if err == nil && snapshot.IsRemoval(ctx) {
+		// Remove refuses a layer another mount has acquired.
+		if rerr := ls.cache.Remove(m.l.Desc.Digest); rerr != nil {
+			log.G(ctx).WithError(rerr).WithField("layer", m.l.Desc.Digest).Debug("keep cached spans")
+		}
+	}
+	return err
 }

@@ -546,7 +546,7 @@ func (s *Snapshotter) Cleanup(ctx context.Context) error {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
-		if err := s.unmountRemote(ctx, filepath.Join(p, "fs")); err != nil {
+		if err := s.unmountRemote(WithRemoval(ctx), filepath.Join(p, "fs")); err != nil {
 			log.G(ctx).WithError(err).WithField("path", p).Warn("keep snapshot directory: unmount failed")
 			continue
 		}
