@@ -26,7 +26,7 @@ type Entry struct {
 func (e *Entry) End() int64 { return align512(e.DataOffset + e.Size) }
 
 // IsReg reports whether e is a regular file.
-func (e *Entry) IsReg() bool { return e.Typeflag == tar.TypeReg || e.Typeflag == tar.TypeRegA }
+func (e *Entry) IsReg() bool { return e.Typeflag == tar.TypeReg }
 
 // IsDir reports whether e is a directory.
 func (e *Entry) IsDir() bool { return e.Typeflag == tar.TypeDir }
@@ -199,7 +199,7 @@ func (r *resolver) data(name string) (i int, ok bool) {
 		e := &r.entries[i]
 		var next string
 		switch e.Typeflag {
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg:
 			return i, true
 		case tar.TypeLink:
 			next = e.Linkname

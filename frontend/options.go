@@ -78,13 +78,13 @@ func ParseOptions(dockerfile []byte, opts map[string]string) (*Options, error) {
 		m := directiveRe.FindStringSubmatch(t)
 		if m == nil {
 			if rest, ok := strings.CutPrefix(strings.TrimSpace(strings.TrimPrefix(t, "#")), "socikit:"); ok {
-				return nil, fmt.Errorf("Dockerfile line %d: socikit directive %q is not KEY=VALUE", line, rest)
+				return nil, fmt.Errorf("line %d of the Dockerfile: socikit directive %q is not KEY=VALUE", line, rest)
 			}
 			continue
 		}
 		key := strings.ToLower(m[1])
 		if lookupOption(key) == nil {
-			return nil, fmt.Errorf("Dockerfile line %d: unknown socikit directive %q (known: %s)", line, m[1], knownKeys())
+			return nil, fmt.Errorf("line %d of the Dockerfile: unknown socikit directive %q (known: %s)", line, m[1], knownKeys())
 		}
 		raw[key] = strings.TrimSpace(m[2])
 	}

@@ -35,12 +35,10 @@ const (
 )
 
 func spanName(n int64) string {
-	switch {
-	case n%(1<<20) == 0:
+	if n%(1<<20) == 0 {
 		return fmt.Sprintf("span=%dMiB", n>>20)
-	default:
-		return fmt.Sprintf("span=%dKiB", n>>10)
 	}
+	return fmt.Sprintf("span=%dKiB", n>>10)
 }
 
 // ---- builders ---------------------------------------------------------------

@@ -139,14 +139,6 @@ type layer struct {
 	spans []int64
 }
 
-func (l *layer) size() int64 {
-	st, err := os.Stat(l.path)
-	if err != nil {
-		panic(err)
-	}
-	return st.Size()
-}
-
 // cached returns the file cacheDir/name, making it with make unless it is
 // already there (from an earlier run with SOCIKIT_TESTDATA).
 func cached(name string, make func(w io.Writer) error) (string, error) {

@@ -55,7 +55,11 @@ func baseLayerBlobs(ctx context.Context, src *exporter.Source) map[digest.Digest
 			}
 		}
 		chain := ref.LayerChain()
-		defer chain.Release(context.WithoutCancel(ctx))
+		defer func() {
+			if err := chain.Release(context.WithoutCancel(ctx)); err != nil {
+				bklog.G(ctx).Warnf("soci exporter: releasing the layer chain: %v", err)
+			}
+		}()
 		inBase := true
 		for k, l := range chain {
 			inBase = inBase && k < len(base) && digest.Digest(l.GetString(mdDiffID)) == base[k]

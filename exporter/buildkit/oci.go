@@ -19,6 +19,7 @@ import (
 	"github.com/moby/buildkit/session"
 	sessioncontent "github.com/moby/buildkit/session/content"
 	"github.com/moby/buildkit/session/filesync"
+	"github.com/moby/buildkit/util/bklog"
 	"github.com/moby/buildkit/util/contentutil"
 	"github.com/moby/buildkit/util/grpcerrors"
 	"github.com/moby/buildkit/util/progress"
@@ -114,7 +115,9 @@ func (i *ociInstance) Export(ctx context.Context, src *exporter.Source, buildInf
 	}
 	release := func() {
 		if descref != nil {
-			descref.Release()
+			if err := descref.Release(); err != nil {
+				bklog.G(ctx).Warnf("soci exporter: releasing the image descriptor: %v", err)
+			}
 		}
 	}
 	root, err := rootDescriptor(resp)

@@ -15,6 +15,7 @@ import (
 	"github.com/moby/buildkit/exporter"
 	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/solver"
+	"github.com/moby/buildkit/util/bklog"
 	"github.com/moby/buildkit/util/compression"
 	"github.com/moby/buildkit/util/contentutil"
 	"github.com/moby/buildkit/util/converter"
@@ -221,7 +222,11 @@ func reorderedBlob(ctx context.Context, cs content.Store, lm leases.Manager, src
 			if err != nil {
 				return nil, err
 			}
-			defer done(context.WithoutCancel(lctx))
+			defer func() {
+				if err := done(context.WithoutCancel(lctx)); err != nil {
+					bklog.G(ctx).Warnf("soci exporter: releasing the temporary lease: %v", err)
+				}
+			}()
 			ctx = lctx
 		}
 		conv, err := converter.New(ctx, cs, src, comp)

@@ -57,10 +57,10 @@ func switchFS(cur *fsState, c creds) {
 	if !canSwitchFS || !c.ok || cur.uid == c.uid && cur.gid == c.gid {
 		return
 	}
-	unix.Setfsgid(c.gid)
-	unix.Setfsuid(c.uid)
 	// setfsuid and setfsgid report no error: read them back (-1 changes
 	// nothing).
+	_ = unix.Setfsgid(c.gid)
+	_ = unix.Setfsuid(c.uid)
 	if u, err := unix.SetfsuidRetUid(-1); err == nil {
 		cur.uid = u
 	}

@@ -232,7 +232,9 @@ func (t *tracer) injectStep(tk *task) {
 		giveUp := func() {
 			tk.inject = nil
 			if in.orig != nil {
-				unix.PtracePokeData(tk.tid, uintptr(in.addr), in.orig)
+				// Fails only if the task is gone (ESRCH): its end
+				// comes through wait4.
+				_, _ = unix.PtracePokeData(tk.tid, uintptr(in.addr), in.orig)
 			}
 			t.syscallEntry(tk)
 		}
@@ -277,13 +279,15 @@ func (t *tracer) injectStep(tk *task) {
 func (t *tracer) injectRestore(tk *task) {
 	in := tk.inject
 	tk.inject = nil
+	// Both fail only if the task is gone (ESRCH): its end comes through
+	// wait4.
 	if in.orig != nil {
-		unix.PtracePokeData(tk.tid, uintptr(in.addr), in.orig)
+		_, _ = unix.PtracePokeData(tk.tid, uintptr(in.addr), in.orig)
 	}
 	r := in.saved
 	nr, args := r.syscall()
 	r.rewind(nr, args[:]...)
-	setRegs(tk.tid, &r)
+	_ = setRegs(tk.tid, &r)
 }
 
 // setRegs writes a tracee's general registers (PTRACE_SETREGSET,

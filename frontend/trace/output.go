@@ -23,7 +23,7 @@ func (rw *readyWatcher) copy(w io.Writer, r io.Reader) {
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			w.Write(buf[:n])
+			_, _ = w.Write(buf[:n]) // errors ignored: see above
 			rw.scan(buf[:n])
 		}
 		if err != nil {

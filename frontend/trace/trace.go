@@ -370,7 +370,6 @@ wait:
 			// Exited 0: a start-up that daemonizes goes on in its
 			// descendants.
 		case <-done:
-			done = nil
 			if exitWS == nil {
 				select {
 				case ws := <-rootExit:

@@ -133,7 +133,7 @@ func (t *tracer) run() {
 	// The child stops with SIGTRAP after its execve.
 	var ws syscall.WaitStatus
 	if _, err := wait4(pid, &ws); err != nil {
-		syscall.Kill(pid, syscall.SIGKILL)
+		_ = syscall.Kill(pid, syscall.SIGKILL) // best effort: err is what counts
 		t.started <- err
 		return
 	}
@@ -146,8 +146,9 @@ func (t *tracer) run() {
 		opts |= unix.PTRACE_O_TRACESECCOMP
 	}
 	if err := unix.PtraceSetOptions(pid, opts); err != nil {
-		syscall.Kill(pid, syscall.SIGKILL)
-		wait4(pid, &ws)
+		// Best effort: the options error is what counts.
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		_, _ = wait4(pid, &ws)
 		t.started <- errors.New("ptrace: setting the options: " + err.Error())
 		return
 	}
@@ -249,10 +250,10 @@ func groupStop(tid int) bool {
 // through wait4.
 func (t *tracer) resume(tk *task, sig int) {
 	if t.stopping.Load() || t.filtered && !tk.inSyscall && tk.inject == nil {
-		unix.PtraceCont(tk.tid, sig)
+		_ = unix.PtraceCont(tk.tid, sig)
 		return
 	}
-	unix.PtraceSyscall(tk.tid, sig)
+	_ = unix.PtraceSyscall(tk.tid, sig)
 }
 
 // addTask registers a new traced thread and, for a new thread group, a
@@ -275,7 +276,7 @@ func (t *tracer) addTask(tid int) *task {
 	}
 	p.threads[tid] = tk
 	if t.stopping.Load() {
-		syscall.Kill(tid, syscall.SIGKILL)
+		_ = syscall.Kill(tid, syscall.SIGKILL) // ESRCH: it is gone already
 	}
 	return tk
 }
@@ -532,7 +533,7 @@ func (t *tracer) stop() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for pid := range t.live {
-		syscall.Kill(pid, syscall.SIGKILL)
+		_ = syscall.Kill(pid, syscall.SIGKILL) // ESRCH: it is gone already
 	}
 }
 

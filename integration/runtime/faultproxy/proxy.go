@@ -403,7 +403,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if fault == None || resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		copyHeader(w.Header(), resp.Header)
 		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
+		// Errors writing to the client (it went away) end the response
+		// either way; the client sees them.
+		_, _ = io.Copy(w, resp.Body)
 		return
 	}
 	body, err := io.ReadAll(resp.Body)
@@ -427,23 +429,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	copyHeader(w.Header(), resp.Header)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(resp.StatusCode)
+	// Errors writing to the client are the client's to see, as above.
 	switch fault {
 	case ShortBody:
-		w.Write(body[:cut])
+		_, _ = w.Write(body[:cut])
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler) // the server closes the connection
 	case Stall: // mid-body (a stall before the headers slept above)
 		if detail >= 0.5 {
-			w.Write(body[:cut])
+			_, _ = w.Write(body[:cut])
 			w.(http.Flusher).Flush()
 			if !p.sleep(r.Context(), p.c.Stall) {
 				panic(http.ErrAbortHandler)
 			}
-			w.Write(body[cut:])
+			_, _ = w.Write(body[cut:])
 			return
 		}
 	}
-	w.Write(body)
+	_, _ = w.Write(body)
 }
 
 // sleep waits d; false if the client went away or the proxy closed first.
@@ -467,7 +470,7 @@ func (p *Proxy) reset(w http.ResponseWriter) {
 		panic(http.ErrAbortHandler)
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
+		_ = tc.SetLinger(0) // best effort: without it the close is a FIN
 	}
 	c.Close()
 }
@@ -479,11 +482,12 @@ func (p *Proxy) resetAfter(w http.ResponseWriter, resp *http.Response, part []by
 	if err != nil {
 		panic(http.ErrAbortHandler)
 	}
+	// Best effort, as in writeHead: the connection is reset next.
 	writeHead(buf.Writer, resp)
-	buf.Write(part)
+	_, _ = buf.Write(part)
 	buf.Flush()
 	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
+		_ = tc.SetLinger(0) // best effort: without it the close is a FIN
 	}
 	c.Close()
 }
@@ -497,7 +501,7 @@ func writeHead(w *bufio.Writer, resp *http.Response) {
 		h.Del("Content-Length")
 	}
 	h.Write(w) //nolint:errcheck // best effort: the connection is reset next
-	w.WriteString("\r\n")
+	_, _ = w.WriteString("\r\n")
 }
 
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "Te", "Trailer"}

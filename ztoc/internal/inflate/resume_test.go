@@ -4,7 +4,6 @@ import (
 	"bytes"
 	stdgzip "compress/gzip"
 	"errors"
-	"fmt"
 	"io"
 	"testing"
 	"testing/iotest"
@@ -195,6 +194,6 @@ func TestResumeArgs(t *testing.T) {
 	}
 	r, _ = NewResumeReader(bytes.NewReader(fixedBits([]sym{{lit: 257, dist: 3}})), 0, []byte("abcd"))
 	if got, err := io.ReadAll(r); !errors.Is(err, io.ErrUnexpectedEOF) || string(got) != "abc" {
-		t.Fatal(fmt.Sprintf("%q %v", got, err))
+		t.Fatalf("%q %v", got, err)
 	}
 }
