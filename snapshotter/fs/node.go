@@ -85,7 +85,7 @@ func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
 
 // Lookup implements fusefs.NodeLookuper.
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	c := n.e.children[name]
+	c := n.e.child(name)
 	if c == nil {
 		return nil, syscall.ENOENT
 	}
@@ -108,7 +108,7 @@ func (n *node) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	if !n.e.isDir() {
 		return nil, syscall.ENOTDIR
 	}
-	return fusefs.NewListDirStream(n.e.dirents), 0
+	return fusefs.NewListDirStream(n.e.listing()), 0
 }
 
 // Readlink implements fusefs.NodeReadlinker.

@@ -23,32 +23,62 @@ const (
 
 // entry is one inode of the layer's tree. The tree is built once and not
 // changed afterwards, so entries are read without locks.
+//
+// A mounted layer keeps one entry per inode for as long as it is mounted,
+// so entries are kept small (fields ordered against padding; 144 bytes):
+// a directory's children are a slice sorted by name, searched by Lookup,
+// not a map plus a listing (a map costs about twice its entries, and
+// the listing another 40 bytes a child); names are substrings of the TOC's
+// names where those are clean, not copies.
 type entry struct {
-	ino    uint64
-	mode   uint32 // S_IFMT bits | permission bits (incl. setuid, setgid, sticky)
-	uid    uint32
-	gid    uint32
-	size   int64
-	mtime  time.Time
-	rdev   uint32
-	nlink  uint32
-	link   string // symlink target
-	xattrs map[string][]byte
-	opaque bool
+	ino     uint64
+	mode    uint32 // S_IFMT bits | permission bits (incl. setuid, setgid, sticky)
+	uid     uint32
+	gid     uint32
+	rdev    uint32
+	nlink   uint32
+	subdirs uint32 // directories
+	size    int64
+	mtime   time.Time
+	link    string // symlink target
+	xattrs  map[string][]byte
 
-	// Directories.
-	children map[string]*entry
-	subdirs  uint32
-	dirents  []fuse.DirEntry // sorted by name, built by finish
+	// Directories: children sorted by name, made by finish.
+	kids []child
 
 	// Regular files: the TOC entry holding the data.
 	file     int // index in Ztoc.Files, -1 if none
 	verified atomic.Bool
-	verifyMu sync.Mutex
 	failed   atomic.Bool // an error has been logged for this entry
+	verifyMu sync.Mutex
+	opaque   bool
+}
+
+// child is a name in a directory (hard links: several names, one entry).
+type child struct {
+	name string
+	e    *entry
 }
 
 func (e *entry) isDir() bool { return e.mode&syscall.S_IFMT == syscall.S_IFDIR }
+
+// child returns the entry named name in directory e, or nil.
+func (e *entry) child(name string) *entry {
+	i := sort.Search(len(e.kids), func(i int) bool { return e.kids[i].name >= name })
+	if i < len(e.kids) && e.kids[i].name == name {
+		return e.kids[i].e
+	}
+	return nil
+}
+
+// listing returns directory e's entries, sorted by name, for Readdir.
+func (e *entry) listing() []fuse.DirEntry {
+	l := make([]fuse.DirEntry, len(e.kids))
+	for i, k := range e.kids {
+		l[i] = fuse.DirEntry{Name: k.name, Mode: k.e.mode & syscall.S_IFMT, Ino: k.e.ino}
+	}
+	return l
+}
 
 type whiteout struct {
 	parent *entry
@@ -62,25 +92,38 @@ type builder struct {
 	root    *entry
 	wh      []whiteout
 	skipped []string
+	// children of each directory while the tree is built; finish turns
+	// them into the directories' sorted kids.
+	children map[*entry]map[string]*entry
 }
 
 func (b *builder) newEntry(mode uint32) *entry {
 	b.nextIno++
 	e := &entry{ino: b.nextIno, mode: mode, file: -1}
 	if e.isDir() {
-		e.children = make(map[string]*entry)
+		if b.children == nil {
+			b.children = make(map[*entry]map[string]*entry)
+		}
+		b.children[e] = make(map[string]*entry)
 	}
 	return e
 }
 
 // cleanName turns a raw tar name into a slash-separated path relative to
-// the root: "./a/b/" and "/a/b" give "a/b"; the root is ".".
+// the root: "./a/b/" and "/a/b" give "a/b"; the root is ".". When the
+// cleaned name ends the raw one (the common case: "usr/bin/x",
+// "./usr/bin/x", "usr/lib/"), it is a substring of it, so the tree's
+// names share the TOC's strings instead of holding copies.
 func cleanName(s string) string {
-	s = path.Clean("/" + s)
-	if s == "/" {
+	c := path.Clean("/" + s)
+	if c == "/" {
 		return "."
 	}
-	return s[1:]
+	c = c[1:]
+	if t := strings.TrimRight(s, "/"); strings.HasSuffix(t, c) {
+		return t[len(t)-len(c):]
+	}
+	return c
 }
 
 // buildTree makes the layer's tree from its TOC: implicit parent
@@ -115,7 +158,7 @@ func buildTree(z *ztoc.Ztoc) (*entry, []string, error) {
 		}
 	}
 	for _, w := range b.wh {
-		if _, ok := w.parent.children[w.name]; ok {
+		if _, ok := b.children[w.parent][w.name]; ok {
 			continue
 		}
 		e := b.newEntry(syscall.S_IFCHR)
@@ -123,7 +166,7 @@ func buildTree(z *ztoc.Ztoc) (*entry, []string, error) {
 		e.mode = syscall.S_IFCHR // no permission bits, as overlayfs and containerd make them
 		b.put(w.parent, w.name, e)
 	}
-	finish(b.root)
+	b.finish(b.root)
 	return b.root, b.skipped, nil
 }
 
@@ -204,7 +247,7 @@ func (b *builder) dir(p string) *entry {
 		return d
 	}
 	for _, name := range strings.Split(p, "/") {
-		c := d.children[name]
+		c := b.children[d][name]
 		if c == nil || !c.isDir() {
 			c = b.newEntry(syscall.S_IFDIR | 0o755)
 			b.put(d, name, c)
@@ -224,20 +267,20 @@ func (b *builder) lookup(p string) *entry {
 		if d == nil || !d.isDir() {
 			return nil
 		}
-		d = d.children[name]
+		d = b.children[d][name]
 	}
 	return d
 }
 
 // put links e into d as name, replacing what was there.
 func (b *builder) put(d *entry, name string, e *entry) {
-	if old := d.children[name]; old != nil {
+	if old := b.children[d][name]; old != nil {
 		old.nlink--
 		if old.isDir() {
 			d.subdirs--
 		}
 	}
-	d.children[name] = e
+	b.children[d][name] = e
 	e.nlink++
 	if e.isDir() {
 		d.subdirs++
@@ -287,7 +330,7 @@ func (b *builder) add(i int) error {
 		b.linkAttr(t, fe)
 		return nil
 	case ztoc.TypeDir:
-		if old := parent.children[base]; old != nil && old.isDir() {
+		if old := b.children[parent][base]; old != nil && old.isDir() {
 			b.setAttr(old, fe)
 			return nil
 		}
@@ -325,20 +368,19 @@ func mkdev(major, minor int64) uint32 {
 	return (mi & 0xff) | (ma&0xfff)<<8 | (mi&^0xff)<<12
 }
 
-// finish sets directory link counts and sorted listings.
-func finish(d *entry) {
+// finish sets directory link counts and sorted children.
+func (b *builder) finish(d *entry) {
 	d.nlink = 2 + d.subdirs
-	names := make([]string, 0, len(d.children))
-	for n := range d.children {
-		names = append(names, n)
+	m := b.children[d]
+	d.kids = make([]child, 0, len(m))
+	for n, c := range m {
+		d.kids = append(d.kids, child{name: n, e: c})
 	}
-	sort.Strings(names)
-	d.dirents = make([]fuse.DirEntry, len(names))
-	for i, n := range names {
-		c := d.children[n]
-		d.dirents[i] = fuse.DirEntry{Name: n, Mode: c.mode & syscall.S_IFMT, Ino: c.ino}
-		if c.isDir() {
-			finish(c)
+	sort.Slice(d.kids, func(i, j int) bool { return d.kids[i].name < d.kids[j].name })
+	delete(b.children, d)
+	for _, k := range d.kids {
+		if k.e.isDir() {
+			b.finish(k.e)
 		}
 	}
 }

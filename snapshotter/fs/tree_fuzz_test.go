@@ -59,18 +59,19 @@ func FuzzBuildTree(f *testing.F) {
 			if depth > len(b)+1 {
 				t.Fatalf("tree deeper than its input")
 			}
-			if len(d.dirents) != len(d.children) {
-				t.Fatalf("%d dirents for %d children", len(d.dirents), len(d.children))
+			dirents := d.listing()
+			if len(dirents) != len(d.kids) {
+				t.Fatalf("%d dirents for %d children", len(dirents), len(d.kids))
 			}
 			var subdirs uint32
-			for i, de := range d.dirents {
+			for i, de := range dirents {
 				if de.Name == "" || de.Name == "." || de.Name == ".." || strings.Contains(de.Name, "/") {
 					t.Fatalf("name %q in the tree", de.Name)
 				}
-				if i > 0 && d.dirents[i-1].Name >= de.Name {
-					t.Fatalf("listing not sorted: %q, %q", d.dirents[i-1].Name, de.Name)
+				if i > 0 && dirents[i-1].Name >= de.Name {
+					t.Fatalf("listing not sorted: %q, %q", dirents[i-1].Name, de.Name)
 				}
-				c := d.children[de.Name]
+				c := d.child(de.Name)
 				if c == nil || c.ino != de.Ino {
 					t.Fatalf("dirent %q does not match its child", de.Name)
 				}

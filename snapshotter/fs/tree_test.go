@@ -32,8 +32,8 @@ func treePaths(root *entry) []string {
 	var out []string
 	var walk func(d *entry, prefix string)
 	walk = func(d *entry, prefix string) {
-		for _, de := range d.dirents {
-			c := d.children[de.Name]
+		for _, de := range d.listing() {
+			c := d.child(de.Name)
 			p := prefix + de.Name
 			if c.isDir() {
 				out = append(out, p+"/")
@@ -114,11 +114,11 @@ func TestBuildTreeAccepts(t *testing.T) {
 	if got != want {
 		t.Errorf("tree\n got %s\nwant %s", got, want)
 	}
-	g := root.children["g"]
-	if h := g.children["h"]; h != g.children["link"] || h != g.children["link2"] || h.nlink != 3 {
+	g := root.child("g")
+	if h := g.child("h"); h != g.child("link") || h != g.child("link2") || h.nlink != 3 {
 		t.Errorf("hard links do not share g/h's inode (nlink %d)", h.nlink)
 	}
-	if d := root.children["dup"]; d.mode&syscall.S_IFMT != syscall.S_IFLNK {
+	if d := root.child("dup"); d.mode&syscall.S_IFMT != syscall.S_IFLNK {
 		t.Errorf("dup: mode %o, want the later symlink", d.mode)
 	}
 }
@@ -152,8 +152,8 @@ func TestBuildTreeMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := f.root
-	a := root.children["a"].children["file"]
-	if a != root.children["b"].children["link"] {
+	a := root.child("a").child("file")
+	if a != root.child("b").child("link") {
 		t.Fatal("b/link does not share a/file's inode")
 	}
 	if a.mode != syscall.S_IFREG|0o4750 || a.uid != 7 || a.gid != 8 || !a.mtime.Equal(link.ModTime) {
@@ -168,22 +168,22 @@ func TestBuildTreeMetadata(t *testing.T) {
 			t.Errorf("a/file xattr %s = %q, want %q", k, a.xattrs[k], v)
 		}
 	}
-	s := root.children["sym"]
+	s := root.child("sym")
 	if s.mode != syscall.S_IFLNK|0o777 || s.uid != 9 {
 		t.Errorf("sym: mode %o uid %d, want 0777 (chmod skips symlinks) and the link header's owner", s.mode, s.uid)
 	}
 	if _, ok := s.xattrs["user.x"]; ok || string(s.xattrs["trusted.x"]) != "kept" {
 		t.Errorf("sym xattrs %q: user.* is for files and directories only", s.xattrs)
 	}
-	if x := root.children["fifo"].xattrs; len(x) != 0 {
+	if x := root.child("fifo").xattrs; len(x) != 0 {
 		t.Errorf("fifo xattrs %q", x)
 	}
-	if c := root.children["cap"].xattrs["security.capability"]; len(c) != 20 {
+	if c := root.child("cap").xattrs["security.capability"]; len(c) != 20 {
 		t.Errorf("security.capability %q", c)
 	}
 	var out fuse.AttrOut
 	for name, want := range map[string][2]uint64{"old": {0, 0}, "future": {0, 0}, "half": {0, 500000000}} {
-		f.fillAttr(root.children[name], &out.Attr)
+		f.fillAttr(root.child(name), &out.Attr)
 		if out.Mtime != want[0] || uint64(out.Mtimensec) != want[1] {
 			t.Errorf("%s: mtime %d.%09d, want %d.%09d (containerd's bounds)", name, out.Mtime, out.Mtimensec, want[0], want[1])
 		}
@@ -214,9 +214,9 @@ func TestBuildTreeDeepAndWide(t *testing.T) {
 	}
 	d := root
 	for range 2000 {
-		d = d.children["d"]
+		d = d.child("d")
 	}
-	if d.children["f"] == nil {
+	if d.child("f") == nil {
 		t.Error("deep file missing")
 	}
 	t.Logf("%d entries: %d bytes allocated", len(files)+2000, alloc)
