@@ -37,7 +37,7 @@ have=$("$BIN/docker-buildx" version 2>/dev/null | awk '{print $2}' || true)
 if [ "$have" != "$want" ]; then
   echo "== building docker buildx $want"
   ld="-X github.com/docker/buildx/version.Version=$want -X github.com/docker/buildx/version.Package=github.com/docker/buildx"
-  (cd $tools && CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$BIN/docker-buildx" github.com/docker/buildx/cmd/buildx)
+  (cd $tools && GOWORK=off CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$BIN/docker-buildx" github.com/docker/buildx/cmd/buildx)
 fi
 if [ -n "${DOCKER_CONFIG:-}" ]; then
   mkdir -p "$DOCKER_CONFIG/cli-plugins"

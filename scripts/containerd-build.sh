@@ -23,7 +23,7 @@ if [ "$have" != "$want" ] || [ ! -x "$bin/containerd-shim-runc-v2" ] || [ ! -x "
   echo "== building containerd $want (containerd, containerd-shim-runc-v2, ctr)"
   # Version info as the upstream Makefile sets it, so `containerd --version` tells.
   ld="-X github.com/containerd/containerd/v2/version.Version=$want"
-  (cd $tools && CGO_ENABLED=0 go build -trimpath -ldflags "$ld -extldflags -static" -tags "no_btrfs no_devmapper no_zfs" -o "$bin/" \
+  (cd $tools && GOWORK=off CGO_ENABLED=0 go build -trimpath -ldflags "$ld -extldflags -static" -tags "no_btrfs no_devmapper no_zfs" -o "$bin/" \
       github.com/containerd/containerd/v2/cmd/containerd \
       github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
       github.com/containerd/containerd/v2/cmd/ctr)

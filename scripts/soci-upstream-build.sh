@@ -43,7 +43,7 @@ done
 if [ -n "${FORCE:-}" ] || [ "$have" != "$want" ] || [ -n "$stale" ]; then
   echo "== building upstream soci-snapshotter $want (bin/soci-snapshotter-grpc)"
   start=$(date +%s)
-  (cd $tools && CGO_ENABLED=1 go build -trimpath \
+  (cd $tools && GOWORK=off CGO_ENABLED=1 go build -trimpath \
       -ldflags "-X $mod/version.Version=$want" -o "$out" .)
   echo "== built in $(($(date +%s) - start)) s"
 fi
