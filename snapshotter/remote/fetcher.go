@@ -391,14 +391,25 @@ func (f *Fetcher) fetchBatch(kind FetchKind, runs [][]SpanID) {
 	ranges := make([]Range, len(runs))
 	var bytes int64
 	nspans := 0
+	for _, run := range runs {
+		bytes += spans[run[len(run)-1]].CompressedEnd - spans[run[0]].CompressedStart
+		nspans += len(run)
+	}
+	// The budget shared with the daemon's other layers (WithBudget) is
+	// taken before the buffers are made, and given back once the spans
+	// are stored.
+	release, err := f.o.budget.acquire(f.life, bytes)
+	if err != nil {
+		f.finish(runs, nil, errors.Join(err, ErrClosed))
+		return
+	}
+	defer release()
 	for i, run := range runs {
 		start, end := spans[run[0]].CompressedStart, spans[run[len(run)-1]].CompressedEnd
 		ranges[i] = Range{Off: start, Buf: make([]byte, end-start)}
-		bytes += end - start
-		nspans += len(run)
 	}
 	t := time.Now()
-	err := f.blob.ReadRanges(f.life, ranges)
+	err = f.blob.ReadRanges(f.life, ranges)
 	f.o.metrics.Fetched(kind, nspans, bytes, time.Since(t), err)
 	if err != nil {
 		err = fmt.Errorf("fetch %d spans (%d bytes): %w", nspans, bytes, err)

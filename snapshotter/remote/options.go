@@ -34,6 +34,7 @@ type options struct {
 	fetchJobs    int
 	maxFetchSize int64
 	readAhead    int64
+	budget       *Budget // nil: none
 }
 
 // Defaults of the blob options.

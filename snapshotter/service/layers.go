@@ -29,6 +29,7 @@ import (
 type Layers struct {
 	c       Config
 	cache   *cache.Cache
+	budget  *remote.Budget // shared by every layer's fetches (remote.DefaultBudget)
 	rt      http.RoundTripper
 	metrics *Metrics
 	// local reads SOCI artifacts containerd already has (nil: never).
@@ -63,7 +64,11 @@ func NewLayers(_ context.Context, c Config) (LayerMounter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open span cache: %w", err)
 	}
-	ls := &Layers{c: c, cache: ca, metrics: &Metrics{}, local: newContainerdContent(c.Containerd.Address),
+	budget, err := remote.NewBudget(remote.DefaultBudget)
+	if err != nil {
+		return nil, err
+	}
+	ls := &Layers{budget: budget, c: c, cache: ca, metrics: &Metrics{}, local: newContainerdContent(c.Containerd.Address),
 		mounts: map[string]*mountedLayer{}}
 	if c.Profile.Record {
 		ls.rec = newRecorder(c.Profile)
@@ -93,7 +98,7 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 		return err
 	}
 	lm := &layerMetrics{parent: ls.metrics}
-	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(lm), remote.WithReadAhead(ls.c.Lazy.ReadAhead))}
+	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(lm), remote.WithReadAhead(ls.c.Lazy.ReadAhead), remote.WithBudget(ls.budget))}
 	if l.Prefetch != nil {
 		spans, err := ls.prefetchSpans(ctx, reg, *l.Prefetch, l.Index)
 		if err != nil {
