@@ -29,6 +29,7 @@ import (
 
 	"github.com/socikit/socikit/internal/image"
 	"github.com/socikit/socikit/soci"
+	"github.com/socikit/socikit/ztoc"
 )
 
 // faultRegistry starts an in-process registry behind fault, which may
@@ -279,6 +280,7 @@ func TestConvertReportsFirstCause(t *testing.T) {
 			if err == nil {
 				t.Fatalf("convert succeeded; stderr: %s", errOut)
 			}
+			t.Logf("message: %v", err)
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q lacks %q", err, w)
@@ -359,6 +361,7 @@ func TestConvertAllOrNothing(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "no SOCI indexes here") {
 				t.Fatalf("convert: %v, want the registry's refusal", err)
 			}
+			t.Logf("message: %v", err)
 			resp, err := http.Head("http://" + host + "/v2/test/img/manifests/" + v.version)
 			if err != nil {
 				t.Fatal(err)
@@ -390,6 +393,7 @@ func TestConvertChecksFlagsFirst(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("convert %v: %v, want %q", tc.args, err, tc.want)
 		}
+		t.Logf("convert %q: %v", tc.args, err)
 		if _, err := os.Stat(dst); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("convert %v: %s created", tc.args, dst)
 		}
@@ -422,6 +426,7 @@ func TestConvertWarnings(t *testing.T) {
 	if err := Run(context.Background(), convertArgs(srcDir, "oci-layout:"+dst), WithOutput(&stdout, &stderr)); err != nil {
 		t.Fatalf("convert: %v\n%s", err, stderr.String())
 	}
+	t.Logf("stderr:\n%s", stderr.String())
 	for _, want := range []string{
 		"layer " + plain.desc.Digest.String() + " is labelled " + ocispec.MediaTypeImageLayerGzip + " but is a plain tar",
 		"layer " + empty.desc.Digest.String() + " is empty (no tar entry",
@@ -491,10 +496,11 @@ func TestInconsistentIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "indexes layer " + stranger.String() + ", which image manifest " + im.manifest.Digest.String() + " does not have"
-	_, _, err = runErr(t, "get-file", dst, im.layers[0].files[1].name)
+	_, _, err = runErr(t, "get-file", dst, im.layers[2].files[1].name) // before: "open blob …: not found"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("get-file: %v, want %q", err, want)
 	}
+	t.Logf("get-file: %v", err)
 	_, errOut, err := runErr(t, "inspect", dst)
 	if err != nil {
 		t.Errorf("inspect: %v", err)
@@ -502,4 +508,97 @@ func TestInconsistentIndex(t *testing.T) {
 	if !strings.Contains(errOut, want) {
 		t.Errorf("inspect's warnings lack %q:\n%s", want, errOut)
 	}
+}
+
+// fakeSource serves blobs from memory, the n-th open of a digest from
+// reads[d][n] when set (unverified: what a misbehaving source sends).
+type fakeSource struct {
+	image.Source
+	blobs map[digest.Digest][]byte
+	reads map[digest.Digest][][]byte
+	opens int
+}
+
+func (s *fakeSource) Blob(_ context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+	s.opens++
+	if r := s.reads[d.Digest]; len(r) >= s.opens {
+		return io.NopCloser(bytes.NewReader(r[s.opens-1])), nil
+	}
+	return image.NewVerifyingReader(io.NopCloser(bytes.NewReader(s.blobs[d.Digest])), d)
+}
+
+// cutTarget opens a blob once per entry of cuts, reading that many bytes
+// (-1: to the end) and closing, as a retrying upload does.
+type cutTarget struct {
+	image.Target
+	cuts []int64
+	got  []byte
+}
+
+func (c *cutTarget) WriteBlob(ctx context.Context, d ocispec.Descriptor, open image.Opener) error {
+	for _, n := range c.cuts {
+		rc, err := open(ctx)
+		if err != nil {
+			return err
+		}
+		var buf bytes.Buffer
+		if n < 0 {
+			_, err = io.Copy(&buf, rc)
+		} else {
+			_, err = io.CopyN(&buf, rc, n)
+		}
+		rc.Close()
+		if err != nil {
+			return err
+		}
+		c.got = buf.Bytes()
+	}
+	return nil
+}
+
+// TestLayerFeed: however the destination opens and cuts the layer, the
+// indexer gets each byte once and the zTOC is that of one clean read; a
+// layer the destination never reads is read for the index alone; a source
+// sending other bytes on a second read is caught.
+func TestLayerFeed(t *testing.T) {
+	t.Parallel()
+	l := makeLayer(t, "feed", 6, false)
+	opts := []ztoc.Option{ztoc.WithSpanSize(65536)}
+	want, err := ztoc.Build(bytes.NewReader(l.blob), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBlob, _ := ztoc.Marshal(want)
+	size := int64(len(l.blob))
+	for _, cuts := range [][]int64{
+		{-1}, {10, -1}, {size / 2, size / 3, -1}, {size / 2, size, -1}, {size, 1}, {}, {100},
+	} {
+		t.Run(fmt.Sprint(cuts), func(t *testing.T) {
+			src := &fakeSource{blobs: map[digest.Digest][]byte{l.desc.Digest: l.blob}}
+			dst := &cutTarget{cuts: cuts}
+			f := newLayerFeed(src, l.desc, opts)
+			z, err := f.finish(context.Background(), dst.WriteBlob(context.Background(), l.desc, f.open))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := ztoc.Marshal(z); !bytes.Equal(b, wantBlob) {
+				t.Errorf("zTOC differs from that of one clean read")
+			}
+			if len(cuts) > 0 && cuts[len(cuts)-1] < 0 && !bytes.Equal(dst.got, l.blob) {
+				t.Errorf("the destination got %d bytes, want the %d of the layer", len(dst.got), size)
+			}
+		})
+	}
+	t.Run("second-read-differs", func(t *testing.T) {
+		other := bytes.Clone(l.blob)
+		other[len(other)-100] ^= 0xff
+		src := &fakeSource{blobs: map[digest.Digest][]byte{l.desc.Digest: l.blob},
+			reads: map[digest.Digest][][]byte{l.desc.Digest: {l.blob[:size/2], other}}}
+		dst := &cutTarget{cuts: []int64{size / 2, -1}}
+		f := newLayerFeed(src, l.desc, opts)
+		_, err := f.finish(context.Background(), dst.WriteBlob(context.Background(), l.desc, f.open))
+		if err == nil || !strings.Contains(err.Error(), "the bytes indexed have digest") {
+			t.Fatalf("got %v, want the mixed stream caught", err)
+		}
+	})
 }
