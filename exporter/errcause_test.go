@@ -53,7 +53,7 @@ func TestBuildLayerReportsReadError(t *testing.T) {
 				if !errors.Is(err, cause) {
 					t.Fatalf("BuildLayer: got %v, want the read error %q", err, cause)
 				}
-				})
+			})
 		}
 	}
 }
