@@ -74,6 +74,7 @@ blobs are kept, so spans are not cut around the hot ranges.
 	fs.BoolVar(&o.plainHTTP, "plain-http", false, "allow plain HTTP to registries")
 	fs.IntVar(&o.jobs, "jobs", runtime.GOMAXPROCS(0), "layers indexed in parallel")
 	fs.StringVar(&o.buildTool, "build-tool-id", ztoc.DefaultBuildTool, "build tool identifier written in zTOCs and indexes")
+	timeout := timeoutFlag(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -102,6 +103,8 @@ blobs are kept, so spans are not cut around the hot ranges.
 			return fmt.Errorf("convert: --profile %s: %w", *profilePath, err)
 		}
 	}
+	ctx, cancel := withTimeout(ctx, *timeout)
+	defer cancel()
 	return convert(ctx, e, o, pos[0], pos[1])
 }
 

@@ -25,12 +25,15 @@ topmost indexed layer holding PATH is used.
 	ztocFile := fs.String("ztoc", "", "local zTOC file (with --blob)")
 	blobFile := fs.String("blob", "", "local layer blob file (with --ztoc)")
 	plainHTTP := fs.Bool("plain-http", false, "allow plain HTTP to registries")
+	timeout := timeoutFlag(fs)
 	var platforms platformList
 	fs.Var(&platforms, "platform", "platform os/arch[/variant] to read from (default: the only one, else the host's)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
+	ctx, cancel := withTimeout(ctx, *timeout)
+	defer cancel()
 	var data []byte
 	switch {
 	case *ztocFile != "" || *blobFile != "":

@@ -63,6 +63,7 @@ index reference is accepted too) and describe each indexed layer.
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	files := fs.Bool("files", false, "list the files of each layer with the spans they touch")
 	plainHTTP := fs.Bool("plain-http", false, "allow plain HTTP to registries")
+	timeout := timeoutFlag(fs)
 	var pic pictureArgs
 	fs.StringVar(&pic.profile, "profile", "", "start-up profile (JSON): print, per layer, the spans its reads touch and their bytes")
 	fs.StringVar(&pic.svg, "svg", "", "draw the spans of each layer, coloured by start-up reads (--profile) and prefetch, to this SVG file (- for stdout)")
@@ -71,6 +72,8 @@ index reference is accepted too) and describe each indexed layer.
 	if err != nil {
 		return err
 	}
+	ctx, cancel := withTimeout(ctx, *timeout)
+	defer cancel()
 	if len(pos) != 1 {
 		fs.Usage()
 		return fmt.Errorf("inspect: want one image reference, got %d arguments", len(pos))

@@ -4,16 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -180,67 +176,5 @@ func TestArchiveRoundTrip(t *testing.T) {
 	}
 	if !bytes.Equal(tars[0], tars[1]) {
 		t.Error("the same layout gave different tars")
-	}
-}
-
-func TestRangeReader(t *testing.T) {
-	blob := make([]byte, 1000)
-	for i := range blob {
-		blob[i] = byte(i * 7)
-	}
-	mode := "ok"
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/redirect" {
-			http.Redirect(w, r, "/blob", http.StatusTemporaryRedirect)
-			return
-		}
-		var a, b int
-		if _, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &a, &b); err != nil {
-			http.Error(w, "no range", http.StatusBadRequest)
-			return
-		}
-		switch mode {
-		case "ignore-range":
-			w.Write(blob)
-			return
-		case "wrong-range":
-			a++
-		}
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", a, b, len(blob)))
-		w.WriteHeader(http.StatusPartialContent)
-		w.Write(blob[a : b+1])
-	}))
-	defer srv.Close()
-	r := &RangeReader{ctx: context.Background(), client: srv.Client(), url: srv.URL + "/redirect", size: int64(len(blob))}
-	p := make([]byte, 100)
-	if n, err := r.ReadAt(p, 10); err != nil || n != 100 || !bytes.Equal(p, blob[10:110]) {
-		t.Fatalf("ReadAt: %d %v", n, err)
-	}
-	if n, err := r.ReadAt(p, 950); !errors.Is(err, io.EOF) || n != 50 || !bytes.Equal(p[:50], blob[950:]) {
-		t.Fatalf("ReadAt at the end: %d %v", n, err)
-	}
-	for _, m := range []string{"ignore-range", "wrong-range"} {
-		mode = m
-		if _, err := r.ReadAt(p, 10); err == nil {
-			t.Errorf("%s: ReadAt succeeded", m)
-		}
-	}
-}
-
-func TestParseContentRange(t *testing.T) {
-	type res struct{ A, B, T int64 }
-	for in, want := range map[string]res{"bytes 0-9/10": {0, 9, 10}, "bytes 5-5/*": {5, 5, -1}} {
-		a, b, tot, err := parseContentRange(in)
-		if err != nil {
-			t.Errorf("%q: %v", in, err)
-		}
-		if diff := cmp.Diff(want, res{a, b, tot}); diff != "" {
-			t.Errorf("%q: %s", in, diff)
-		}
-	}
-	for _, bad := range []string{"", "bytes 9-0/10", "items 0-1/2", "bytes 0-1"} {
-		if _, _, _, err := parseContentRange(bad); err == nil {
-			t.Errorf("%q parsed", bad)
-		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/socikit/socikit/internal/httprange"
 	"github.com/socikit/socikit/soci"
 )
 
@@ -165,25 +166,19 @@ func (r *Registry) Blob(ctx context.Context, d ocispec.Descriptor) (io.ReadClose
 	return NewVerifyingReader(rc, d)
 }
 
-// BlobReaderAt returns random access to blob d through HTTP range requests.
+// BlobReaderAt returns random access to blob d through HTTP range requests,
+// with the retry policy socikit-snapshotter's span fetches have (see
+// internal/httprange); ctx bounds every read.
 func (r *Registry) BlobReaderAt(ctx context.Context, d ocispec.Descriptor) (ReaderAtCloser, error) {
-	if err := d.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("blob digest %q: %w", d.Digest, err)
-	}
 	if d.Size <= 0 {
 		return nil, fmt.Errorf("range read blob %s: size unknown", d.Digest)
 	}
-	auth, err := authn.Resolve(ctx, r.kc, r.repo)
+	b, err := httprange.NewRegistryBlob(ctx, r.repo, d.Digest, d.Size,
+		httprange.WithTransport(transport.NewUserAgent(r.rt, userAgent)), httprange.WithKeychain(r.kc))
 	if err != nil {
-		return nil, fmt.Errorf("resolve credentials for %s: %w", r.repo, err)
+		return nil, fmt.Errorf("range read blob %s: %w", d.Digest, err)
 	}
-	rt, err := transport.NewWithContext(ctx, r.repo.Registry, auth, transport.NewUserAgent(r.rt, userAgent),
-		[]string{r.repo.Scope(transport.PullScope)})
-	if err != nil {
-		return nil, fmt.Errorf("authenticate to %s: %w", r.repo, err)
-	}
-	u := fmt.Sprintf("%s://%s/v2/%s/blobs/%s", r.repo.Registry.Scheme(), r.repo.RegistryStr(), r.repo.RepositoryStr(), d.Digest)
-	return &RangeReader{ctx: ctx, client: &http.Client{Transport: rt}, url: u, size: d.Size}, nil
+	return httprange.NewReaderAt(ctx, b), nil
 }
 
 // Referrers lists the manifests whose subject is subject: through the

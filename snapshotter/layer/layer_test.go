@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/socikit/socikit/internal/httprange"
 	"github.com/socikit/socikit/snapshotter/cache"
 	"github.com/socikit/socikit/snapshotter/fs/fstest"
 	"github.com/socikit/socikit/snapshotter/remote"
@@ -77,8 +78,8 @@ func digestOf(b []byte) digest.Digest { return digest.FromBytes(b) }
 
 func (lf *layerFixture) mount(t testing.TB, c *cache.Cache, opts ...Option) *Mounted {
 	t.Helper()
-	blob, err := remote.NewHTTPBlob(http.DefaultClient, lf.reg.srv.URL+"/v2/x/blobs/"+lf.d.String(), int64(len(lf.blob)),
-		remote.WithRetries(1), remote.WithBackoff(10*time.Millisecond), remote.WithRequestTimeout(2*time.Second))
+	blob, err := httprange.NewHTTPBlob(http.DefaultClient, lf.reg.srv.URL+"/v2/x/blobs/"+lf.d.String(), int64(len(lf.blob)),
+		httprange.WithRetries(1), httprange.WithBackoff(10*time.Millisecond), httprange.WithRequestTimeout(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,36 +337,33 @@ func TestOverlay(t *testing.T) {
 	}
 }
 
-func TestManager(t *testing.T) {
+// TestMountCheckUnmount: the lifecycle the daemon drives (service.Layers
+// keeps the Mounted by mountpoint): Check answers while mounted, Unmount
+// leaves the directory unmounted.
+func TestMountCheckUnmount(t *testing.T) {
 	requiresRoot(t)
 	lf := newLayer(t, 100<<10)
-	mgr := NewManager(openCache(t, t.TempDir()))
-	blob, err := remote.NewHTTPBlob(http.DefaultClient, lf.reg.srv.URL+"/b", int64(len(lf.blob)))
+	blob, err := httprange.NewHTTPBlob(http.DefaultClient, lf.reg.srv.URL+"/b", int64(len(lf.blob)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	ctx := context.Background()
-	if err := mgr.Check(ctx, dir); !errors.Is(err, ErrNotMounted) {
-		t.Fatalf("check before mount: %v", err)
-	}
-	if err := mgr.Mount(ctx, dir, Source{Digest: lf.d, Ztoc: lf.z, Blob: blob}); err != nil {
+	m, err := Mount(ctx, dir, Source{Digest: lf.d, Ztoc: lf.z, Blob: blob}, openCache(t, t.TempDir()))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := mgr.Check(ctx, dir+"/"); err != nil {
+	if err := m.Check(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "opq/kept")); err != nil || string(b) != "kept\n" {
 		t.Fatalf("read: %q %v", b, err)
 	}
-	if err := mgr.Unmount(ctx, dir); err != nil {
+	if err := m.Unmount(); err != nil {
 		t.Fatal(err)
 	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil || st.Type == fuseSuperMagic {
 		t.Fatalf("still mounted after Unmount: %v", err)
-	}
-	if err := mgr.Close(); err != nil {
-		t.Fatal(err)
 	}
 }

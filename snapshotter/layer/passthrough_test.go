@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/socikit/socikit/internal/httprange"
 	"github.com/socikit/socikit/snapshotter/cache"
 	"github.com/socikit/socikit/snapshotter/fs"
 	"github.com/socikit/socikit/snapshotter/fs/fstest"
@@ -270,7 +271,7 @@ func TestContentSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Release()
-	blob, err := remote.NewHTTPBlob(http.DefaultClient, lf.reg.srv.URL+"/b", int64(len(lf.blob)))
+	blob, err := httprange.NewHTTPBlob(http.DefaultClient, lf.reg.srv.URL+"/b", int64(len(lf.blob)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,36 +1,17 @@
 // Package remote fetches the spans of a lazily mounted layer.
 //
-// A Blob gives random access to a layer blob's compressed bytes; HTTPBlob
-// implements it with HTTP range requests to a registry (ggcr's transport
-// for token and basic auth from the docker config, large ranges split,
-// several ranges in one multi-range request with a fallback to one request
-// per range when the server does not answer them properly). Errors never
-// carry credentials or signed-URL query strings.
-//
-// Registry faults are survived rather than waited out (docs/reliability.md):
-//   - retries with exponential backoff and jitter on 5xx, 408, 429,
-//     connection errors and short bodies; a 429 or 503 is retried after
-//     its Retry-After (capped, WithMaxRetryAfter); a retry asks only for
-//     the bytes still missing;
-//   - a request that gets no byte for the stall deadline (waiting for its
-//     headers, or between two reads of its body) is cut and asked again;
-//     the deadline adapts to the registry host's recent latencies between
-//     a floor and a ceiling (WithStallTimeout) and doubles with each retry;
-//   - a request still without headers after the hedge delay gets a twin,
-//     the first answer winning (WithHedgeDelay; at most ~10 % of requests);
-//   - a 200 with the whole blob is read up to the range asked (or asked
-//     again when the range lies far into the blob);
-//   - a per-attempt timeout (WithRequestTimeout) bounds even a request
-//     that keeps making progress.
-//
-// Retries, stalls, hedges, whole-blob answers and slow requests go to a
-// FaultMetrics and to the log (at most one line of a kind per host every 5
-// s, with the count of the lines left out).
+// A Blob gives random access to a layer blob's compressed bytes;
+// internal/httprange's HTTPBlob implements it with HTTP range requests to a
+// registry, with the retry, stall, hedging and redaction policy the CLI
+// shares (docs/reliability.md). Its options are httprange's; a Fetcher's
+// are this package's, so that neither constructor can be handed the
+// other's options.
 //
 // A Fetcher turns a Blob, the layer's ztoc.Index and a cache.Layer into
 // verified, decompressed bytes of the layer's tar stream:
 //
-//	blob, err := remote.NewRegistryBlob(ctx, repo, layerDigest, layerSize)
+//	blob, err := httprange.NewRegistryBlob(ctx, repo, layerDigest, layerSize,
+//		httprange.WithTransport(rt), httprange.WithMetrics(counters))
 //	f, err := remote.NewFetcher(ctx, index, blob, cacheLayer,
 //		remote.WithMetrics(counters))
 //	defer f.Close()
@@ -51,6 +32,6 @@
 //
 // Background fetching fills the rest of the layer at a configured rate and
 // pauses while on-demand reads wait. Metrics receives counts and latencies
-// (Counters is an atomic implementation; a Prometheus adapter belongs to
-// the daemon).
+// (Counters is an atomic implementation, and an httprange.FaultMetrics too;
+// a Prometheus adapter belongs to the daemon).
 package remote

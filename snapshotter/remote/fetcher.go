@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/log"
 
+	"github.com/socikit/socikit/internal/httprange"
 	"github.com/socikit/socikit/snapshotter/cache"
 	"github.com/socikit/socikit/ztoc"
 )
@@ -81,9 +82,6 @@ func NewFetcher(ctx context.Context, ix *ztoc.Index, blob Blob, c *cache.Layer, 
 	}
 	if blob.Size() != ix.Ztoc().CompressedArchiveSize {
 		return nil, fmt.Errorf("blob is %d bytes, ztoc says %d", blob.Size(), ix.Ztoc().CompressedArchiveSize)
-	}
-	if hb, ok := blob.(interface{ useMetrics(Metrics) }); ok {
-		hb.useMetrics(o.metrics)
 	}
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	return &Fetcher{ix: ix, blob: blob, cache: c, o: o, life: life, close: cancel,
@@ -355,7 +353,7 @@ func (f *Fetcher) start(kind FetchKind, miss []SpanID) {
 		}
 		runs = append(runs, []SpanID{id})
 	}
-	const runsPerBatch = DefaultMultiRange
+	const runsPerBatch = httprange.DefaultMultiRange
 	for len(runs) > 0 {
 		// A batch holds at most runsPerBatch runs and, past its first
 		// run, maxFetchSize compressed bytes: the bytes a fetch holds
@@ -438,14 +436,13 @@ func (f *Fetcher) fetchBatch(kind FetchKind, runs [][]SpanID) {
 			break
 		}
 		slices.Sort(bad)
-		fm := faultMetrics(f.o.metrics)
 		ranges := make([]Range, len(bad))
 		var n int64
 		for i, id := range bad {
 			s := spans[id]
 			ranges[i] = Range{Off: s.CompressedStart, Buf: make([]byte, s.CompressedEnd-s.CompressedStart)}
 			n += s.CompressedEnd - s.CompressedStart
-			fm.Retried(RetryVerify)
+			retried(f.o.metrics, RetryVerify)
 		}
 		t := time.Now()
 		err := f.blob.ReadRanges(f.life, ranges)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/socikit/socikit/internal/httprange"
 )
 
 // FetchKind tells why spans were fetched.
@@ -60,70 +62,26 @@ type Metrics interface {
 	VerifyFailed(id SpanID)
 }
 
-// RetryReason tells why a range request was retried.
-type RetryReason uint8
-
-// The reasons for a retry.
-const (
-	// RetryConnection: the connection failed (refused, reset, closed)
-	// before the response's headers.
-	RetryConnection RetryReason = iota
-	// Retry5xx: a 5xx status.
-	Retry5xx
-	// Retry429: 429 Too Many Requests (Retry-After honoured).
-	Retry429
-	// RetryShortBody: the body ended (or the connection broke) before the
-	// bytes asked for.
-	RetryShortBody
-	// RetryStall: no byte for the stall deadline (before the headers or in
-	// the body): the request was cut.
-	RetryStall
-	// RetryTimeout: the per-attempt timeout (WithRequestTimeout) expired
-	// while the response was still coming, or a 408.
-	RetryTimeout
-	// RetryWholeBlob: a 200 with the whole blob, too far from the range
-	// asked to read through (asked again).
-	RetryWholeBlob
-	// RetryVerify: a span's bytes did not match its digest; it was
-	// fetched again.
-	RetryVerify
-
-	// NumRetryReasons is the number of retry reasons.
-	NumRetryReasons = iota
+// RetryReason, FaultMetrics and the reasons are httprange's: Counters
+// counts an HTTPBlob's fault handling and a Fetcher's verification retries
+// alike.
+type (
+	RetryReason  = httprange.RetryReason
+	FaultMetrics = httprange.FaultMetrics
 )
 
-var reasonNames = [...]string{RetryConnection: "connection", Retry5xx: "5xx", Retry429: "429", RetryShortBody: "short-body",
-	RetryStall: "stall", RetryTimeout: "timeout", RetryWholeBlob: "whole-blob", RetryVerify: "verify"}
-
-// String returns the reason's label: "connection", "5xx", "429",
-// "short-body", "stall", "timeout", "whole-blob" or "verify".
-func (r RetryReason) String() string {
-	if int(r) < len(reasonNames) {
-		return reasonNames[r]
-	}
-	return fmt.Sprintf("RetryReason(%d)", uint8(r))
-}
-
-// FaultMetrics receives how registry faults were handled. An HTTPBlob
-// reports to the Metrics given with WithMetrics when it implements
-// FaultMetrics too (Counters does), and a Fetcher hands its own Metrics to
-// an HTTPBlob made without one.
-type FaultMetrics interface {
-	// Retried is called for each request (or span) asked again.
-	Retried(reason RetryReason)
-	// Stalled is called for each request cut for making no progress.
-	Stalled()
-	// Hedged is called for each hedge request (a second request sent when
-	// the first was slow to answer) once the race is decided: won tells
-	// that the hedge answered first.
-	Hedged(won bool)
-	// WholeBlob is called for each 200 answering a range request with the
-	// whole blob.
-	WholeBlob()
-	// SlowFetch is called for each request that took longer than
-	// WithSlowFetch (default DefaultSlowFetch), retries included.
-	SlowFetch()
-}
+// The reasons for a retry (see httprange).
+const (
+	RetryConnection = httprange.RetryConnection
+	Retry5xx        = httprange.Retry5xx
+	Retry429        = httprange.Retry429
+	RetryShortBody  = httprange.RetryShortBody
+	RetryStall      = httprange.RetryStall
+	RetryTimeout    = httprange.RetryTimeout
+	RetryWholeBlob  = httprange.RetryWholeBlob
+	RetryVerify     = httprange.RetryVerify
+	NumRetryReasons = httprange.NumRetryReasons
+)
 
 // Counters is a Metrics and a FaultMetrics that counts, with atomic
 // counters. Its zero value is ready to use.
@@ -203,15 +161,11 @@ func (nopMetrics) CacheHit(int)                                        {}
 func (nopMetrics) CacheMiss(int)                                       {}
 func (nopMetrics) VerifyFailed(SpanID)                                 {}
 func (nopMetrics) Retried(RetryReason)                                 {}
-func (nopMetrics) Stalled()                                            {}
-func (nopMetrics) Hedged(bool)                                         {}
-func (nopMetrics) WholeBlob()                                          {}
-func (nopMetrics) SlowFetch()                                          {}
 
-// faultMetrics returns m's FaultMetrics side, or a no-op.
-func faultMetrics(m Metrics) FaultMetrics {
+// retried reports a verification retry to m's FaultMetrics side, if it
+// has one.
+func retried(m Metrics, r RetryReason) {
 	if fm, ok := m.(FaultMetrics); ok {
-		return fm
+		fm.Retried(r)
 	}
-	return nopMetrics{}
 }

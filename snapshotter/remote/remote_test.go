@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/socikit/socikit/internal/httprange"
 	"github.com/socikit/socikit/snapshotter/cache"
 	"github.com/socikit/socikit/snapshotter/fs/fstest"
 	"github.com/socikit/socikit/ztoc"
@@ -81,9 +82,13 @@ func newFixture(t testing.TB) *fixture {
 	return &fixture{tar: tb, blob: blob.Bytes(), ix: ix, srv: s, url: hs.URL + "/blob"}
 }
 
-func (fx *fixture) fetcher(t testing.TB, bopts []Option, fopts ...Option) (*Fetcher, *Counters) {
+// fetcher returns a Fetcher of fx's layer over an httprange.HTTPBlob made
+// with bopts, and the Counters both report to.
+func (fx *fixture) fetcher(t testing.TB, bopts []httprange.Option, fopts ...Option) (*Fetcher, *Counters) {
 	t.Helper()
-	b, err := NewHTTPBlob(http.DefaultClient, fx.url, int64(len(fx.blob)), append([]Option{WithBackoff(time.Millisecond)}, bopts...)...)
+	m := &Counters{}
+	b, err := httprange.NewHTTPBlob(http.DefaultClient, fx.url, int64(len(fx.blob)),
+		append([]httprange.Option{httprange.WithBackoff(time.Millisecond), httprange.WithMetrics(m)}, bopts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +101,6 @@ func (fx *fixture) fetcher(t testing.TB, bopts []Option, fopts ...Option) (*Fetc
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Release() })
-	m := &Counters{}
 	f, err := NewFetcher(context.Background(), fx.ix, b, l, append([]Option{WithMetrics(m)}, fopts...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -221,10 +225,9 @@ func TestCorruptSpan(t *testing.T) {
 
 func TestServerGone(t *testing.T) {
 	fx := newFixture(t)
-	f, _ := fx.fetcher(t, []Option{WithRetries(2)})
 	hs := httptest.NewServer(fx.srv)
 	hs.Close() // nothing listens there any more
-	f.blob.(*HTTPBlob).url = hs.URL + "/blob"
+	f, _ := fx.fetcherAt(t, hs.URL+"/blob", []httprange.Option{httprange.WithRetries(2)})
 	start := time.Now()
 	if err := f.Fetch(context.Background(), 0, 0); err == nil {
 		t.Fatal("fetch from a closed server succeeded")
@@ -237,7 +240,7 @@ func TestServerGone(t *testing.T) {
 func TestServerHangs(t *testing.T) {
 	fx := newFixture(t)
 	fx.srv.hang = true
-	f, _ := fx.fetcher(t, []Option{WithRetries(1), WithRequestTimeout(200 * time.Millisecond)})
+	f, _ := fx.fetcher(t, []httprange.Option{httprange.WithRetries(1), httprange.WithRequestTimeout(200 * time.Millisecond)})
 	start := time.Now()
 	err := f.Fetch(context.Background(), 0, 0)
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
@@ -329,19 +332,6 @@ func TestReadAhead(t *testing.T) {
 	}
 	if got := m.Fetches[ReadAhead].Load(); got != 0 {
 		t.Fatalf("%d read-ahead fetches while reading prefetched spans", got)
-	}
-}
-
-func TestRedact(t *testing.T) {
-	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return errors.New("stop") }}
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "http://127.0.0.1:1/x?X-Amz-Signature=secret", http.StatusTemporaryRedirect)
-	}))
-	defer hs.Close()
-	b, _ := NewHTTPBlob(c, hs.URL+"/b?token=secret", 100, WithRetries(0))
-	err := b.ReadRanges(context.Background(), []Range{{Off: 0, Buf: make([]byte, 10)}})
-	if err == nil || strings.Contains(err.Error(), "secret") {
-		t.Fatalf("err = %v", err)
 	}
 }
 

@@ -27,8 +27,8 @@ import (
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/socikit/socikit/internal/httprange"
 	"github.com/socikit/socikit/internal/image"
-	"github.com/socikit/socikit/snapshotter/remote"
 )
 
 func TestCRIAuth(t *testing.T) {
@@ -245,11 +245,11 @@ func TestCRIProxy(t *testing.T) {
 		if _, err := reg.Manifest(context.Background(), ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.Digest(md.String())}); err != nil {
 			return err
 		}
-		b, err := remote.NewRegistryBlob(context.Background(), ref.Context(), digest.Digest(ld.String()), lsize, remote.WithTransport(rt))
+		b, err := httprange.NewRegistryBlob(context.Background(), ref.Context(), digest.Digest(ld.String()), lsize, httprange.WithTransport(rt))
 		if err != nil {
 			return err
 		}
-		return b.ReadRanges(context.Background(), []remote.Range{{Off: 0, Buf: make([]byte, 16)}})
+		return b.ReadRanges(context.Background(), []httprange.Range{{Off: 0, Buf: make([]byte, 16)}})
 	}
 	var during error
 	fake.pulled = func(string) error {

@@ -104,16 +104,59 @@ type discovery struct {
 	err   error
 }
 
-// NewDiscoverer returns a Discoverer configured by c. rt is the base HTTP
-// transport (nil for go-containerregistry's default).
-func NewDiscoverer(c Config, rt http.RoundTripper) *Discoverer {
-	return &Discoverer{
-		plainHTTP: c.Registry.PlainHTTP,
-		enableV1:  c.Discovery.EnableV1,
-		timeout:   time.Duration(c.Discovery.Timeout),
-		rt:        rt,
-		cache:     map[string]*discovery{},
+// DiscoverOption configures NewDiscoverer.
+type DiscoverOption func(*Discoverer) error
+
+// DiscoverPlainHTTP names the registry hosts (host or host:port) reached
+// over plain HTTP. Default none.
+func DiscoverPlainHTTP(hosts ...string) DiscoverOption {
+	return func(d *Discoverer) error {
+		d.plainHTTP = append(d.plainHTTP, hosts...)
+		return nil
 	}
+}
+
+// DiscoverV1 makes the Discoverer look for SOCI v1 indexes (referrers API,
+// referrers tag) when an image has no v2 one. Default off.
+func DiscoverV1(on bool) DiscoverOption {
+	return func(d *Discoverer) error {
+		d.enableV1 = on
+		return nil
+	}
+}
+
+// DiscoverTimeout bounds the registry round trips of one discovery.
+// Default DefaultDiscoveryTimeout.
+func DiscoverTimeout(t time.Duration) DiscoverOption {
+	return func(d *Discoverer) error {
+		if t <= 0 {
+			return fmt.Errorf("discovery timeout %v is not positive", t)
+		}
+		d.timeout = t
+		return nil
+	}
+}
+
+// DiscoverTransport sets the base HTTP transport of the registry requests
+// (an image.KeychainTransport also says where credentials come from).
+// Default go-containerregistry's remote.DefaultTransport.
+func DiscoverTransport(rt http.RoundTripper) DiscoverOption {
+	return func(d *Discoverer) error {
+		d.rt = rt
+		return nil
+	}
+}
+
+// NewDiscoverer returns a Discoverer. The daemon's options come from its
+// Config (discoverConfigOptions, configopts.go).
+func NewDiscoverer(opts ...DiscoverOption) (*Discoverer, error) {
+	d := &Discoverer{timeout: time.Duration(DefaultDiscoveryTimeout), cache: map[string]*discovery{}}
+	for _, o := range opts {
+		if err := o(d); err != nil {
+			return nil, fmt.Errorf("discoverer: %w", err)
+		}
+	}
+	return d, nil
 }
 
 // Find returns the SOCI index of the image a layer's labels name. The error

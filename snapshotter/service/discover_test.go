@@ -129,7 +129,7 @@ func TestDiscover(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
 			c.Discovery.EnableV1 = tc.enableV1
-			d := NewDiscoverer(c, nil)
+			d := testDiscoverer(t, c, nil)
 			f, err := d.Find(context.Background(), tc.labels)
 			if tc.wantHow == "" {
 				if !errors.Is(err, snapshot.ErrNotIndexed) {

@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/socikit/socikit/internal/httprange"
 	"github.com/socikit/socikit/internal/image"
 	"github.com/socikit/socikit/snapshotter/cache"
 	"github.com/socikit/socikit/snapshotter/fs"
@@ -27,10 +28,10 @@ import (
 // (snapshotter/layer) sharing one span cache under Root/cache and one set
 // of fetch metrics (and per-layer counters for Status).
 type Layers struct {
-	c       Config
+	o       layersOptions
 	cache   *cache.Cache
-	budget  *remote.Budget // shared by every layer's fetches (remote.DefaultBudget)
-	rt      http.RoundTripper
+	budget  *remote.Budget    // shared by every layer's fetches (remote.DefaultBudget)
+	rt      http.RoundTripper // o.transport: registry requests, span fetches included
 	metrics *Metrics
 	// local reads SOCI artifacts containerd already has (nil: never).
 	local *containerdContent
@@ -53,14 +54,132 @@ type mountedLayer struct {
 
 var _ LayerMounter = (*Layers)(nil)
 
-// NewLayers opens the span cache and returns the lazy layer filesystem. It
-// is the default NewLayerMounter of the daemon.
-func NewLayers(_ context.Context, c Config) (LayerMounter, error) {
-	var opts []cache.Option
-	if c.Lazy.CacheMaxSize > 0 {
-		opts = append(opts, cache.WithMaxSize(c.Lazy.CacheMaxSize))
+// LayersOption configures NewLayers.
+type LayersOption func(*layersOptions) error
+
+type layersOptions struct {
+	cacheMaxSize       int64
+	transport          http.RoundTripper
+	containerd         string
+	record             *record.Options
+	readAhead          int64
+	prefetchWait       time.Duration
+	background         *remote.BackgroundOptions
+	passthrough        bool
+	passthroughMinSize int64
+}
+
+// LayersCacheMaxSize caps the span cache (see cache.WithMaxSize). Default
+// the cache's: the smaller of 10 GiB and half the filesystem holding it.
+func LayersCacheMaxSize(n int64) LayersOption {
+	return func(o *layersOptions) error {
+		if n < 0 {
+			return fmt.Errorf("cache max size %d is negative", n)
+		}
+		o.cacheMaxSize = n
+		return nil
 	}
-	ca, err := cache.Open(c.Root+"/cache", opts...)
+}
+
+// LayersTransport sets the base HTTP transport of every registry request of
+// the layers (zTOCs, prefetch lists, span fetches); an
+// image.KeychainTransport also says where credentials come from. Default
+// the HTTP clients' own (go-containerregistry's remote.DefaultTransport,
+// httprange's clone of http.DefaultTransport).
+func LayersTransport(rt http.RoundTripper) LayersOption {
+	return func(o *layersOptions) error {
+		o.transport = rt
+		return nil
+	}
+}
+
+// LayersContainerd names the containerd socket whose content store is read
+// for SOCI artifacts containerd already has. Default none.
+func LayersContainerd(address string) LayersOption {
+	return func(o *layersOptions) error {
+		o.containerd = address
+		return nil
+	}
+}
+
+// LayersRecord records start-up profiles with these limits (/profile).
+// Default no recording.
+func LayersRecord(ro record.Options) LayersOption {
+	return func(o *layersOptions) error {
+		o.record = &ro
+		return nil
+	}
+}
+
+// LayersReadAhead caps the compressed bytes fetched ahead of sequential
+// reads (remote.WithReadAhead); 0 turns read-ahead off. Default
+// remote.DefaultReadAhead.
+func LayersReadAhead(n int64) LayersOption {
+	return func(o *layersOptions) error {
+		if n < 0 {
+			return fmt.Errorf("read-ahead %d is negative", n)
+		}
+		o.readAhead = n
+		return nil
+	}
+}
+
+// LayersPrefetchWait is how long a mount waits for the spans of the
+// layer's prefetch list (layer.WithPrefetch). Default 0.
+func LayersPrefetchWait(d time.Duration) LayersOption {
+	return func(o *layersOptions) error {
+		if d < 0 {
+			return fmt.Errorf("prefetch wait %v is negative", d)
+		}
+		o.prefetchWait = d
+		return nil
+	}
+}
+
+// LayersBackground fetches the rest of each layer in the background at rate
+// compressed bytes per second, from delay after its mount. Default no
+// background fetching.
+func LayersBackground(rate int64, delay time.Duration) LayersOption {
+	return func(o *layersOptions) error {
+		if rate <= 0 || delay < 0 {
+			return fmt.Errorf("background fetch rate %d, delay %v: want a positive rate", rate, delay)
+		}
+		o.background = &remote.BackgroundOptions{Rate: rate, Delay: delay}
+		return nil
+	}
+}
+
+// LayersPassthrough turns FUSE passthrough of fully cached files of at
+// least minSize bytes on or off (minSize 0: DefaultPassthroughMinSize).
+// Default on, DefaultPassthroughMinSize.
+func LayersPassthrough(on bool, minSize int64) LayersOption {
+	return func(o *layersOptions) error {
+		if minSize < 0 {
+			return fmt.Errorf("passthrough min size %d is negative", minSize)
+		}
+		if minSize == 0 {
+			minSize = DefaultPassthroughMinSize
+		}
+		o.passthrough, o.passthroughMinSize = on, minSize
+		return nil
+	}
+}
+
+// NewLayers opens the span cache under root/cache and returns the lazy
+// layer filesystem, keeping what it needs across restarts under root. The
+// daemon's options come from its Config (LayersFromConfig, configopts.go).
+func NewLayers(_ context.Context, root string, opts ...LayersOption) (*Layers, error) {
+	o := layersOptions{readAhead: remote.DefaultReadAhead, passthrough: true, passthroughMinSize: DefaultPassthroughMinSize}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("layer filesystem: %w", err)
+		}
+	}
+	var copts []cache.Option
+	if o.cacheMaxSize > 0 {
+		copts = append(copts, cache.WithMaxSize(o.cacheMaxSize))
+	}
+	ca, err := cache.Open(root+"/cache", copts...)
 	if err != nil {
 		return nil, fmt.Errorf("open span cache: %w", err)
 	}
@@ -68,10 +187,10 @@ func NewLayers(_ context.Context, c Config) (LayerMounter, error) {
 	if err != nil {
 		return nil, err
 	}
-	ls := &Layers{budget: budget, c: c, cache: ca, metrics: &Metrics{}, local: newContainerdContent(c.Containerd.Address),
+	ls := &Layers{budget: budget, o: o, cache: ca, rt: o.transport, metrics: &Metrics{}, local: newContainerdContent(o.containerd),
 		mounts: map[string]*mountedLayer{}}
-	if c.Profile.Record {
-		ls.rec = newRecorder(c.Profile)
+	if o.record != nil {
+		ls.rec = record.New(*o.record)
 	}
 	return ls, nil
 }
@@ -93,29 +212,25 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 	if z.CompressedArchiveSize != l.Desc.Size {
 		return fmt.Errorf("zTOC %s describes %d compressed bytes, layer %s has %d", l.Ztoc.Digest, z.CompressedArchiveSize, l.Desc.Digest, l.Desc.Size)
 	}
-	blob, err := remote.NewRegistryBlob(ctx, l.Repo, l.Desc.Digest, l.Desc.Size, remote.WithTransport(ls.rt))
+	lm := &layerMetrics{parent: ls.metrics}
+	blob, err := ls.spanBlob(ctx, l, lm)
 	if err != nil {
 		return err
 	}
-	lm := &layerMetrics{parent: ls.metrics}
-	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(lm), remote.WithReadAhead(ls.c.Lazy.ReadAhead), remote.WithBudget(ls.budget))}
+	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(lm), remote.WithReadAhead(ls.o.readAhead), remote.WithBudget(ls.budget))}
 	if l.Prefetch != nil {
 		spans, err := ls.prefetchSpans(ctx, reg, *l.Prefetch, l.Index)
 		if err != nil {
 			log.G(ctx).WithError(err).Warn("ignore prefetch list")
 		} else {
-			opts = append(opts, layer.WithPrefetch(spans, time.Duration(ls.c.Lazy.PrefetchWait)))
+			opts = append(opts, layer.WithPrefetch(spans, ls.o.prefetchWait))
 		}
 	}
-	if ls.c.Lazy.BackgroundRate > 0 {
-		opts = append(opts, layer.WithBackground(remote.BackgroundOptions{Rate: ls.c.Lazy.BackgroundRate, Delay: time.Duration(ls.c.Lazy.BackgroundDelay)}))
+	if ls.o.background != nil {
+		opts = append(opts, layer.WithBackground(*ls.o.background))
 	}
-	if !ls.c.Lazy.DisablePassthrough {
-		minSize := ls.c.Lazy.PassthroughMinSize
-		if minSize == 0 {
-			minSize = DefaultPassthroughMinSize
-		}
-		opts = append(opts, layer.WithPassthrough(minSize))
+	if ls.o.passthrough {
+		opts = append(opts, layer.WithPassthrough(ls.o.passthroughMinSize))
 	}
 	var obs *record.Layer
 	if ls.rec != nil {
@@ -134,6 +249,17 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 	ls.mu.Unlock()
 	log.G(ctx).WithField("layer", l.Desc.Digest).WithField("mountpoint", mountpoint).WithField("index", l.Index.Digest).Info("layer mounted lazily")
 	return nil
+}
+
+// spanBlob returns the layer blob spans are fetched from: through the
+// daemon's transport (LayersTransport), reporting faults to lm.
+func (ls *Layers) spanBlob(ctx context.Context, l Layer, lm *layerMetrics) (remote.Blob, error) {
+	blobOpts := []httprange.Option{httprange.WithTransport(ls.rt), httprange.WithMetrics(lm)}
+	b, err := httprange.NewRegistryBlob(ctx, l.Repo, l.Desc.Digest, l.Desc.Size, blobOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // readArtifact reads a blob of the SOCI index: from containerd's content

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"net/http"
 
 	"github.com/opencontainers/go-digest"
 
@@ -22,8 +23,10 @@ type LayerMounter interface {
 
 // NewLayerMounter builds the LayerMounter of a daemon from its
 // configuration (Config.Root holds the daemon's state; a span cache belongs
-// under Root/cache).
-type NewLayerMounter func(ctx context.Context, c Config) (LayerMounter, error)
+// under Root/cache) and the base transport of its registry requests (the
+// one carrying CRI credentials when [cri] is on; nil: the default). It is
+// the boundary where Config becomes options (LayersFromConfig).
+type NewLayerMounter func(ctx context.Context, c Config, rt http.RoundTripper) (LayerMounter, error)
 
 // FileSystem is the snapshot.FileSystem of the daemon: it finds the SOCI
 // index of a layer's image and hands the indexed layer to a LayerMounter.

@@ -36,7 +36,7 @@ const (
 const platformTimeout = 10 * time.Second
 
 func newRecorder(c ProfileConfig) *record.Recorder {
-	return record.New(record.Options{Window: time.Duration(c.Window), MaxFiles: c.MaxFiles, MaxRanges: c.MaxRanges, MaxImages: c.MaxImages})
+	return record.New(recordOptions(c)) // configopts.go
 }
 
 var _ snapshot.StartObserver = (*FileSystem)(nil)

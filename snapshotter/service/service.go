@@ -73,26 +73,28 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 	if err := os.MkdirAll(c.Root, 0o700); err != nil {
 		return fmt.Errorf("create root: %w", err)
 	}
-	var m LayerMounter
-	if o.newMounter != nil {
-		var err error
-		if m, err = o.newMounter(ctx, c); err != nil {
-			return fmt.Errorf("start layer filesystem: %w", err)
-		}
-	}
 	cri, err := newCRIService(c) // nil unless [cri] enable (cri.go)
 	if err != nil {
 		return err
 	}
 	defer cri.close()
 	o.transport = cri.transport(o.transport)
+	var m LayerMounter
+	if o.newMounter != nil {
+		if m, err = o.newMounter(ctx, c, o.transport); err != nil {
+			return fmt.Errorf("start layer filesystem: %w", err)
+		}
+	}
 	metrics := &Metrics{}
 	layers, _ := m.(*Layers)
 	if layers != nil {
-		layers.rt = o.transport
 		metrics = layers.metrics
 	}
-	fsys := NewFileSystem(NewDiscoverer(c, o.transport), m)
+	d, err := NewDiscoverer(discoverConfigOptions(c, o.transport)...) // configopts.go
+	if err != nil {
+		return err
+	}
+	fsys := NewFileSystem(d, m)
 	fsys.SetUnpackUnindexed(c.Lazy.UnpackUnindexed)
 	sn, err := snapshot.New(ctx, c.Root, fsys, snapshot.WithMountOptions(c.Snapshotter.MountOptions...))
 	if err != nil {
@@ -167,10 +169,11 @@ func defaultNamespace(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h g
 }
 
 // DefaultOptions are the options of the socikit-snapshotter command: the
-// lazy layer filesystem (NewLayers) unless the configuration disables it.
+// lazy layer filesystem (LayersFromConfig) unless the configuration
+// disables it.
 func DefaultOptions(c Config) []Option {
 	if c.Lazy.Disable {
 		return nil
 	}
-	return []Option{WithLayerMounter(NewLayers)}
+	return []Option{WithLayerMounter(LayersFromConfig)}
 }

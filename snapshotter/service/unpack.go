@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/socikit/socikit/internal/httprange"
 	"github.com/socikit/socikit/internal/image"
 	"github.com/socikit/socikit/snapshotter/remote"
 	"github.com/socikit/socikit/snapshotter/snapshot"
@@ -77,11 +78,7 @@ func (f *FileSystem) OpenLayer(ctx context.Context, labels map[string]string) (s
 	} else if err := diffID.Validate(); err != nil {
 		return snapshot.LayerBlob{}, fmt.Errorf("label %s: %w", snapshot.LabelDiffID, err)
 	}
-	var opts []remote.Option
-	if f.d.rt != nil {
-		opts = append(opts, remote.WithTransport(f.d.rt))
-	}
-	blob, err := remote.NewRegistryBlob(ctx, found.Repo, desc.Digest, desc.Size, opts...)
+	blob, err := httprange.NewRegistryBlob(ctx, found.Repo, desc.Digest, desc.Size, httprange.WithTransport(f.d.rt))
 	if err != nil {
 		return snapshot.LayerBlob{}, err
 	}

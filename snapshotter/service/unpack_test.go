@@ -38,7 +38,7 @@ func TestOpenLayer(t *testing.T) {
 		}
 		return l
 	}
-	fsys := NewFileSystem(NewDiscoverer(DefaultConfig(), nil), nopMounter{})
+	fsys := NewFileSystem(testDiscoverer(t, DefaultConfig(), nil), nopMounter{})
 
 	lb, err := fsys.OpenLayer(ctx, labels(ti.bound.Digest, ti.unlisted, ""))
 	if err != nil {
@@ -83,7 +83,7 @@ func TestOpenLayer(t *testing.T) {
 		lb.Body.Close()
 	}
 
-	off := NewFileSystem(NewDiscoverer(DefaultConfig(), nil), nopMounter{})
+	off := NewFileSystem(testDiscoverer(t, DefaultConfig(), nil), nopMounter{})
 	off.SetUnpackUnindexed(false)
 	for _, tc := range []struct {
 		name   string
@@ -93,7 +93,7 @@ func TestOpenLayer(t *testing.T) {
 		{"indexed layer", fsys, labels(ti.bound.Digest, ti.layer, "")},
 		{"image without index", fsys, labels(ti.plain.Digest, ti.unlisted, "")},
 		{"unpack off", off, labels(ti.bound.Digest, ti.unlisted, "")},
-		{"no lazy layers", NewFileSystem(NewDiscoverer(DefaultConfig(), nil), nil), labels(ti.bound.Digest, ti.unlisted, "")},
+		{"no lazy layers", NewFileSystem(testDiscoverer(t, DefaultConfig(), nil), nil), labels(ti.bound.Digest, ti.unlisted, "")},
 	} {
 		if _, err := tc.fsys.OpenLayer(ctx, tc.labels); !errors.Is(err, snapshot.ErrNotIndexed) {
 			t.Errorf("%s: OpenLayer error %v, want ErrNotIndexed", tc.name, err)
