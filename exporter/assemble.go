@@ -10,6 +10,7 @@ import (
 	"io"
 	"path"
 
+	"github.com/containerd/platforms"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -469,13 +470,10 @@ func spanSizeOf(z *ztoc.Ztoc) (int64, error) {
 	return int64(binary.LittleEndian.Uint64(z.Checkpoints[4:12])), nil
 }
 
+// platformString formats p for messages (platforms.Format).
 func platformString(p *ocispec.Platform) string {
 	if p == nil {
 		return "unknown platform"
 	}
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
+	return platforms.Format(*p)
 }

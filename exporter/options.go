@@ -9,12 +9,15 @@ import (
 	"github.com/socikit/socikit/ztoc"
 )
 
-// DefaultCompressionLevel is BuildLayer's gzip level: klauspost/compress
-// level 8, whose output is the size of compress/gzip's level 6 (what
-// BuildKit's image exporter writes) within 0.1 % on the layers measured
-// in docs/exporter.md, where level 6 is 2.3-2.4 % larger. Parallel spans
-// keep it faster than compress/gzip level 6 on two cores.
-const DefaultCompressionLevel = 8
+// DefaultCompressionLevel is BuildLayer's gzip level: ztoc.Compress's
+// default, ztoc.DefaultCompressionLevel (8), whose doc gives the reasons.
+const DefaultCompressionLevel = ztoc.DefaultCompressionLevel
+
+// DefaultMinLayerSize is upstream SOCI's minimum layer size: compressed
+// layers smaller than this get no zTOC and are pulled whole, as lazy
+// loading them saves little. It is the default of `socikit convert
+// --min-layer-size` and of the soci exporter's soci-min-layer-size.
+const DefaultMinLayerSize int64 = 10 << 20
 
 // Option configures BuildLayer and ChooseSpanSize.
 type Option func(*options) error

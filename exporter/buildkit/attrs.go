@@ -7,8 +7,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/socikit/socikit/exporter"
 	"github.com/socikit/socikit/profile"
 	"github.com/socikit/socikit/soci"
+	"github.com/socikit/socikit/ztoc"
 )
 
 // Exporter attribute keys of the soci exporter. buildx lower-cases attribute
@@ -21,8 +23,8 @@ const (
 	// AttrSpanSize (string "auto" or a byte count, default "auto") is the
 	// target uncompressed span size.
 	AttrSpanSize = "soci-span-size"
-	// AttrMinLayerSize (byte count, default 10 MiB) is the compressed size
-	// under which a layer gets no zTOC.
+	// AttrMinLayerSize (byte count, default exporter.DefaultMinLayerSize,
+	// 10 MiB) is the compressed size under which a layer gets no zTOC.
 	AttrMinLayerSize = "soci-min-layer-size"
 	// AttrPrefetch (comma-separated absolute paths) lists files whose spans
 	// the index marks for prefetch.
@@ -41,18 +43,12 @@ const (
 	attrPrefix = "soci-"
 )
 
-// DefaultMinLayerSize is upstream SOCI's default: smaller layers are pulled
-// whole, as lazy loading them saves little.
-const DefaultMinLayerSize int64 = 10 << 20
-
 // AutoSpanSize is the span size "auto" stands for when a base-image layer,
 // whose blob is kept as it is, is indexed with ztoc.Build: its tar is not
-// scanned, so upstream's default is used. The layers the build produced get
-// spans planned from their content (exporter.StreamPlanner).
-const AutoSpanSize int64 = 4 << 20
-
-// minSpanSize is the smallest span size accepted: one checkpoint window.
-const minSpanSize int64 = 32 << 10
+// scanned, so upstream's default (ztoc.DefaultSpanSize) is used. The layers
+// the build produced get spans planned from their content
+// (exporter.StreamPlanner).
+const AutoSpanSize = ztoc.DefaultSpanSize
 
 // Options are the soci-* attributes, parsed once at Resolve.
 type Options struct {
@@ -90,7 +86,7 @@ func (o Options) EffectiveSpanSize() int64 {
 // ParseOptions consumes the soci-* attributes of attrs and returns them with
 // the other attributes. An unknown soci-* key is an error naming it.
 func ParseOptions(attrs map[string]string) (Options, map[string]string, error) {
-	o := Options{Version: soci.V2, MinLayerSize: DefaultMinLayerSize}
+	o := Options{Version: soci.V2, MinLayerSize: exporter.DefaultMinLayerSize}
 	rest := make(map[string]string, len(attrs))
 	for k, v := range attrs {
 		lk := strings.ToLower(k)
@@ -108,8 +104,8 @@ func ParseOptions(attrs map[string]string) (Options, map[string]string, error) {
 				break
 			}
 			o.SpanSize, err = parseSize(v)
-			if err == nil && o.SpanSize < minSpanSize {
-				err = fmt.Errorf("must be auto or at least %d bytes", minSpanSize)
+			if err == nil && o.SpanSize < ztoc.MinSpanSize {
+				err = fmt.Errorf("must be auto or at least %d bytes", ztoc.MinSpanSize)
 			}
 		case AttrMinLayerSize:
 			o.MinLayerSize, err = parseSize(v)

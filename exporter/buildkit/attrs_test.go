@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/socikit/socikit/exporter"
 	"github.com/socikit/socikit/soci"
 )
 
@@ -20,7 +21,7 @@ func TestParseOptions(t *testing.T) {
 		{
 			name:  "defaults",
 			attrs: map[string]string{"name": "r/i:t", "push": "true"},
-			want:  Options{Version: soci.V2, MinLayerSize: DefaultMinLayerSize},
+			want:  Options{Version: soci.V2, MinLayerSize: exporter.DefaultMinLayerSize},
 			rest:  map[string]string{"name": "r/i:t", "push": "true"},
 		},
 		{
@@ -30,7 +31,7 @@ func TestParseOptions(t *testing.T) {
 			want: Options{Version: soci.V1, SpanSize: 1 << 20, Prefetch: []string{"/a", "/b/c"}},
 			rest: map[string]string{},
 		},
-		{name: "auto span", attrs: map[string]string{"soci-span-size": "auto"}, want: Options{Version: soci.V2, MinLayerSize: DefaultMinLayerSize}, rest: map[string]string{}},
+		{name: "auto span", attrs: map[string]string{"soci-span-size": "auto"}, want: Options{Version: soci.V2, MinLayerSize: exporter.DefaultMinLayerSize}, rest: map[string]string{}},
 		{name: "unknown", attrs: map[string]string{"soci-foo": "1"}, wantErr: `"soci-foo"`},
 		{name: "bad span", attrs: map[string]string{"soci-span-size": "12abc"}, wantErr: "soci-span-size"},
 		{name: "small span", attrs: map[string]string{"soci-span-size": "100"}, wantErr: "at least"},
@@ -41,7 +42,7 @@ func TestParseOptions(t *testing.T) {
 		{
 			name:  "reorder",
 			attrs: map[string]string{"soci-reorder": "true", "soci-prefetch": "/a"},
-			want:  Options{Version: soci.V2, MinLayerSize: DefaultMinLayerSize, Prefetch: []string{"/a"}, Reorder: true},
+			want:  Options{Version: soci.V2, MinLayerSize: exporter.DefaultMinLayerSize, Prefetch: []string{"/a"}, Reorder: true},
 			rest:  map[string]string{},
 		},
 	} {

@@ -66,17 +66,18 @@ func New(opt Opt) (exporter.Exporter, error) {
 	return &sociExporter{opt: opt, iw: iw}, nil
 }
 
-// Image exporter keys the soci exporter handles itself; the others go to
-// containerimage.ImageCommitOpts.Load.
-const (
-	keyPush         = "push"
-	keyPushByDigest = "push-by-digest"
-	keyInsecure     = "registry.insecure"
-	keyStore        = "store"
-	keyUnpack       = "unpack"
-	keyCompression  = "compression"
-	keyForceComp    = "force-compression"
-	keyCompLevel    = "compression-level"
+// Image exporter keys (BuildKit's exptypes) the soci exporter handles
+// itself; the others go to containerimage.ImageCommitOpts.Load. Variables
+// because BuildKit declares them so.
+var (
+	keyPush         = string(exptypes.OptKeyPush)
+	keyPushByDigest = string(exptypes.OptKeyPushByDigest)
+	keyInsecure     = string(exptypes.OptKeyInsecure)
+	keyStore        = string(exptypes.OptKeyStore)
+	keyUnpack       = string(exptypes.OptKeyUnpack)
+	keyCompression  = string(exptypes.OptKeyLayerCompression)
+	keyForceComp    = string(exptypes.OptKeyForceCompression)
+	keyCompLevel    = string(exptypes.OptKeyCompressionLevel)
 )
 
 // Resolve parses the attributes once: the soci-* ones into Options, the

@@ -3,6 +3,7 @@
 package runtime
 
 import (
+	"bytes"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -38,13 +39,21 @@ func TestSocikitPull(t *testing.T) {
 			ns := "socikit-test"
 			served0 := reg.ServedOf(layers[0].ztocDigest)
 			start := time.Now()
-			out, err := exec.Command(bin, "pull", "--address", d.address, "--namespace", ns, "--plain-http", ref).CombinedOutput()
+			cmd := exec.Command(bin, "pull", "--address", d.address, "--namespace", ns, "--plain-http", ref)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
 			if err != nil {
-				t.Fatalf("socikit pull: %v\n%s", err, out)
+				t.Fatalf("socikit pull: %v\n%s%s", err, out, stderr.Bytes())
 			}
-			t.Logf("socikit pull: %v, printed %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
+			t.Logf("socikit pull: %v, printed %s; progress:\n%s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)), stderr.Bytes())
 			if !strings.HasPrefix(strings.TrimSpace(string(out)), "sha256:") {
 				t.Errorf("socikit pull printed %q, want a digest", out)
+			}
+			// Plain progress lines (stderr is no terminal): the image's
+			// manifest, not its lazily mounted layer.
+			if !strings.Contains(stderr.String(), "manifest sha256:") || strings.Contains(stderr.String(), "layer "+layers[0].desc.Digest.String()[:19]) {
+				t.Errorf("socikit pull's progress lines: %q", stderr.String())
 			}
 			if got := d.lazyMounts(t); got != 1 {
 				t.Fatalf("%d lazy layer mounts after socikit pull, want 1", got)

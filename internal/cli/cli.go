@@ -8,11 +8,13 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 
+	"github.com/containerd/platforms"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/socikit/socikit/internal/progress"
 )
 
 // Option configures Run.
@@ -21,7 +23,7 @@ type Option func(*env)
 type env struct {
 	stdout, stderr io.Writer
 	rt             http.RoundTripper
-	progress       bool
+	prog           *progress.Progress // startProgress
 	extra          []Command
 }
 
@@ -65,7 +67,8 @@ Commands:
 `
 
 const usageTail = `
-Run 'socikit <command> --help' for the flags of a command.
+Run 'socikit <command> --help' for the flags of a command, 'socikit --version'
+for the version.
 `
 
 func (e *env) usage() string {
@@ -82,7 +85,6 @@ func Run(ctx context.Context, args []string, opts ...Option) error {
 	for _, o := range opts {
 		o(e)
 	}
-	e.progress = isTerminal(e.stderr)
 	usage := e.usage()
 	if len(args) == 0 {
 		fmt.Fprint(e.stderr, usage)
@@ -115,27 +117,6 @@ func Run(ctx context.Context, args []string, opts ...Option) error {
 		return nil
 	}
 	return err
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-// progressf writes a progress line to stderr when it is a terminal.
-func (e *env) progressf(format string, args ...any) {
-	if e.progress {
-		fmt.Fprintf(e.stderr, format+"\n", args...)
-	}
-}
-
-// warnf always writes a warning to stderr.
-func (e *env) warnf(format string, args ...any) {
-	fmt.Fprintf(e.stderr, "socikit: warning: "+format+"\n", args...)
 }
 
 // newFlagSet returns a flag set whose usage text is synopsis, doc and the
@@ -186,13 +167,15 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
-// platformList is a repeatable os/arch[/variant] flag.
+// platformList is a repeatable platform flag, in containerd's syntax
+// (platforms.Parse: os[/arch[/variant]], normalized, so linux/arm64/v8 is
+// linux/arm64 and linux/arm is linux/arm/v7).
 type platformList []ocispec.Platform
 
 func (p *platformList) String() string {
 	var s []string
 	for _, x := range *p {
-		s = append(s, platformString(&x))
+		s = append(s, platforms.Format(x))
 	}
 	return strings.Join(s, ",")
 }
@@ -206,38 +189,70 @@ func (p *platformList) Set(v string) error {
 	return nil
 }
 
+// parsePlatform parses a platform as platformList does.
 func parsePlatform(s string) (ocispec.Platform, error) {
-	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-		return ocispec.Platform{}, fmt.Errorf("platform %q: want os/arch[/variant]", s)
-	}
-	p := ocispec.Platform{OS: parts[0], Architecture: parts[1]}
-	if len(parts) == 3 {
-		p.Variant = parts[2]
+	p, err := platforms.Parse(s)
+	if err != nil {
+		return ocispec.Platform{}, fmt.Errorf("platform %q: %w", s, err)
 	}
 	return p, nil
 }
 
-func hostPlatform() ocispec.Platform {
-	return ocispec.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH}
+// hostPlatform is the platform a runtime on this machine pulls, variant
+// included (platforms.DefaultSpec reads the CPU variant on arm),
+// normalized. A variable for tests.
+var hostPlatform = func() ocispec.Platform {
+	return platforms.Normalize(platforms.DefaultSpec())
 }
 
+// platformString formats p as os/arch[/variant]; "" for nil.
 func platformString(p *ocispec.Platform) string {
 	if p == nil {
 		return ""
 	}
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
+	return platforms.Format(*p)
 }
 
-// platformMatches reports whether have satisfies want: same OS and
-// architecture, and the same variant if want names one.
+// platformMatches reports whether have is the platform want names, both
+// normalized (platforms.NewMatcher: linux/arm64/v8 is linux/arm64).
 func platformMatches(want ocispec.Platform, have *ocispec.Platform) bool {
-	if have == nil {
-		return false
+	return have != nil && platforms.NewMatcher(want).Match(*have)
+}
+
+// bestPlatform returns the position in have of the platform a runtime
+// asked for want pulls: the best of those platforms.Only(want) accepts
+// (linux/arm/v7 runs linux/arm/v6, linux/amd64 runs linux/386 when there
+// is no linux/amd64), the first of equals; -1 if none. Nil entries never
+// match.
+func bestPlatform(want ocispec.Platform, have []*ocispec.Platform) int {
+	mc := platforms.Only(want)
+	best := -1
+	for i, p := range have {
+		if p == nil || !mc.Match(*p) {
+			continue
+		}
+		if best < 0 || mc.Less(*p, *have[best]) {
+			best = i
+		}
 	}
-	return want.OS == have.OS && want.Architecture == have.Architecture && (want.Variant == "" || want.Variant == have.Variant)
+	return best
+}
+
+// selectPlatforms marks, for each platform of want, the entries of have a
+// runtime of that platform pulls: the best match (bestPlatform) and the
+// entries of the same platform.
+func selectPlatforms(want []ocispec.Platform, have []*ocispec.Platform) []bool {
+	sel := make([]bool, len(have))
+	for _, w := range want {
+		b := bestPlatform(w, have)
+		if b < 0 {
+			continue
+		}
+		for i, p := range have {
+			if platformMatches(*have[b], p) {
+				sel[i] = true
+			}
+		}
+	}
+	return sel
 }

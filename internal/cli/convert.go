@@ -23,9 +23,6 @@ import (
 	"github.com/socikit/socikit/ztoc"
 )
 
-// defaultMinLayerSize is convert's default, as upstream soci's.
-const defaultMinLayerSize = 10 << 20
-
 type convertOptions struct {
 	version      soci.Version
 	spanSize     int64
@@ -65,7 +62,7 @@ blobs are kept, so spans are not cut around the hot ranges.
 	var o convertOptions
 	version := fs.String("index-version", "v2", "SOCI index version: v1 or v2")
 	fs.Int64Var(&o.spanSize, "span-size", ztoc.DefaultSpanSize, "uncompressed bytes between zTOC checkpoints")
-	fs.Int64Var(&o.minLayerSize, "min-layer-size", defaultMinLayerSize, "layers smaller than this many bytes get no zTOC")
+	fs.Int64Var(&o.minLayerSize, "min-layer-size", exporter.DefaultMinLayerSize, "layers smaller than this many bytes get no zTOC")
 	pl := (*platformList)(&o.platforms)
 	fs.Var(pl, "platform", "platform os/arch[/variant] to index (repeatable; default the host platform)")
 	fs.BoolVar(&o.allPlatforms, "all-platforms", false, "index every platform of an image index")
@@ -75,6 +72,7 @@ blobs are kept, so spans are not cut around the hot ranges.
 	fs.IntVar(&o.jobs, "jobs", runtime.GOMAXPROCS(0), "layers indexed in parallel")
 	fs.StringVar(&o.buildTool, "build-tool-id", ztoc.DefaultBuildTool, "build tool identifier written in zTOCs and indexes")
 	timeout := timeoutFlag(fs)
+	progressMode := ProgressFlag(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -105,6 +103,8 @@ blobs are kept, so spans are not cut around the hot ranges.
 	}
 	ctx, cancel := withTimeout(ctx, *timeout)
 	defer cancel()
+	stop := e.startProgress(*progressMode)
+	defer stop()
 	return convert(ctx, e, o, pos[0], pos[1])
 }
 
@@ -163,6 +163,7 @@ type converter struct {
 	src       image.Source
 	dst       image.Target
 	samePlace bool
+	progress  blobProgress
 
 	mu      sync.Mutex
 	results map[digest.Digest]*layerResult
@@ -215,7 +216,8 @@ func convert(ctx context.Context, e *env, o convertOptions, srcArg, dstArg strin
 			}
 		}
 	}()
-	c := &converter{e: e, o: o, src: src, dst: dst, samePlace: srcRef.SamePlace(dstRef), results: map[digest.Digest]*layerResult{}}
+	c := &converter{e: e, o: o, src: src, dst: dst, samePlace: srcRef.SamePlace(dstRef), progress: blobProgress{e: e},
+		results: map[digest.Digest]*layerResult{}}
 	out, err := c.run(ctx, rootDesc, rootBody, tag)
 	if err != nil {
 		return fmt.Errorf("convert %s to %s: %w", srcArg, dstArg, err)
@@ -422,11 +424,17 @@ func (c *converter) selectImages(ctx context.Context, rootDesc ocispec.Descripto
 			return nil, nil, err
 		}
 		available = append(available, platformString(im.platform))
-		im.index = c.o.allPlatforms || slices.ContainsFunc(want, func(p ocispec.Platform) bool { return platformMatches(p, im.platform) })
-		if im.index {
+		images = append(images, im)
+	}
+	have := make([]*ocispec.Platform, len(images))
+	for i, im := range images {
+		have[i] = im.platform
+	}
+	for i, sel := range selectPlatforms(want, have) {
+		images[i].index = c.o.allPlatforms || sel
+		if images[i].index {
 			selected++
 		}
-		images = append(images, im)
 	}
 	if selected == 0 {
 		return nil, nil, fmt.Errorf("image index %s has no manifest for platform %s (it has: %v); use --platform or --all-platforms",
@@ -513,18 +521,19 @@ func (c *converter) indexAndCopyLayers(ctx context.Context, images []*img) error
 		if !j.index && (c.samePlace || classifyLayer(j.d.MediaType) == layerForeign) {
 			continue // nothing to copy, nothing to index
 		}
+		c.progress.start(j.d)
 		g.Go(func() error {
 			if j.index {
 				return c.indexLayer(gctx, j.d)
 			}
-			return c.dst.WriteBlob(gctx, j.d, c.opener(j.d))
+			return c.progress.end(j.d.Digest, c.dst.WriteBlob(gctx, j.d, c.opener(j.d)), "copied, %d bytes", j.d.Size)
 		})
 	}
 	return g.Wait()
 }
 
 func (c *converter) opener(d ocispec.Descriptor) image.Opener {
-	return func(ctx context.Context) (io.ReadCloser, error) { return c.src.Blob(ctx, d) }
+	return func(ctx context.Context) (io.ReadCloser, error) { return c.progress.source(c.src).Blob(ctx, d) }
 }
 
 // indexLayer builds the zTOC of layer d, copying it to dst on the way if dst
@@ -533,10 +542,10 @@ func (c *converter) opener(d ocispec.Descriptor) image.Opener {
 // cause of a failure.
 func (c *converter) indexLayer(ctx context.Context, d ocispec.Descriptor) error {
 	opts := []ztoc.Option{ztoc.WithSpanSize(c.o.spanSize), ztoc.WithBuildToolIdentifier(c.o.buildTool)}
-	f := newLayerFeed(c.src, d, opts)
+	f := newLayerFeed(c.progress.source(c.src), d, opts)
 	z, err := f.finish(ctx, c.dst.WriteBlob(ctx, d, f.open))
 	if err != nil {
-		return err
+		return c.progress.end(d.Digest, err, "")
 	}
 	c.warnLayer(d, z)
 	return c.addResult(d, z)
@@ -554,7 +563,7 @@ func (c *converter) addResult(d ocispec.Descriptor, z *ztoc.Ztoc) error {
 	if err != nil {
 		return fmt.Errorf("marshal zTOC of layer %s: %w", d.Digest, err)
 	}
-	c.e.progressf("indexed layer %s: %d spans, %d files, zTOC %d bytes", d.Digest, len(ix.Spans()), len(z.Files), len(b))
+	c.progress.end(d.Digest, nil, "indexed, %d spans, %d files, zTOC %d bytes", len(ix.Spans()), len(z.Files), len(b))
 	c.mu.Lock()
 	c.results[d.Digest] = &exporter.LayerIndex{Ztoc: z, Blob: b, SpanSize: c.o.spanSize}
 	c.mu.Unlock()

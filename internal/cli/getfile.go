@@ -176,18 +176,20 @@ func pickIndex(found []foundIndex, platforms platformList) (foundIndex, error) {
 	if len(found) == 1 && len(platforms) == 0 {
 		return found[0], nil
 	}
-	want := []ocispec.Platform(platforms)
+	want := platforms
 	if len(want) == 0 {
-		want = []ocispec.Platform{hostPlatform()}
+		want = platformList{hostPlatform()}
 	}
-	for _, f := range found {
-		for _, p := range want {
-			if platformMatches(p, f.platform) {
-				return f, nil
-			}
+	have := make([]*ocispec.Platform, len(found))
+	for i, f := range found {
+		have[i] = f.platform
+	}
+	for _, p := range want {
+		if i := bestPlatform(p, have); i >= 0 {
+			return found[i], nil
 		}
 	}
-	return foundIndex{}, fmt.Errorf("no SOCI index for platform %s", platforms.String())
+	return foundIndex{}, fmt.Errorf("no SOCI index for platform %s", want.String())
 }
 
 // resolveEntry finds name in a layer's TOC: nil if absent, an error if the

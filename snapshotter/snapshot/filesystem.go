@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -95,24 +97,29 @@ func (NoFileSystem) Check(context.Context, string, map[string]string) error { re
 // Unmount does nothing.
 func (NoFileSystem) Unmount(context.Context, string) error { return nil }
 
-// Labels containerd sets on the Prepare of an image layer, and ours.
+// Labels containerd sets on the Prepare of an image layer (its own
+// constants: core/snapshots and pkg/snapshotters), and ours.
 const (
 	// LabelTargetRef (snapshot name) is the name under which a prepared
 	// layer will be committed (snapshots.LabelSnapshotRef).
-	LabelTargetRef = "containerd.io/snapshot.ref"
-	// LabelImageRef (image reference) names the image being pulled.
-	LabelImageRef = "containerd.io/snapshot/cri.image-ref"
-	// LabelManifestDigest (digest) is the platform image manifest.
-	LabelManifestDigest = "containerd.io/snapshot/cri.manifest-digest"
-	// LabelLayerDigest (digest) is the compressed layer being prepared.
-	LabelLayerDigest = "containerd.io/snapshot/cri.layer-digest"
+	LabelTargetRef = snapshots.LabelSnapshotRef
+	// LabelImageRef (image reference) names the image being pulled
+	// (snapshotters.TargetRefLabel).
+	LabelImageRef = snapshotters.TargetRefLabel
+	// LabelManifestDigest (digest) is the platform image manifest
+	// (snapshotters.TargetManifestDigestLabel).
+	LabelManifestDigest = snapshotters.TargetManifestDigestLabel
+	// LabelLayerDigest (digest) is the compressed layer being prepared
+	// (snapshotters.TargetLayerDigestLabel).
+	LabelLayerDigest = snapshotters.TargetLayerDigestLabel
 	// LabelDiffID (digest) is the uncompressed layer's digest, from the
 	// image config (snapshots.LabelSnapshotDiffID; containerd 2.x's
 	// unpacker sets it).
-	LabelDiffID = "containerd.io/snapshot/diff-id"
+	LabelDiffID = snapshots.LabelSnapshotDiffID
 	// LabelImageLayers (comma-separated digests) lists the image's layers
-	// from this one up, as far as the label size limit allows.
-	LabelImageLayers = "containerd.io/snapshot/cri.image-layers"
+	// from this one up, as far as the label size limit allows
+	// (snapshotters.TargetImageLayersLabel).
+	LabelImageLayers = snapshotters.TargetImageLayersLabel
 	// LabelIndexDigest (digest) names the SOCI index explicitly, skipping
 	// discovery (upstream SOCI's label).
 	LabelIndexDigest = "containerd.io/snapshot/remote/soci.index.digest"

@@ -27,7 +27,7 @@ import (
 // DefaultNamespace is given to requests that arrive without a containerd
 // namespace: containerd 1.6 drops it on some proxy snapshotter calls
 // (containerd#6061), and a FileSystem may want one for its logs and caches.
-const DefaultNamespace = "default"
+const DefaultNamespace = namespaces.Default
 
 // remoteValue is the value of LabelRemote.
 const remoteValue = "remote snapshot"

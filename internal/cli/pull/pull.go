@@ -19,21 +19,24 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/socikit/socikit/internal/cli"
+	"github.com/socikit/socikit/internal/progress"
 )
 
 // Defaults of the flags (the environment variables ctr reads override the
 // first two).
 const (
 	DefaultAddress     = "/run/containerd/containerd.sock"
-	DefaultNamespace   = "default"
+	DefaultNamespace   = namespaces.Default
 	DefaultSnapshotter = "socikit"
 )
 
@@ -50,7 +53,8 @@ process through containerd's API (content store, snapshotter, images), as
 nerdctl and CRI's local pull do, so it works where the daemon's own pull
 does not pass those labels (containerd 1.6's ctr). Of an image index, only
 the platform's image manifest is fetched: containerd does not also fetch the
-SOCI index's zTOCs. Prints the digest of the image pulled.
+SOCI index's zTOCs. Prints the digest of the image pulled; stderr shows the
+blobs fetched (--progress).
 REF without a registry is a Docker Hub reference (busybox:
 docker.io/library/busybox:latest). Credentials come from the docker config.
 `
@@ -63,6 +67,7 @@ func run(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	plainHTTP := fs.Bool("plain-http", false, "talk plain HTTP to the registry")
 	platform := fs.String("platform", "", "platform to pull, os/arch[/variant] (default: containerd's, the host's)")
 	timeout := fs.Duration("timeout", 0, "give up after this long (0: no limit)")
+	progressMode := cli.ProgressFlag(fs)
 	pos, err := cli.ParseArgs(fs, args)
 	if err != nil {
 		return err
@@ -88,6 +93,22 @@ func run(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	}
 	defer client.Close()
 
+	prog := progress.New(stderr, *progressMode)
+	defer prog.Wait()
+	track := newTracker(prog, client.ContentStore())
+	if prog.Mode() == progress.Bars {
+		pctx, stop := context.WithCancel(ctx)
+		polled := make(chan struct{})
+		go func() {
+			defer close(polled)
+			track.poll(pctx, 100*time.Millisecond)
+		}()
+		defer func() {
+			stop()
+			<-polled
+		}()
+	}
+
 	hosts := config.HostOptions{Credentials: credentials}
 	if *plainHTTP {
 		hosts.DefaultScheme = "http"
@@ -97,8 +118,10 @@ func run(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(*snapshotter),
 		// The labels remote snapshotters read (stargz's rpull, nerdctl and
-		// CRI pass the same).
-		containerd.WithImageHandlerWrapper(snapshotters.AppendInfoHandlerWrapper(ref)),
+		// CRI pass the same), and the progress of each blob.
+		containerd.WithImageHandlerWrapper(func(h images.Handler) images.Handler {
+			return snapshotters.AppendInfoHandlerWrapper(ref)(track.wrap(h))
+		}),
 	}
 	if *platform != "" {
 		opts = append(opts, containerd.WithPlatform(*platform))
@@ -108,9 +131,7 @@ func run(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", ref, err)
 	}
-	if f, ok := stderr.(*os.File); ok && isTerminal(f) {
-		fmt.Fprintf(stderr, "pulled %s into %s in %v\n", img.Name(), *snapshotter, time.Since(start).Round(time.Millisecond))
-	}
+	prog.Printf("pulled %s into %s in %v", img.Name(), *snapshotter, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintln(stdout, img.Target().Digest)
 	return nil
 }
@@ -120,11 +141,6 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
-}
-
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // credentials answers containerd's resolver from the docker config
