@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -14,13 +15,18 @@ import (
 
 // checkIndexLayers reports a SOCI index that does not fit its image: a
 // zTOC for a layer the image manifest does not list (a blob lookup would
-// only say "not found"). An index whose image is not known (a SOCI index
-// given by digest, v2 without its image index) is not checked.
+// only say "not found"). An index whose image is not known or not there (a
+// SOCI index given by digest, v2 without its image index) is not checked.
 func checkIndexLayers(ctx context.Context, src image.Source, f foundIndex) error {
 	if f.manifest == "" || f.index == nil {
 		return nil
 	}
 	b, err := src.Manifest(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: f.manifest})
+	if errors.Is(err, image.ErrNotFound) {
+		// A SOCI index named by digest whose image is elsewhere: its
+		// layers are looked up as they are read.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("image manifest %s of SOCI index %s: %w", f.manifest, f.desc.Digest, err)
 	}
