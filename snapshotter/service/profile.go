@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containerd/log"
+	"github.com/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -185,11 +186,7 @@ func fetchPlatform(ctx context.Context, m imageMeta, rt http.RoundTripper) (stri
 	if cfg.OS == "" || cfg.Architecture == "" {
 		return "", fmt.Errorf("image config %s names no platform", mf.Config.Digest)
 	}
-	p := cfg.OS + "/" + cfg.Architecture
-	if cfg.Variant != "" {
-		p += "/" + cfg.Variant
-	}
-	return p, nil
+	return platforms.Format(cfg.Platform), nil
 }
 
 // serveProfile answers GET /profile?image=REF with the image's start-up
