@@ -1,0 +1,200 @@
+//go:build integration
+
+package runtime
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMemoryBounds mounts 10 images lazily in one socikit-snapshotter
+// (each a busybox layer and a data layer of its own of many small files),
+// starts a container of each that checksums every file, and measures the
+// daemon's resident memory and live heap: idle, with the 10 images
+// mounted, after every file was read, and after the images' removal.
+// The goal (docs/reliability.md, "Memory and disk bounds") is at most
+// 200 MiB resident with the 10 images mounted and read. CI runs it with
+// 10 images of 8 MB; SOCIKIT_BOUNDS_DATA_MB sets the data layer's size
+// (the figures in the docs: 40).
+func TestMemoryBounds(t *testing.T) {
+	requireRoot(t)
+	f := flavours[0]
+	requireExecutable(t, f.ctr)
+	useSnapshotterFrom(t, os.Getenv("SOCIKIT_BIN"))
+	dataMB := envOr(t, "SOCIKIT_BOUNDS_DATA_MB", 8)
+	const images = 10
+
+	reg := newRegistry(t)
+	bb := busyboxTar(t)
+	type image struct {
+		ref  string
+		want map[string]string
+	}
+	var imgs []image
+	files := 0
+	for i := range images {
+		data := uniqueTar(t, fmt.Sprintf("mem%d", i), dataMB<<20)
+		plain, _ := reg.pushImage(t, fmt.Sprintf("socikit/mem%d", i), bb, data)
+		ref := convertWith(t, plain, plain+"-soci", "-span-size", strconv.Itoa(256<<10))
+		want := fileSums(t, bb, data)
+		files += len(want)
+		imgs = append(imgs, image{ref: ref, want: want})
+	}
+	d := startContainerd(t, f)
+	const ns = "socikit-mem"
+	mem := func() (rss, heap float64) {
+		m := d.metricsMap(t)
+		return m["process_resident_memory_bytes"], m["go_memstats_heap_alloc_bytes"]
+	}
+	rss0, heap0 := mem()
+	for _, img := range imgs {
+		if _, err := d.ctrFor(5*time.Minute, "-n", ns, "image", "pull", "--snapshotter", "socikit", "--plain-http", img.ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := d.lazyMounts(t); got != images+1 {
+		t.Fatalf("%d lazy mounts, want %d (busybox shared)", got, images+1)
+	}
+	rss1, heap1 := mem()
+	script := "/bin/busybox find /data -type f -print0 | /bin/busybox xargs -0 /bin/busybox sha256sum && " +
+		"/bin/busybox sha256sum /bin/busybox /etc/socikit-test"
+	var rssMax float64
+	for i, img := range imgs {
+		out, err := d.ctrFor(10*time.Minute, "-n", ns, "run", "--rm", "--snapshotter", "socikit", img.ref,
+			fmt.Sprintf("socikit-mem-%d-%d", i, time.Now().UnixNano()), "/bin/busybox", "sh", "-c", script)
+		if err != nil {
+			t.Fatalf("image %d: %v", i, firstLines(err.Error(), 8))
+		}
+		checkSums(t, out, img.want)
+		r, _ := mem()
+		rssMax = max(rssMax, r)
+	}
+	rss2, heap2 := mem()
+	// Idle: what the Go runtime gives back to the kernel (its scavenger
+	// returns freed pages within a few minutes; a forced GC runs every 2).
+	time.Sleep(15 * time.Second)
+	rss3, heap3 := mem()
+	args := []string{"-n", ns, "image", "rm", "--sync"}
+	for _, img := range imgs {
+		args = append(args, img.ref)
+	}
+	if _, err := d.ctrFor(5*time.Minute, args...); err != nil {
+		t.Fatal(err)
+	}
+	cacheDir := filepath.Join(d.dir, "socikit", "cache")
+	deadline := time.Now().Add(30 * time.Second)
+	for d.lazyMounts(t) > 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	rss4, heap4 := mem()
+	left := dirSize(t, cacheDir)
+	mb := func(v float64) string { return fmt.Sprintf("%.0f MB", v/1e6) }
+	t.Logf("SUMMARY %d images of %d MB data (%d files in all): RSS / live heap idle %s / %s; 10 mounted %s / %s (%s heap per mounted image); "+
+		"after reading every file %s / %s (peak RSS %s); 15 s later %s / %s; after removal %s / %s; span cache left %d bytes",
+		images, dataMB, files, mb(rss0), mb(heap0), mb(rss1), mb(heap1), mb((heap1-heap0)/images),
+		mb(rss2), mb(heap2), mb(rssMax), mb(rss3), mb(heap3), mb(rss4), mb(heap4), left)
+	if limit := 200.0 * (1 << 20); rssMax > limit {
+		t.Errorf("peak RSS %s with %d images mounted and read: over the 200 MiB goal", mb(rssMax), images)
+	}
+	if left > 1<<20 {
+		t.Errorf("span cache holds %d bytes after every image was removed", left)
+	}
+}
+
+// dirSize returns the bytes of the regular files under dir.
+func dirSize(t testing.TB, dir string) int64 {
+	t.Helper()
+	var n int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// TestCacheFull puts the span cache on a 6 MiB tmpfs and starts a
+// container that checksums every file of a 16 MB layer: the cache fills
+// up, and reads fail (EIO: sha256sum reports them) but no file is read
+// wrong; the disk then gets space back (the tmpfs grows) and a second
+// container reads every file right, from the same daemon and mounts.
+func TestCacheFull(t *testing.T) {
+	requireRoot(t)
+	f := flavours[0]
+	requireExecutable(t, f.ctr)
+	useSnapshotterFrom(t, os.Getenv("SOCIKIT_BIN"))
+	reg := newRegistry(t)
+	bb := busyboxTar(t)
+	data := uniqueTar(t, "full", 16<<20)
+	plain, _ := reg.pushImage(t, "socikit/full", bb, data)
+	ref := convertWith(t, plain, plain+"-soci", "-span-size", strconv.Itoa(256<<10))
+	want := fileSums(t, bb, data)
+
+	d := startContainerd(t, f, "[lazy]\ndisable_passthrough = true")
+	cacheDir := filepath.Join(d.dir, "socikit", "cache")
+	if err := syscall.Mount("tmpfs", cacheDir, "tmpfs", 0, "size=6m,mode=0700"); err != nil {
+		t.Fatalf("mount tmpfs on the span cache: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(cacheDir, syscall.MNT_DETACH) })
+	const ns = "socikit-full"
+	if _, err := d.ctrFor(5*time.Minute, "-n", ns, "image", "pull", "--snapshotter", "socikit", "--plain-http", ref); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.lazyMounts(t); got != 2 {
+		t.Fatalf("%d lazy mounts, want 2", got)
+	}
+	// sha256sum goes on past a file it cannot read, and exits 1.
+	script := "/bin/busybox find /data -type f -print0 | /bin/busybox xargs -0 /bin/busybox sha256sum; " +
+		"/bin/busybox sha256sum /bin/busybox /etc/socikit-test; echo done"
+	run := func(name string) string {
+		out, err := d.ctrFor(10*time.Minute, "-n", ns, "run", "--rm", "--snapshotter", "socikit", ref,
+			fmt.Sprintf("socikit-full-%s-%d", name, time.Now().UnixNano()), "/bin/busybox", "sh", "-c", script)
+		if err != nil {
+			t.Fatalf("container: %v", firstLines(err.Error(), 8))
+		}
+		return out
+	}
+	out := run("full")
+	right, wrong := 0, 0
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		sum, name, ok := strings.Cut(l, "  ")
+		if !ok {
+			continue
+		}
+		if want[name] == sum {
+			right++
+		} else {
+			wrong++
+			t.Errorf("%s read wrong with the cache full", name)
+		}
+	}
+	if !strings.HasSuffix(strings.TrimSpace(out), "done") {
+		t.Fatalf("container did not finish: %s", tail([]byte(out), 500))
+	}
+	failed := len(want) - right - wrong
+	if failed == 0 {
+		t.Fatalf("every file read with the span cache on a 6 MiB tmpfs: the cache did not fill up")
+	}
+	m := d.metricsMap(t)
+	t.Logf("cache full: %d files right, %d failed (EIO), %d wrong, of %d; fetch errors %v", right, failed, wrong, len(want), m["socikit_fetch_errors_total"])
+
+	// Space returns.
+	if err := syscall.Mount("tmpfs", cacheDir, "tmpfs", syscall.MS_REMOUNT, "size=256m,mode=0700"); err != nil {
+		t.Fatalf("grow the tmpfs: %v", err)
+	}
+	out = run("space")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if lines[len(lines)-1] != "done" {
+		t.Fatalf("container did not finish: %s", tail([]byte(out), 500))
+	}
+	checkSums(t, strings.Join(lines[:len(lines)-1], "\n"), want)
+	t.Logf("SUMMARY cache full: %d of %d files failed with EIO, %d wrong; after space returned: every file right; span cache %d bytes",
+		failed, len(want), wrong, dirSize(t, cacheDir))
+}
