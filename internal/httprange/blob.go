@@ -472,7 +472,7 @@ func (b *HTTPBlob) read(resp *http.Response, body io.Reader, rs []Range, attempt
 	case http.StatusPartialContent:
 	case http.StatusOK:
 		if len(rs) > 1 {
-			io.Copy(io.Discard, io.LimitReader(body, 4<<10))
+			_, _ = io.Copy(io.Discard, io.LimitReader(body, 4<<10)) // best effort: lets the connection be reused
 			return errNoMultiRange
 		}
 		// The whole blob: read up to the range, unless that is much more
@@ -486,7 +486,7 @@ func (b *HTTPBlob) read(resp *http.Response, body io.Reader, rs []Range, attempt
 		}
 		return fill(body, 0, rs)
 	default:
-		io.Copy(io.Discard, io.LimitReader(body, 4<<10))
+		_, _ = io.Copy(io.Discard, io.LimitReader(body, 4<<10)) // best effort: lets the connection be reused
 		return &statusError{code: resp.StatusCode, retryAfter: retryAfter(resp.Header, time.Now()),
 			msg: fmt.Sprintf("range request %s: status %s (want 206)", resp.Request.Header.Get("Range"), resp.Status)}
 	}
