@@ -59,6 +59,9 @@ type Layer struct {
 	// Image is the reference containerd pulls the image as (the
 	// cri.image-ref label; "" when not given). Only reported in Status.
 	Image string
+	// stored: read from the daemon's local store (a restart), not found
+	// by discovery: the registry is not contacted to mount it.
+	stored bool
 }
 
 // Layer returns the indexed layer d; the error matches

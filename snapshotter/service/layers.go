@@ -37,6 +37,8 @@ type Layers struct {
 	local *containerdContent
 	// rec records start-up profiles (nil: [profile] record = false).
 	rec *record.Recorder
+	// store keeps zTOCs and prefetch lists on disk (persist.go).
+	store *localStore
 
 	mu        sync.Mutex
 	mounts    map[string]*mountedLayer
@@ -188,7 +190,7 @@ func NewLayers(_ context.Context, root string, opts ...LayersOption) (*Layers, e
 		return nil, err
 	}
 	ls := &Layers{budget: budget, o: o, cache: ca, rt: o.transport, metrics: &Metrics{}, local: newContainerdContent(o.containerd),
-		mounts: map[string]*mountedLayer{}}
+		mounts: map[string]*mountedLayer{}, store: newLocalStore(root)}
 	if o.record != nil {
 		ls.rec = record.New(*o.record)
 	}
@@ -255,6 +257,10 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 // daemon's transport (LayersTransport), reporting faults to lm.
 func (ls *Layers) spanBlob(ctx context.Context, l Layer, lm *layerMetrics) (remote.Blob, error) {
 	blobOpts := []httprange.Option{httprange.WithTransport(ls.rt), httprange.WithMetrics(lm)}
+	if l.stored {
+		// A restore: no registry round trip until a span is missing.
+		return &lazyBlob{repo: l.Repo, d: l.Desc.Digest, size: l.Desc.Size, opts: blobOpts}, nil
+	}
 	b, err := httprange.NewRegistryBlob(ctx, l.Repo, l.Desc.Digest, l.Desc.Size, blobOpts...)
 	if err != nil {
 		return nil, err
@@ -262,18 +268,29 @@ func (ls *Layers) spanBlob(ctx context.Context, l Layer, lm *layerMetrics) (remo
 	return b, nil
 }
 
-// readArtifact reads a blob of the SOCI index: from containerd's content
-// store if containerd has it or is fetching it, else from the registry.
+// readArtifact reads a blob of the SOCI index: from the daemon's local
+// store if an earlier mount kept it, else from containerd's content store if
+// containerd has it or is fetching it, else from the registry; what is read
+// is kept in the local store for the next start.
 func (ls *Layers) readArtifact(ctx context.Context, reg *image.Registry, d, index ocispec.Descriptor, limit int64) ([]byte, error) {
-	if b, ok := ls.local.read(ctx, d, index.Digest, limit); ok {
-		ls.metrics.artifactRead(sourceContainerd, len(b))
+	if b, ok := ls.store.blob(d, limit); ok {
+		ls.metrics.artifactRead(sourceDisk, len(b))
 		return b, nil
 	}
-	b, err := image.ReadBlob(ctx, reg, d, limit)
-	if err == nil {
+	b, ok := ls.local.read(ctx, d, index.Digest, limit)
+	if ok {
+		ls.metrics.artifactRead(sourceContainerd, len(b))
+	} else {
+		var err error
+		if b, err = image.ReadBlob(ctx, reg, d, limit); err != nil {
+			return nil, err
+		}
 		ls.metrics.artifactRead(sourceRegistry, len(b))
 	}
-	return b, err
+	if err := ls.store.putBlob(d, b); err != nil {
+		log.G(ctx).WithError(err).WithField("blob", d.Digest).Warn("keep SOCI artifact on disk: a restart will fetch it again")
+	}
+	return b, nil
 }
 
 func (ls *Layers) prefetchSpans(ctx context.Context, reg *image.Registry, d, index ocispec.Descriptor) ([]ztoc.SpanID, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/socikit/socikit/snapshotter/snapshot"
@@ -35,6 +36,8 @@ type NewLayerMounter func(ctx context.Context, c Config, rt http.RoundTripper) (
 type FileSystem struct {
 	d *Discoverer
 	m LayerMounter
+	// store keeps the Layer found for each snapshot's labels (nil: none).
+	store *localStore
 	// unpack: OpenLayer opens layers (Config.Lazy.UnpackUnindexed).
 	unpack   bool
 	unpacked unpackCounters
@@ -47,17 +50,31 @@ var _ snapshot.FileSystem = (*FileSystem)(nil)
 // LayerMounter every Mount and OpenLayer fails with snapshot.ErrNotIndexed
 // before any registry traffic, so every layer is unpacked by containerd
 // (the full-pull path).
+//
+// With the daemon's Layers, the Layer found for a snapshot's labels is kept
+// on disk with its zTOC (persist.go), and the next Mount of those labels
+// (the restore after a restart) needs no discovery.
 func NewFileSystem(d *Discoverer, m LayerMounter) *FileSystem {
-	return &FileSystem{d: d, m: m, unpack: true}
+	f := &FileSystem{d: d, m: m, unpack: true}
+	if ls, ok := m.(*Layers); ok {
+		f.store = ls.store
+	}
+	return f
 }
 
 // SetUnpackUnindexed turns OpenLayer on or off (Config.Lazy.UnpackUnindexed).
 func (f *FileSystem) SetUnpackUnindexed(on bool) { f.unpack = on }
 
-// Mount finds the layer's index and mounts the layer lazily.
+// Mount finds the layer's index and mounts the layer lazily. A layer
+// mounted before (this daemon or an earlier one: the restore after a
+// restart) is mounted from what the local store kept, with no discovery.
 func (f *FileSystem) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
 	if f.m == nil {
 		return fmt.Errorf("no lazy layer filesystem in this daemon: %w", snapshot.ErrNotIndexed)
+	}
+	if l, ok := f.store.layer(labels); ok {
+		l.Image = labels[snapshot.LabelImageRef]
+		return f.m.MountLayer(ctx, mountpoint, l)
 	}
 	found, err := f.d.Find(ctx, labels)
 	if err != nil {
@@ -68,7 +85,13 @@ func (f *FileSystem) Mount(ctx context.Context, mountpoint string, labels map[st
 		return err
 	}
 	l.Image = labels[snapshot.LabelImageRef]
-	return f.m.MountLayer(ctx, mountpoint, l)
+	if err := f.m.MountLayer(ctx, mountpoint, l); err != nil {
+		return err
+	}
+	if err := f.store.putLayer(labels, l); err != nil {
+		log.G(ctx).WithError(err).WithField("layer", l.Desc.Digest).Warn("keep the layer's index on disk: a restart will look it up again")
+	}
+	return nil
 }
 
 // Check asks the LayerMounter whether the mount is still served.
