@@ -137,9 +137,10 @@ func cleanName(s string) string {
 // lazy tree equals an unpack: a hard link's own header sets the owner,
 // permission bits and mtime of the shared inode and adds its xattrs (the
 // last header wins); the root's own entry ("./") is ignored; mtimes
-// before 1970 or past 2262 are shown as 0; user.* xattrs on anything but
-// regular files and directories are dropped (the kernel refuses them, and
-// containerd ignores the refusal).
+// before 1970 or past 2262 are shown as 0; trusted.* xattrs are dropped
+// (containerd does not set them from an archive), and so are user.* xattrs
+// on anything but regular files and directories (the kernel refuses them,
+// and containerd ignores the refusal).
 //
 // It refuses, with an error naming the entry, what it cannot show as an
 // unpack would without reaching outside the layer: a name or hard-link
@@ -214,11 +215,12 @@ func (b *builder) setAttr(e *entry, fe *ztoc.FileEntry) {
 }
 
 // addXattrs adds the xattrs of fe to e, as containerd's setxattr calls do:
-// user.* is only for regular files and directories.
+// trusted.* never ("admin attributes from archive not supported"), user.*
+// only on regular files and directories.
 func (b *builder) addXattrs(e *entry, fe *ztoc.FileEntry) {
 	typ := e.mode & syscall.S_IFMT
 	for k, v := range fe.Xattrs() {
-		if strings.HasPrefix(k, "user.") && typ != syscall.S_IFREG && typ != syscall.S_IFDIR {
+		if strings.HasPrefix(k, "trusted.") || strings.HasPrefix(k, "user.") && typ != syscall.S_IFREG && typ != syscall.S_IFDIR {
 			continue
 		}
 		if e.xattrs == nil {
