@@ -36,7 +36,8 @@ func (c *rangeCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // TestSpanFetchTransport: the transport the daemon is given (Run's
 // WithTransport, or the CRI credentials' one) carries the span fetches of
-// the layers the default NewLayerMounter mounts.
+// the layers the default NewLayerMounter mounts, for a layer found by
+// discovery and for one restored from the local store.
 func TestSpanFetchTransport(t *testing.T) {
 	ti := pushTestImage(t)
 	ctx := context.Background()
@@ -60,16 +61,19 @@ func TestSpanFetchTransport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blob, err := ls.spanBlob(ctx, l, &layerMetrics{parent: ls.metrics})
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := rt.ranges.Load()
-	if err := blob.ReadRanges(ctx, []remote.Range{{Off: 0, Buf: make([]byte, 16)}}); err != nil {
-		t.Fatal(err)
-	}
-	if n := rt.ranges.Load() - before; n != 1 {
-		t.Errorf("%d range requests through the daemon's transport, want 1", n)
+	for _, stored := range []bool{false, true} {
+		l.stored = stored
+		blob, err := ls.spanBlob(ctx, l, &layerMetrics{parent: ls.metrics})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := rt.ranges.Load()
+		if err := blob.ReadRanges(ctx, []remote.Range{{Off: 0, Buf: make([]byte, 16)}}); err != nil {
+			t.Fatal(err)
+		}
+		if n := rt.ranges.Load() - before; n != 1 {
+			t.Errorf("stored %v: %d range requests through the daemon's transport, want 1", stored, n)
+		}
 	}
 }
 
