@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -288,8 +290,31 @@ func (m *Mounted) Unmount() error {
 			werr = m.windows.Close()
 		}
 		m.unmounted = errors.Join(uerr, m.cl.Release(), werr)
+		returnMemory()
 	})
 	return m.unmounted
+}
+
+// returnMemoryDelay is how long after an unmount the daemon's free heap is
+// given back to the kernel: unmounts come in bursts (an image's layers),
+// one return covers the burst.
+const returnMemoryDelay = time.Second
+
+var returnPending atomic.Bool
+
+// returnMemory gives the heap freed by unmounts back to the kernel soon
+// (debug.FreeOSMemory: a GC, then the free pages returned), once per
+// burst. Without it an idle daemon kept the resident size of its busiest
+// moment: the Go runtime returns freed pages only gradually, and an idle
+// process runs no GC to free them (the 430 MB of docs/reliability.md).
+func returnMemory() {
+	if returnPending.Swap(true) {
+		return
+	}
+	time.AfterFunc(returnMemoryDelay, func() {
+		returnPending.Store(false)
+		debug.FreeOSMemory()
+	})
 }
 
 // Stats returns the filesystem's counters (reads, passthrough opens).
