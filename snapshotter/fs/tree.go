@@ -280,12 +280,26 @@ func (b *builder) put(d *entry, name string, e *entry) {
 		old.nlink--
 		if old.isDir() {
 			d.subdirs--
+			b.unlinkTree(old)
 		}
 	}
 	b.children[d][name] = e
 	e.nlink++
 	if e.isDir() {
 		d.subdirs++
+	}
+}
+
+// unlinkTree drops the names of a replaced directory's subtree from the
+// link counts of what they name: a hard-linked file elsewhere keeps only
+// its other names, as after containerd's RemoveAll.
+func (b *builder) unlinkTree(d *entry) {
+	for _, c := range b.children[d] {
+		if c.isDir() {
+			b.unlinkTree(c)
+		} else {
+			c.nlink--
+		}
 	}
 }
 
