@@ -237,9 +237,11 @@ func addProfiles(ctx context.Context, c client.Client, bc *dockerui.Client, res 
 		}
 		q := *nativeProfile
 		q.Platform = name
-		if err := setProfile(res, pr.id, &q, "not profiled: reusing "+nativeID+"'s profile where the paths match"); err != nil {
+		status := "not profiled (the builder does not run it natively): reusing " + nativeID + "'s profile where the paths match"
+		if err := setProfile(res, pr.id, &q, status); err != nil {
 			return err
 		}
+		warn(name + ": " + status)
 	}
 	return nil
 }

@@ -25,6 +25,15 @@ var busyboxApplets = []string{"sh", "ls", "mkdir", "seq", "head", "wc", "cat", "
 // and returns its directory and manifest digest.
 func makeBaseLayout(t testing.TB) (string, digest.Digest) {
 	t.Helper()
+	return makeBaseLayoutFor(t, runtime.GOARCH)
+}
+
+// makeBaseLayoutFor is makeBaseLayout for the given architectures, all
+// with the host's busybox (an image for another architecture is never
+// run: Dockerfiles on it have no RUN step). With more than one, the
+// digest is that of an image index listing one manifest per architecture.
+func makeBaseLayoutFor(t testing.TB, arches ...string) (string, digest.Digest) {
+	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
 		t.Skipf("busybox-static needed for the base image: %v", err)
@@ -57,19 +66,34 @@ func makeBaseLayout(t testing.TB) (string, digest.Digest) {
 		return ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(b))}
 	}
 	layer := put(ocispec.MediaTypeImageLayerGzip, gz.Bytes())
-	cfg := ocispec.Image{
-		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
-		Config:   ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Cmd: []string{"/bin/sh"}},
-		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
+	var mds []ocispec.Descriptor
+	for _, arch := range arches {
+		cfg := ocispec.Image{
+			Platform: ocispec.Platform{OS: "linux", Architecture: arch},
+			Config:   ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Cmd: []string{"/bin/sh"}},
+			RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
+		}
+		cb, err := json.Marshal(cfg)
+		must(t, err)
+		config := put(ocispec.MediaTypeImageConfig, cb)
+		m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: config, Layers: []ocispec.Descriptor{layer}}
+		m.SchemaVersion = 2
+		mb, err := json.Marshal(m)
+		must(t, err)
+		d := put(ocispec.MediaTypeImageManifest, mb)
+		d.Platform = &ocispec.Platform{OS: "linux", Architecture: arch}
+		mds = append(mds, d)
 	}
-	cb, err := json.Marshal(cfg)
-	must(t, err)
-	config := put(ocispec.MediaTypeImageConfig, cb)
-	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: config, Layers: []ocispec.Descriptor{layer}}
-	m.SchemaVersion = 2
-	mb, err := json.Marshal(m)
-	must(t, err)
-	md := put(ocispec.MediaTypeImageManifest, mb)
+	md := mds[0]
+	if len(mds) > 1 {
+		nested := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: mds}
+		nested.SchemaVersion = 2
+		nb, err := json.Marshal(nested)
+		must(t, err)
+		md = put(ocispec.MediaTypeImageIndex, nb)
+	} else {
+		md.Platform = nil
+	}
 	md.Annotations = map[string]string{ocispec.AnnotationRefName: "latest"}
 	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{md}}
 	idx.SchemaVersion = 2

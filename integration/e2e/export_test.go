@@ -55,6 +55,13 @@ type sociImage struct {
 // readSociImage reads the v2 SOCI image ref from the registry.
 func readSociImage(t *testing.T, ref string) sociImage {
 	t.Helper()
+	return readSociImageArch(t, ref, "")
+}
+
+// readSociImageArch reads the image of one architecture ("" for any) of
+// the v2 SOCI image ref from the registry.
+func readSociImageArch(t *testing.T, ref, arch string) sociImage {
+	t.Helper()
 	r, err := name.ParseReference(ref, name.Insecure)
 	must(t, err)
 	root, err := remote.Get(r)
@@ -66,12 +73,15 @@ func readSociImage(t *testing.T, ref string) sociImage {
 	var si sociImage
 	si.Root = digest.Digest(root.Digest.String())
 	for _, m := range idx.Manifests {
+		if arch != "" && (m.Platform == nil || m.Platform.Architecture != arch) {
+			continue
+		}
 		if d := m.Annotations[soci.AnnotationIndexDigest]; d != "" {
 			si.Manifest, si.Index = m.Digest, digest.Digest(d)
 		}
 	}
 	if si.Index == "" {
-		t.Fatalf("%s: no manifest annotated with a SOCI index:\n%s", ref, root.Manifest)
+		t.Fatalf("%s: no manifest (architecture %q) annotated with a SOCI index:\n%s", ref, arch, root.Manifest)
 	}
 	var m ocispec.Manifest
 	must(t, json.Unmarshal(fetchManifest(t, r.Context(), si.Manifest), &m))

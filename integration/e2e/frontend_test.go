@@ -6,11 +6,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	cryptorand "crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,7 +115,13 @@ func TestFrontendProfile(t *testing.T) {
 // before cold.txt, and it has a prefetch artifact.
 func checkProfiledImage(t *testing.T, ref string) {
 	t.Helper()
-	si := readSociImage(t, ref)
+	checkProfiledManifest(t, ref, readSociImage(t, ref))
+}
+
+// checkProfiledManifest is checkProfiledImage for one image manifest of
+// ref.
+func checkProfiledManifest(t *testing.T, ref string, si sociImage) *profile.Profile {
+	t.Helper()
 	r, err := name.ParseReference(ref, name.Insecure)
 	must(t, err)
 	var m ocispec.Manifest
@@ -178,6 +187,7 @@ func checkProfiledImage(t *testing.T, ref string) {
 	if p.Lookup("/data/cold.txt") != nil {
 		t.Errorf("stored profile names /data/cold.txt, which the start-up does not read")
 	}
+	return p
 }
 
 func indexOf(s []string, v string) int {
@@ -383,4 +393,97 @@ func TestFrontendProfileContextDeterministic(t *testing.T) {
 		strings.Join(digestStrings(a.Ztocs), ",") != strings.Join(digestStrings(b.Ztocs), ",") {
 		t.Errorf("not deterministic:\n%+v\n%+v", a, b)
 	}
+}
+
+// TestFrontendMultiPlatform builds for linux/amd64 and linux/arm64 through
+// `# syntax=` from a two-platform base with no RUN step (the builder runs
+// no arm64 code): the native platform is profiled in the build, arm64
+// reuses its profile with a warning saying so, and both images get the
+// reordered layer, prefetch spans and a stored profile.
+func TestFrontendMultiPlatform(t *testing.T) {
+	s := NewSandbox(t)
+	fe := frontendImage(t, s)
+	native := runtime.GOARCH
+	other := "arm64"
+	if native == "arm64" {
+		other = "amd64"
+	}
+	layout, base := makeBaseLayoutFor(t, native, other)
+	dir := t.TempDir()
+	var cold, hot strings.Builder
+	for i := 1; i <= 100000; i++ {
+		fmt.Fprintln(&cold, i)
+		if i <= 20000 {
+			fmt.Fprintln(&hot, i)
+		}
+	}
+	must(t, os.WriteFile(filepath.Join(dir, "cold.txt"), []byte(cold.String()), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "hot.txt"), []byte(hot.String()), 0o644))
+	big := make([]byte, 12000000)
+	_, err := cryptorand.Read(big)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "big.bin"), big, 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "start.sh"), []byte(`cat /data/hot.txt > /dev/null
+dd if=/data/big.bin of=/dev/null bs=4096 skip=1000 count=16 2>/dev/null
+echo ready
+`), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("# syntax="+fe+`
+# socikit:ready=ready
+FROM base
+COPY cold.txt hot.txt big.bin /data/
+COPY start.sh /app/start.sh
+CMD ["/bin/sh", "/app/start.sh"]
+`), 0o644))
+	h := helloInput{Dir: dir, Layout: layout, Base: base}
+	ref := s.Registry + "/frontend:multi"
+	// rawjson: buildctl's plain output leaves out warnings.
+	out, err := buildFrontendApp(t, s, h, ref, "", "--progress", "rawjson", "--opt", "platform=linux/"+native+",linux/"+other)
+	if err != nil {
+		t.Fatalf("build: %v\n%s\n-- buildkitd log --\n%s", err, out, lastLines(s.Log(), 40))
+	}
+	if !strings.Contains(out, "[socikit] profiling start-up") {
+		t.Errorf("no profiling step in the build log:\n%s", out)
+	}
+	warnings := buildWarnings(t, out)
+	want := "linux/" + other + ": not profiled (the builder does not run it natively): reusing linux/" + native + "'s profile"
+	found := false
+	for _, w := range warnings {
+		if strings.Contains(w, "no profile:") {
+			t.Fatalf("profiling failed: %s", w)
+		}
+		found = found || strings.Contains(w, want)
+	}
+	if !found {
+		t.Errorf("no build warning says %q; warnings: %q", want, warnings)
+	}
+	for _, arch := range []string{native, other} {
+		t.Run(arch, func(t *testing.T) {
+			p := checkProfiledManifest(t, ref, readSociImageArch(t, ref, arch))
+			t.Logf("%s: stored profile of %d files, platform %q", arch, len(p.Files), p.Platform)
+		})
+	}
+}
+
+// buildWarnings returns the warnings of a `buildctl --progress rawjson`
+// output: one JSON client.SolveStatus per line.
+func buildWarnings(t *testing.T, out string) []string {
+	t.Helper()
+	var ws []string
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var st struct {
+			Warnings []struct {
+				Short []byte
+			}
+		}
+		if err := json.Unmarshal([]byte(line), &st); err != nil {
+			continue
+		}
+		for _, w := range st.Warnings {
+			ws = append(ws, string(w.Short))
+		}
+	}
+	return ws
 }
