@@ -6,6 +6,7 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -110,12 +111,35 @@ func diffLayers(t *testing.T) (lower, upper []byte, explicit map[string]bool) {
 // what the upper layer deleted is absent from both.
 func TestDifferentialRootfs(t *testing.T) {
 	requireRoot(t)
+	useSnapshotterFrom(t, os.Getenv("SOCIKIT_BIN"))
+	lower, upper, explicit := diffLayers(t)
+	want, got := diffViews(t, "socikit/tricky", 65536, 2, lower, upper)
+
+	for _, p := range []string{"a/empty", "implicit", "many/f001", "dev/null", "dev/sda", "a/gone"} {
+		if _, ok := want[p]; ok {
+			t.Errorf("overlayfs shows %s, which a whiteout deletes", p)
+		}
+	}
+	for _, p := range []string{"b/link", "a/big", fstest.LongName, fstest.BadUTF8, "dev/zero", "opq/kept"} {
+		if _, ok := want[p]; !ok {
+			t.Errorf("overlayfs lacks %q", p)
+		}
+	}
+	compareTrees(t, want, got, explicit)
+}
+
+// diffViews pushes layers as an image, converts it (SOCI v2, spans of
+// spanSize), pulls the plain image into containerd 2.4.2's overlayfs
+// snapshotter and the converted one lazily into socikit-snapshotter (which
+// must mount lazy layers of them: lazy), mounts a read-only view of each
+// and returns walkTree of both.
+func diffViews(t *testing.T, repo string, spanSize, lazy int, layers ...[]byte) (want, got map[string]string) {
+	t.Helper()
 	f := flavours[0]
 	requireExecutable(t, f.ctr)
 	reg := newRegistry(t)
-	lower, upper, explicit := diffLayers(t)
-	plain, img := reg.pushImage(t, "socikit/tricky", lower, upper)
-	indexed := convert(t, plain, plain+"-soci")
+	plain, img := reg.pushImage(t, repo, layers...)
+	indexed := convertWith(t, plain, plain+"-soci", "-span-size", fmt.Sprint(spanSize))
 	cf, err := img.ConfigFile()
 	if err != nil {
 		t.Fatal(err)
@@ -129,8 +153,8 @@ func TestDifferentialRootfs(t *testing.T) {
 	ns := "socikit-test"
 	d.ctr(t, "-n", ns, "image", "pull", "--plain-http", plain) // overlayfs
 	d.ctr(t, "-n", ns, "image", "pull", "--snapshotter", "socikit", "--plain-http", indexed)
-	if got := d.lazyMounts(t); got != 2 {
-		t.Fatalf("%d lazy layer mounts, want 2", got)
+	if got := d.lazyMounts(t); got != lazy {
+		t.Fatalf("%d lazy layer mounts, want %d", got, lazy)
 	}
 	// The views are made under a lease held until they are unmounted: a
 	// snapshot nothing refers to (no image, container, lease or gc.root
@@ -191,45 +215,44 @@ func TestDifferentialRootfs(t *testing.T) {
 			t.Fatalf("view after a garbage collection (%s): %v", sn, err)
 		}
 	}
-	want := walkTree(t, wantRoot)
-	got := walkTree(t, gotRoot)
+	return walkTree(t, wantRoot), walkTree(t, gotRoot)
+}
 
-	for _, p := range []string{"a/empty", "implicit", "many/f001", "dev/null", "dev/sda", "a/gone"} {
-		if _, ok := want[p]; ok {
-			t.Errorf("overlayfs shows %s, which a whiteout deletes", p)
-		}
-	}
-	for _, p := range []string{"b/link", "a/big", fstest.LongName, fstest.BadUTF8, "dev/zero", "opq/kept"} {
-		if _, ok := want[p]; !ok {
-			t.Errorf("overlayfs lacks %q", p)
-		}
-	}
-	var paths []string
+// compareTrees reports every path whose description differs between the
+// overlayfs view (want) and the lazy one (got), and returns how many paths
+// and file bytes it compared and how many differ. Directories without a
+// header of their own (not in explicit) and the root have their mtimes
+// set aside: containerd creates them at unpack time (mtime now), the lazy
+// mount shows mtime 0, and containerd does not apply the root entry's mtime
+// either.
+func compareTrees(t *testing.T, want, got map[string]string, explicit map[string]bool) (paths int, bytes int64, diffs int) {
+	t.Helper()
+	var all []string
 	for p := range want {
-		paths = append(paths, p)
+		all = append(all, p)
 	}
 	for p := range got {
 		if _, ok := want[p]; !ok {
-			paths = append(paths, p)
+			all = append(all, p)
 		}
 	}
-	sort.Strings(paths)
-	diffs := 0
-	for _, p := range paths {
+	sort.Strings(all)
+	for _, p := range all {
 		w, g := want[p], got[p]
 		if p == "." || !explicit[p] {
-			// Directories without a header of their own: containerd
-			// creates them at unpack time (mtime now), the lazy mount
-			// shows mtime 0; containerd does not apply the root entry's
-			// mtime either.
 			w, g = dropMtime(w), dropMtime(g)
 		}
 		if w != g {
 			diffs++
 			t.Errorf("%q:\n  overlayfs: %s\n  socikit:   %s", p, w, g)
+		} else if i := strings.Index(w, " size="); i >= 0 && !strings.Contains(w, " linkof=") {
+			var n int64
+			fmt.Sscanf(w[i+len(" size="):], "%d", &n)
+			bytes += n
 		}
 	}
-	t.Logf("compared %d paths (overlayfs view vs lazy socikit view): %d differ", len(paths), diffs)
+	t.Logf("compared %d paths, %d bytes of file contents (overlayfs view vs lazy socikit view): %d differ", len(all), bytes, diffs)
+	return len(all), bytes, diffs
 }
 
 // walkTree describes every path under root (relative; "." for the root) as
@@ -245,8 +268,14 @@ func walkTree(t *testing.T, root string) map[string]string {
 		}
 		rel, _ := filepath.Rel(root, p)
 		var st syscall.Stat_t
-		if err := syscall.Lstat(p, &st); err != nil {
-			return err
+		if err := syscall.Lstat(p, &st); errors.Is(err, syscall.ENOENT) {
+			// A whiteout in a directory overlayfs does not merge (one
+			// layer has it, or it is opaque) is listed by readdir and
+			// absent to lookup.
+			out[rel] = "listed by readdir, absent to lstat"
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("lstat %q: %w", rel, err)
 		}
 		mode := fs.FileMode(st.Mode & 0o7777)
 		desc := fmt.Sprintf("type=%o mode=%04o uid=%d gid=%d mtime=%d.%09d", st.Mode&syscall.S_IFMT, uint32(mode), st.Uid, st.Gid, st.Mtim.Sec, st.Mtim.Nsec)
