@@ -16,7 +16,8 @@ import (
 // TestMemoryBounds mounts 10 images lazily in one socikit-snapshotter
 // (each a busybox layer and a data layer of its own of many small files),
 // starts a container of each that checksums every file, and measures the
-// daemon's resident memory and live heap: idle, with the 10 images
+// daemon's resident memory and Go heap (go_memstats_heap_alloc_bytes:
+// live objects and garbage not yet collected): idle, with the 10 images
 // mounted, after every file was read, and after the images' removal.
 // The goal (docs/reliability.md, "Memory and disk bounds") is at most
 // 200 MiB resident with the 10 images mounted and read. CI runs it with
@@ -95,7 +96,7 @@ func TestMemoryBounds(t *testing.T) {
 	rss4, heap4 := mem()
 	left := dirSize(t, cacheDir)
 	mb := func(v float64) string { return fmt.Sprintf("%.0f MB", v/1e6) }
-	t.Logf("SUMMARY %d images of %d MB data (%d files in all): RSS / live heap idle %s / %s; 10 mounted %s / %s (%s heap per mounted image); "+
+	t.Logf("SUMMARY %d images of %d MB data (%d files in all): RSS / Go heap idle %s / %s; 10 mounted %s / %s (%s heap per mounted image); "+
 		"after reading every file %s / %s (peak RSS %s); 15 s later %s / %s; after removal %s / %s; span cache left %d bytes",
 		images, dataMB, files, mb(rss0), mb(heap0), mb(rss1), mb(heap1), mb((heap1-heap0)/images),
 		mb(rss2), mb(heap2), mb(rssMax), mb(rss3), mb(heap3), mb(rss4), mb(heap4), left)
