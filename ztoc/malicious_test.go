@@ -11,13 +11,13 @@ import (
 	"github.com/socikit/socikit/ztoc"
 )
 
-// maliciousBase is a real layer indexed with 64 KiB spans: the zTOC the
-// cases below tamper with, and the blob a reader reads.
+// maliciousBase is a real layer (3.3 MB) indexed with 512 KiB spans: the
+// zTOC the cases below tamper with, and the blob a reader reads.
 func maliciousBase(t *testing.T) (*ztoc.Ztoc, []byte) {
 	t.Helper()
-	tarball, _ := synthTar(t, 1<<20)
+	tarball, _ := synthTar(t, 64<<10)
 	blob := gzipStd(t, tarball, 6)
-	z, err := ztoc.Build(bytes.NewReader(blob), ztoc.WithSpanSize(64<<10))
+	z, err := ztoc.Build(bytes.NewReader(blob), ztoc.WithSpanSize(512<<10))
 	if err != nil {
 		t.Fatal(err)
 	}
