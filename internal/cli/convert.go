@@ -563,7 +563,7 @@ func (c *converter) addResult(d ocispec.Descriptor, z *ztoc.Ztoc) error {
 	if err != nil {
 		return fmt.Errorf("marshal zTOC of layer %s: %w", d.Digest, err)
 	}
-	c.progress.end(d.Digest, nil, "indexed, %d spans, %d files, zTOC %d bytes", len(ix.Spans()), len(z.Files), len(b))
+	_ = c.progress.end(d.Digest, nil, "indexed, %d spans, %d files, zTOC %d bytes", len(ix.Spans()), len(z.Files), len(b)) // returns the nil it is given
 	c.mu.Lock()
 	c.results[d.Digest] = &exporter.LayerIndex{Ztoc: z, Blob: b, SpanSize: c.o.spanSize}
 	c.mu.Unlock()

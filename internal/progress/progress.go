@@ -122,7 +122,9 @@ func (p *Progress) write(s string) {
 	}
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	io.WriteString(p.w, s)
+	// Best effort, like the bars: a failed progress write has nowhere to
+	// be reported.
+	_, _ = io.WriteString(p.w, s)
 }
 
 // Item is one unit of work of a known size (a layer).
