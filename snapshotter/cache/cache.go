@@ -70,8 +70,8 @@ type Option func(*options) error
 type options struct {
 	maxSize    int64
 	maxSizeSet bool
-	noSync  bool
-	now     func() time.Time
+	noSync     bool
+	now        func() time.Time
 	// create makes a span file's temporary file (os.CreateTemp; tests
 	// inject write errors through it).
 	create func(dir, pattern string) (file, error)
@@ -276,8 +276,9 @@ func (c *Cache) Acquire(d digest.Digest) (*Layer, error) {
 	}
 	st.refs++
 	st.used = c.opts.now()
-	// The directory's mtime orders eviction after a restart.
-	os.Chtimes(c.layerDir(d), st.used, st.used)
+	// The directory's mtime orders eviction after a restart. Best effort:
+	// if it fails, that order is only less exact.
+	_ = os.Chtimes(c.layerDir(d), st.used, st.used)
 	if st.live == nil {
 		st.live = &Layer{c: c, d: d, dir: c.layerDir(d), st: st, fds: make(map[SpanID]*os.File)}
 	}

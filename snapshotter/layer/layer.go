@@ -154,7 +154,7 @@ func Mount(ctx context.Context, mountpoint string, src Source, c *cache.Cache, o
 	}
 	defer func() {
 		if retErr != nil {
-			cl.Release()
+			retErr = errors.Join(retErr, cl.Release())
 		}
 	}()
 	f, err := remote.NewFetcher(ctx, ix, src.Blob, cl, o.fetch...)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/containerd/log"
 	"github.com/sirupsen/logrus"
-	"google.golang.org/grpc/grpclog"
 )
 
 // TestSetupLoggingJSON: with log_format json, the daemon's own entries and
@@ -107,5 +106,4 @@ func TestGRPCLogger(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
 	}
-	var _ grpclog.LoggerV2 = GRPCLogger()
 }

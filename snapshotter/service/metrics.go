@@ -79,7 +79,7 @@ func (m *Metrics) fetchLatency() *prometheus.HistogramVec {
 // Fetched implements remote.Metrics: failed fetches are timed too.
 func (m *Metrics) Fetched(kind remote.FetchKind, spans int, bytes int64, d time.Duration, err error) {
 	m.Counters.Fetched(kind, spans, bytes, d, err)
-	if kind >= 0 && int(kind) < len(m.observers) {
+	if int(kind) < len(m.observers) {
 		m.fetchLatency()
 		m.observers[kind].Observe(d.Seconds())
 	}

@@ -123,7 +123,7 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 	hs, err := startHTTP(ctx, c.MetricsAddress, c.MetricsAddress == DefaultMetricsAddress, h, errc)
 	if err != nil {
 		srv.Stop()
-		<-errc
+		_ = <-errc // Serve's return after Stop; err is what counts
 		return err
 	}
 	log.G(ctx).WithField("address", c.Address).WithField("root", c.Root).Info("socikit-snapshotter serving")
