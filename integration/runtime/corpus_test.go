@@ -100,7 +100,8 @@ func (c *corpus) tars() [][]byte {
 //     mtimes before 1970, at 1969-12-31T23:59:59.5, in 1970 with
 //     nanoseconds, in 2200 and in 2300 (past containerd's bound); the same
 //     name given twice, a directory replaced by a file and a file by a
-//     directory within one layer, a root entry ("./") of mode 0700.
+//     directory within one layer, a directory given twice (xattrs merged),
+//     a root entry ("./") of mode 0700.
 //  2. Changes: whiteouts of a file, a directory, a hard link of a group and
 //     a symlink; an opaque directory (marker first) and one whose marker
 //     comes after its new entries; a lower directory replaced by a file,
@@ -153,6 +154,7 @@ func editCorpus(t *testing.T) *corpus {
 	c.add(tar.Header{Typeflag: tar.TypeFifo, Name: "xdir/fifo-xattr", Mode: 0o600, ModTime: t1, PAXRecords: map[string]string{
 		"SCHILY.xattr.user.fifo": "refused on a fifo",
 	}}, nil)
+	c.dir("xdir/", 0o755, 0, 0, t2) // a second header: mode and mtime change, user.dir stays
 
 	// Hard links: the link headers carry attributes of their own.
 	c.add(tar.Header{Typeflag: tar.TypeLink, Name: "etc/hard", Linkname: "etc/xattr", Mode: 0o600, Uid: 7, Gid: 8, ModTime: t2,

@@ -347,7 +347,19 @@ func (b *builder) add(i int) error {
 		return nil
 	case ztoc.TypeDir:
 		if old := b.children[parent][base]; old != nil && old.isDir() {
+			// containerd merges a directory's headers: a later one
+			// sets owner, mode and mtime, and adds its xattrs to
+			// those an earlier one set.
+			x := old.xattrs
 			b.setAttr(old, fe)
+			for k, v := range x {
+				if _, ok := old.xattrs[k]; !ok {
+					if old.xattrs == nil {
+						old.xattrs = make(map[string][]byte, len(x))
+					}
+					old.xattrs[k] = v
+				}
+			}
 			return nil
 		}
 		e = b.newEntry(syscall.S_IFDIR)

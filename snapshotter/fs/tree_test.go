@@ -146,7 +146,10 @@ func TestBuildTreeMetadata(t *testing.T) {
 	future.ModTime = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
 	half := reg("half")
 	half.ModTime = time.Unix(0, 500000000)
-	z := &ztoc.Ztoc{Files: []ztoc.FileEntry{file, link, sym, symLink, fifo, capFile, old, future, half}}
+	d1, d2 := dirEntry("d/"), dirEntry("d/")
+	d1.PAXRecords = map[string]string{"SCHILY.xattr.user.first": "1", "SCHILY.xattr.user.both": "1"}
+	d2.Mode, d2.PAXRecords = 0o700, map[string]string{"SCHILY.xattr.user.both": "2"}
+	z := &ztoc.Ztoc{Files: []ztoc.FileEntry{file, link, sym, symLink, fifo, capFile, old, future, half, d1, d2}}
 	f, err := New(z, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -180,6 +183,9 @@ func TestBuildTreeMetadata(t *testing.T) {
 	}
 	if c := root.child("cap").xattrs["security.capability"]; len(c) != 20 {
 		t.Errorf("security.capability %q", c)
+	}
+	if d := root.child("d"); d.mode != syscall.S_IFDIR|0o700 || string(d.xattrs["user.first"]) != "1" || string(d.xattrs["user.both"]) != "2" {
+		t.Errorf("d: mode %o xattrs %q: a directory's later header sets the mode and adds its xattrs", d.mode, d.xattrs)
 	}
 	var out fuse.AttrOut
 	for name, want := range map[string][2]uint64{"old": {0, 0}, "future": {0, 0}, "half": {0, 500000000}} {
