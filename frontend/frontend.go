@@ -75,8 +75,10 @@ func Build(ctx context.Context, c client.Client) (*client.Result, error) {
 	warn := func(msg string) {
 		msg = "socikit: " + msg
 		if warnAt != "" {
-			c.Warn(ctx, warnAt, msg, client.WarnOpts{Level: 1})
-			return
+			if err := c.Warn(ctx, warnAt, msg, client.WarnOpts{Level: 1}); err == nil {
+				return
+			}
+			// Not taken on that vertex: on the Dockerfile's then.
 		}
 		src.Warn(ctx, msg, client.WarnOpts{})
 	}

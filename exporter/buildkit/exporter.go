@@ -256,7 +256,9 @@ func (i *instance) Export(ctx context.Context, src *exporter.Source, buildInfo e
 	}
 	defer func() {
 		if descref == nil {
-			done(context.WithoutCancel(ctx))
+			if err := done(context.WithoutCancel(ctx)); err != nil {
+				bklog.G(ctx).Warnf("soci exporter: releasing the temporary lease: %v", err)
+			}
 		}
 	}()
 
