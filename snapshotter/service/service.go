@@ -123,7 +123,9 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 	hs, err := startHTTP(ctx, c.MetricsAddress, c.MetricsAddress == DefaultMetricsAddress, h, errc)
 	if err != nil {
 		srv.Stop()
-		_ = <-errc // Serve's return after Stop; err is what counts
+		if serr := <-errc; serr != nil { // nil after Stop, unless Serve failed first
+			log.G(ctx).WithError(serr).Warn("grpc server")
+		}
 		return err
 	}
 	log.G(ctx).WithField("address", c.Address).WithField("root", c.Root).Info("socikit-snapshotter serving")
