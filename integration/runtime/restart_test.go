@@ -406,6 +406,12 @@ func TestRestartRegistryDown(t *testing.T) {
 		t.Errorf("%v zTOCs fetched at the restart, want 0", got)
 	}
 
+	// containerd redials the snapshotter with a backoff of its own (about
+	// a second after the refused dials of the gap): wait until it gets
+	// through, a Stat of the reader's snapshot, before starting a container.
+	reached := time.Now()
+	d.ctrRetry(t, 30*time.Second, "-n", restartNS, "snapshots", "--snapshotter", "socikit", "info", rd.id)
+	t.Logf("containerd reached the restarted snapshotter %v later (polled every 0.5 s)", time.Since(reached).Round(10*time.Millisecond))
 	out, err = d.runSums(t, im.ref, read)
 	if err != nil {
 		t.Fatalf("container started after the restart, registry down: %v", err)
