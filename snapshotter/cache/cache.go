@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -382,22 +383,35 @@ func (l *Layer) Digest() digest.Digest { return l.shared.d }
 
 // Has reports whether span id is cached and the size of its file.
 func (l *Layer) Has(id SpanID) (size int64, ok bool) {
-	s := l.shared
-	s.c.mu.Lock()
-	defer s.c.mu.Unlock()
-	size, ok = s.st.spans[id]
-	return size, ok
+	return lookup(l, func(st *layerState) map[SpanID]int64 { return st.spans }, id)
 }
 
 // Cached returns the number of cached spans and their bytes.
 func (l *Layer) Cached() (spans int, bytes int64) {
+	return total(l, func(st *layerState) map[SpanID]int64 { return st.spans })
+}
+
+// lookup returns the size stored under k in one of l's size maps (spans
+// or content files), under the cache's lock.
+func lookup[K comparable](l *Layer, sizes func(*layerState) map[K]int64, k K) (int64, bool) {
 	s := l.shared
 	s.c.mu.Lock()
 	defer s.c.mu.Unlock()
-	for _, n := range s.st.spans {
+	n, ok := sizes(s.st)[k]
+	return n, ok
+}
+
+// total returns the number of entries of one of l's size maps and their
+// bytes, under the cache's lock.
+func total[K comparable](l *Layer, sizes func(*layerState) map[K]int64) (count int, bytes int64) {
+	s := l.shared
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	m := sizes(s.st)
+	for _, n := range m {
 		bytes += n
 	}
-	return len(s.st.spans), bytes
+	return len(m), bytes
 }
 
 func (l *Layer) spanPath(id SpanID) string {
@@ -599,7 +613,7 @@ func (l *Layer) check(id SpanID, f *os.File, size int64) error {
 		return l.corrupt(id, err)
 	}
 	data, tr := buf[:size], buf[size:]
-	if !bytesEqual(tr, trailer(data)) {
+	if !bytes.Equal(tr, trailer(data)) {
 		return l.corrupt(id, errors.New("checksum mismatch"))
 	}
 	l.c.mu.Lock()
@@ -609,8 +623,6 @@ func (l *Layer) check(id SpanID, f *os.File, size int64) error {
 	l.c.mu.Unlock()
 	return nil
 }
-
-func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
 
 // corrupt drops span id (its file and its entry) and returns an error
 // wrapping ErrCorrupt and cause.

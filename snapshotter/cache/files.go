@@ -37,22 +37,12 @@ func (l *Layer) filePath(key int64) string {
 
 // HasFile reports whether content file key is stored, and its size.
 func (l *Layer) HasFile(key int64) (size int64, ok bool) {
-	s := l.shared
-	s.c.mu.Lock()
-	defer s.c.mu.Unlock()
-	size, ok = s.st.files[key]
-	return size, ok
+	return lookup(l, func(st *layerState) map[int64]int64 { return st.files }, key)
 }
 
 // Files returns the number of content files and their bytes.
 func (l *Layer) Files() (files int, bytes int64) {
-	s := l.shared
-	s.c.mu.Lock()
-	defer s.c.mu.Unlock()
-	for _, n := range s.st.files {
-		bytes += n
-	}
-	return len(s.st.files), bytes
+	return total(l, func(st *layerState) map[int64]int64 { return st.files })
 }
 
 // OpenFile opens content file key read-only. It returns an error wrapping
