@@ -131,11 +131,28 @@ func New(z *ztoc.Ztoc, r Reader, opts ...Option) (*FS, error) {
 			return nil, err
 		}
 	}
+	if o.pt != nil && !anyFileOf(z, o.ptMin) {
+		// No file passthrough could serve: mount as without it, so that
+		// opens need no FUSE request (node.Open) and the mount is not
+		// stacked.
+		o.pt = nil
+	}
 	root, skipped, err := buildTree(z)
 	if err != nil {
 		return nil, fmt.Errorf("build the layer's tree: %w", err)
 	}
 	return &FS{z: z, r: r, o: o, root: root, hdrOff: headerOffsets(z.Files), skipped: skipped}, nil
+}
+
+// anyFileOf reports whether z has a regular file of at least minSize
+// bytes (entries other than regular files have size 0).
+func anyFileOf(z *ztoc.Ztoc, minSize int64) bool {
+	for i := range z.Files {
+		if z.Files[i].UncompressedSize >= minSize {
+			return true
+		}
+	}
+	return false
 }
 
 // Skipped returns the names of TOC entries left out of the tree (unknown

@@ -39,6 +39,7 @@ var (
 	_ fusefs.NodeSetattrer     = (*node)(nil)
 	_ fusefs.NodeSetxattrer    = (*node)(nil)
 	_ fusefs.NodeRemovexattrer = (*node)(nil)
+	_ fusefs.NodeFlusher       = (*node)(nil)
 )
 
 func (f *FS) fillAttr(e *entry, out *fuse.Attr) {
@@ -125,6 +126,16 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 // their content is local (go-fuse then drops FOPEN_KEEP_CACHE and sets
 // FOPEN_PASSTHROUGH), else one that counts the opens reading through
 // FUSE.
+//
+// Without passthrough, a handle has nothing to carry: Open answers
+// ENOSYS, which the kernel takes (FUSE_NO_OPEN_SUPPORT, Linux 3.14 on)
+// as "opens need no request": it sends no OPEN and no RELEASE again on
+// this mount, and opens every file with FOPEN_KEEP_CACHE (and directories
+// with FOPEN_CACHE_DIR too), the file's ENOSYS-answered open succeeding
+// as well. A small file read through a fresh page cache then costs one
+// READ instead of OPEN, READ, RELEASE; a file in the page cache costs no
+// request (BenchmarkSmallFile in snapshotter/layer, docs/performance.md).
+// Writes never reach Open: the mount is read-only (MS_RDONLY).
 func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
 		return nil, 0, syscall.EROFS
@@ -132,7 +143,18 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if n.e.mode&syscall.S_IFMT != syscall.S_IFREG {
 		return nil, 0, syscall.EINVAL
 	}
+	if n.fs.o.pt == nil {
+		return nil, 0, syscall.ENOSYS
+	}
 	return n.fs.open(ctx, n.e), openFlags, 0
+}
+
+// Flush implements fusefs.NodeFlusher: there is nothing to flush. ENOSYS
+// tells the kernel to send no FLUSH again on this mount: opens without an
+// OPEN request (see Open) do not carry FOPEN_NOFLUSH, and go-fuse would
+// otherwise answer each close's FLUSH.
+func (n *node) Flush(ctx context.Context, fh fusefs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
 }
 
 // maxMergedRead bounds the data read along with a file's tar header on

@@ -1,0 +1,268 @@
+package layer
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/socikit/socikit/snapshotter/fs/fstest"
+	"github.com/socikit/socikit/snapshotter/remote"
+	"github.com/socikit/socikit/ztoc"
+)
+
+// Size of the small-file tree of BenchmarkSmallFile.
+const (
+	smallFiles = 2000
+	smallDirs  = 20
+)
+
+// BenchmarkSmallFile measures the per-file cost of the FUSE path (issue
+// 12 item 3): a layer of 2,000 files of 1-8 KiB in 20 directories, every
+// span already in the span cache (no network), against the same files in
+// a directory on the same disk. One op is one file; each sub-benchmark
+// after a local one reports x-local, its ns/op over that local one's.
+//
+// OpenReadClose: open(2), read(2) to EOF, close(2) by path.
+//
+//   - local: the files on disk, page cache warm (as after an unpack);
+//   - mount-pagecache: the mount with its page cache and dentries warm
+//     (FOPEN_KEEP_CACHE: an OPEN and a RELEASE request per file);
+//   - mount-fuse: dentries warm, the mount's page cache dropped
+//     (fadvise DONTNEED, outside the timer) before each pass over the
+//     files: OPEN, READ, RELEASE per file;
+//   - mount-fresh: a fresh mount before each pass (outside the timer), as
+//     a container's first start on a node: LOOKUP as well;
+//   - mount-pagecache-pt, mount-fuse-pt: the same files in a layer that
+//     also has a file of 2 MiB, mounted with passthrough (the daemon's
+//     default): the kernel must send an OPEN (and a RELEASE) per file for
+//     passthrough to be offered, where a layer without any file
+//     passthrough could serve needs none (fs.node.Open).
+//
+// Missing: stat(2) of a name that does not exist, in a directory that
+// does.
+//
+//   - local-new, mount-new: a name not looked up before in each op (the
+//     mount answers a LOOKUP with ENOENT and the kernel keeps a negative
+//     entry);
+//   - local-cached, mount-cached: 2,000 names looked up once before the
+//     timer, then again (negative entries in the dentry cache).
+func BenchmarkSmallFile(b *testing.B) {
+	requiresRoot(b)
+	entries := manyFiles(smallFiles, smallDirs)
+	tb, err := fstest.Tar(entries)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var blob bytes.Buffer
+	z, err := ztoc.Compress(&blob, bytes.NewReader(tb), ztoc.WithSpanSize(1<<20), ztoc.WithCompressionLevel(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	lf := newLayerFrom(b, entries, blob.Bytes(), z)
+	c := openCache(b, b.TempDir())
+	warm := lf.mount(b, c)
+	if err := warm.Fetcher().Background(context.Background(), remote.BackgroundOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	// The same files and one of 2 MiB, mounted with passthrough (which
+	// needs the OPEN of every file: the daemon's default).
+	bigEntries := append(entries[:len(entries):len(entries)], fstest.Entry{
+		Hdr:  tar.Header{Typeflag: tar.TypeReg, Name: "big", Mode: 0o644, Size: 2 << 20, ModTime: entries[0].Hdr.ModTime},
+		Data: fstest.Random("big", 2<<20),
+	})
+	tb, err = fstest.Tar(bigEntries)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var bigBlob bytes.Buffer
+	bz, err := ztoc.Compress(&bigBlob, bytes.NewReader(tb), ztoc.WithSpanSize(1<<20), ztoc.WithCompressionLevel(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	lfPT := newLayerFrom(b, bigEntries, bigBlob.Bytes(), bz)
+	if err := lfPT.mount(b, c).Fetcher().Background(context.Background(), remote.BackgroundOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	local := b.TempDir()
+	var names []string // relative paths of the files, in tar order
+	for _, e := range entries {
+		p := filepath.Join(local, e.Hdr.Name)
+		if e.Hdr.Typeflag == tar.TypeDir {
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				b.Fatal(err)
+			}
+			continue
+		}
+		if err := os.WriteFile(p, e.Data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		names = append(names, e.Hdr.Name)
+	}
+	paths := func(root string) []string {
+		ps := make([]string, len(names))
+		for i, n := range names {
+			ps[i] = filepath.Join(root, n)
+		}
+		return ps
+	}
+	buf := make([]byte, 128<<10)
+	readFile := func(b *testing.B, p string) {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			b.Fatalf("open %s: %v", p, err)
+		}
+		for {
+			n, err := unix.Read(fd, buf)
+			if err != nil {
+				b.Fatalf("read %s: %v", p, err)
+			}
+			if n == 0 {
+				break
+			}
+		}
+		unix.Close(fd)
+	}
+	dropPages := func(b *testing.B, ps []string) {
+		for _, p := range ps {
+			fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
+			unix.Close(fd)
+		}
+	}
+
+	var localNs float64 // ns/op of the last local sub-benchmark run
+	report := func(b *testing.B, isLocal bool) {
+		ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+		if isLocal {
+			localNs = ns
+		} else if localNs > 0 {
+			b.ReportMetric(ns/localNs, "x-local")
+		}
+	}
+
+	// pass runs b.N ops over the files in turn; before each pass over all
+	// files it calls setup (outside the timer) for the root to read.
+	pass := func(b *testing.B, setup func(b *testing.B) string) {
+		ps := paths(setup(b))
+		for _, p := range ps { // dentries of the files, as in later passes
+			var st unix.Stat_t
+			if err := unix.Stat(p, &st); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ResetTimer()
+		for i := range b.N {
+			j := i % len(ps)
+			if j == 0 && i > 0 {
+				b.StopTimer()
+				ps = paths(setup(b))
+				b.StartTimer()
+			}
+			readFile(b, ps[j])
+		}
+		b.StopTimer()
+	}
+	b.Run("OpenReadClose/local", func(b *testing.B) {
+		for _, p := range paths(local) {
+			readFile(b, p) // page cache warm
+		}
+		pass(b, func(*testing.B) string { return local })
+		report(b, true)
+	})
+	for _, v := range []struct {
+		suffix string
+		lf     *layerFixture
+		opts   []Option
+	}{{"", lf, nil}, {"-pt", lfPT, []Option{WithPassthrough(0)}}} {
+		b.Run("OpenReadClose/mount-pagecache"+v.suffix, func(b *testing.B) {
+			m := v.lf.mount(b, c, v.opts...)
+			for _, p := range paths(m.Dir()) {
+				readFile(b, p)
+			}
+			pass(b, func(*testing.B) string { return m.Dir() })
+			report(b, false)
+		})
+		b.Run("OpenReadClose/mount-fuse"+v.suffix, func(b *testing.B) {
+			m := v.lf.mount(b, c, v.opts...)
+			pass(b, func(b *testing.B) string {
+				dropPages(b, paths(m.Dir()))
+				return m.Dir()
+			})
+			report(b, false)
+		})
+	}
+	b.Run("OpenReadClose/mount-fresh", func(b *testing.B) {
+		var m *Mounted
+		b.ResetTimer()
+		for i := range b.N {
+			j := i % len(names)
+			if j == 0 {
+				b.StopTimer()
+				if m != nil {
+					if err := m.Unmount(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				m = lf.mount(b, c)
+				b.StartTimer()
+			}
+			readFile(b, filepath.Join(m.Dir(), names[j]))
+		}
+		b.StopTimer()
+		report(b, false)
+	})
+
+	// missingBase is the next unused name number, by root.
+	missingBase := map[string]int{}
+	missing := func(b *testing.B, root string, fresh bool) {
+		dirs := make([]string, smallDirs)
+		for d := range dirs {
+			dirs[d] = filepath.Join(root, "d"+strconv.Itoa(d))
+		}
+		n := smallFiles
+		if fresh {
+			n = b.N
+		}
+		// A run of the benchmark with a larger b.N reuses the names of the
+		// one before: start after them.
+		base := missingBase[root]
+		ps := make([]string, n)
+		for i := range ps {
+			ps[i] = filepath.Join(dirs[i%smallDirs], "nx"+strconv.Itoa(base+i))
+		}
+		missingBase[root] = base + n
+		var st unix.Stat_t
+		if !fresh {
+			for _, p := range ps {
+				unix.Stat(p, &st)
+			}
+		}
+		b.ResetTimer()
+		for i := range b.N {
+			if err := unix.Stat(ps[i%n], &st); err != unix.ENOENT {
+				b.Fatalf("stat %s: %v, want ENOENT", ps[i%n], err)
+			}
+		}
+		b.StopTimer()
+	}
+	for _, kind := range []string{"new", "cached"} {
+		fresh := kind == "new"
+		b.Run("Missing/local-"+kind, func(b *testing.B) {
+			missing(b, local, fresh)
+			report(b, true)
+		})
+		b.Run("Missing/mount-"+kind, func(b *testing.B) {
+			missing(b, warm.Dir(), fresh)
+			report(b, false)
+		})
+	}
+}
