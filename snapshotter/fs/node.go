@@ -24,22 +24,23 @@ type node struct {
 
 // One assertion per capability (stargz fs/layer/node.go does the same).
 var (
-	_ fusefs.InodeEmbedder     = (*node)(nil)
-	_ fusefs.NodeLookuper      = (*node)(nil)
-	_ fusefs.NodeReaddirer     = (*node)(nil)
-	_ fusefs.NodeGetattrer     = (*node)(nil)
-	_ fusefs.NodeOpener        = (*node)(nil)
-	_ fusefs.NodeReader        = (*node)(nil)
-	_ fusefs.NodeReadlinker    = (*node)(nil)
-	_ fusefs.NodeGetxattrer    = (*node)(nil)
-	_ fusefs.NodeListxattrer   = (*node)(nil)
-	_ fusefs.NodeStatfser      = (*node)(nil)
-	_ fusefs.NodeAccesser      = (*node)(nil)
-	_ fusefs.NodeOpendirer     = (*node)(nil)
-	_ fusefs.NodeSetattrer     = (*node)(nil)
-	_ fusefs.NodeSetxattrer    = (*node)(nil)
-	_ fusefs.NodeRemovexattrer = (*node)(nil)
-	_ fusefs.NodeFlusher       = (*node)(nil)
+	_ fusefs.InodeEmbedder      = (*node)(nil)
+	_ fusefs.NodeLookuper       = (*node)(nil)
+	_ fusefs.NodeReaddirer      = (*node)(nil)
+	_ fusefs.NodeGetattrer      = (*node)(nil)
+	_ fusefs.NodeOpener         = (*node)(nil)
+	_ fusefs.NodeReader         = (*node)(nil)
+	_ fusefs.NodeReadlinker     = (*node)(nil)
+	_ fusefs.NodeGetxattrer     = (*node)(nil)
+	_ fusefs.NodeListxattrer    = (*node)(nil)
+	_ fusefs.NodeStatfser       = (*node)(nil)
+	_ fusefs.NodeAccesser       = (*node)(nil)
+	_ fusefs.NodeOpendirer      = (*node)(nil)
+	_ fusefs.NodeSetattrer      = (*node)(nil)
+	_ fusefs.NodeSetxattrer     = (*node)(nil)
+	_ fusefs.NodeRemovexattrer  = (*node)(nil)
+	_ fusefs.NodeFlusher        = (*node)(nil)
+	_ fusefs.NodeOpendirHandler = (*node)(nil)
 )
 
 func (f *FS) fillAttr(e *entry, out *fuse.Attr) {
@@ -102,6 +103,18 @@ func (n *node) Opendir(ctx context.Context) syscall.Errno {
 		return syscall.ENOTDIR
 	}
 	return 0
+}
+
+// OpendirHandle implements fusefs.NodeOpendirHandler (go-fuse calls it
+// instead of Opendir): the handle lists the directory, and
+// FOPEN_CACHE_DIR with FOPEN_KEEP_CACHE lets the kernel keep the listing
+// across opens (the tree never changes), so a directory is read through
+// FUSE once; later opens cost an OPENDIR and a RELEASEDIR only.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if !n.e.isDir() {
+		return nil, 0, syscall.ENOTDIR
+	}
+	return fusefs.NewListDirStream(n.e.listing()), fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // Readdir implements fusefs.NodeReaddirer.

@@ -2,9 +2,11 @@ package fs
 
 import (
 	"context"
+	"slices"
 	"syscall"
 	"testing"
 
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/socikit/socikit/snapshotter/fs/fstest"
@@ -46,5 +48,50 @@ func TestNoOpenWithoutPassthroughFiles(t *testing.T) {
 				t.Errorf("read: %d bytes, %v; want %d", len(got), errno, tc.big)
 			}
 		})
+	}
+}
+
+// TestOpendirCacheDir checks that directory handles let the kernel cache
+// the listing (FOPEN_CACHE_DIR, FOPEN_KEEP_CACHE) and list what Readdir
+// lists.
+func TestOpendirCacheDir(t *testing.T) {
+	ctx := context.Background()
+	z, tb := build(t, fstest.Tricky(t.Name(), 1000))
+	_, root := newTestFS(t, &memReader{b: tb}, z)
+	n, _ := walk(t, root, "many")
+	fh, flags, errno := n.OpendirHandle(ctx, 0)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	if want := uint32(fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE); flags&want != want {
+		t.Errorf("opendir flags %#x, want %#x set", flags, want)
+	}
+	rd, ok := fh.(fusefs.FileReaddirenter)
+	if !ok {
+		t.Fatalf("handle %T does not list", fh)
+	}
+	var got []string
+	for {
+		de, errno := rd.Readdirent(ctx)
+		if errno != 0 {
+			t.Fatal(errno)
+		}
+		if de == nil {
+			break
+		}
+		got = append(got, de.Name)
+	}
+	ds, _ := n.Readdir(ctx)
+	var want []string
+	for ds.HasNext() {
+		de, _ := ds.Next()
+		want = append(want, de.Name)
+	}
+	if len(got) != 40 || !slices.Equal(got, want) {
+		t.Errorf("listing %d entries %q, Readdir %q", len(got), got, want)
+	}
+	f, _ := walk(t, root, "a/big")
+	if _, _, errno := f.OpendirHandle(ctx, 0); errno != syscall.ENOTDIR {
+		t.Errorf("opendir of a file: %v, want ENOTDIR", errno)
 	}
 }

@@ -223,6 +223,50 @@ func BenchmarkSmallFile(b *testing.B) {
 
 	// missingBase is the next unused name number, by root.
 	missingBase := map[string]int{}
+	// Readdir: open(2) a directory of 100 files, getdents(2) to the end,
+	// close(2); one op per directory, listed once before the timer.
+	readDir := func(b *testing.B, root string) {
+		dbuf := make([]byte, 32<<10)
+		list := func(d int) {
+			p := filepath.Join(root, "d"+strconv.Itoa(d))
+			fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			got := 0
+			for {
+				n, err := unix.Getdents(fd, dbuf)
+				if err != nil {
+					b.Fatalf("getdents %s: %v", p, err)
+				}
+				if n == 0 {
+					break
+				}
+				got += n
+			}
+			unix.Close(fd)
+			if got == 0 {
+				b.Fatalf("%s: empty listing", p)
+			}
+		}
+		for d := range smallDirs {
+			list(d)
+		}
+		b.ResetTimer()
+		for i := range b.N {
+			list(i % smallDirs)
+		}
+		b.StopTimer()
+	}
+	b.Run("Readdir/local", func(b *testing.B) {
+		readDir(b, local)
+		report(b, true)
+	})
+	b.Run("Readdir/mount", func(b *testing.B) {
+		readDir(b, lf.mount(b, c).Dir())
+		report(b, false)
+	})
+
 	missing := func(b *testing.B, root string, fresh bool) {
 		dirs := make([]string, smallDirs)
 		for d := range dirs {
