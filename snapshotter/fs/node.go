@@ -141,11 +141,10 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 // FUSE.
 //
 // Without passthrough, a handle has nothing to carry: Open answers
-// ENOSYS, which the kernel takes (FUSE_NO_OPEN_SUPPORT, Linux 3.14 on)
-// as "opens need no request": it sends no OPEN and no RELEASE again on
-// this mount, and opens every file with FOPEN_KEEP_CACHE (and directories
-// with FOPEN_CACHE_DIR too), the file's ENOSYS-answered open succeeding
-// as well. A small file read through a fresh page cache then costs one
+// ENOSYS, which the kernel takes (its no_open, FUSE_NO_OPEN_SUPPORT) as
+// "opens need no request": it sends no OPEN and no RELEASE again on this
+// mount and opens every file with FOPEN_KEEP_CACHE, the open answered
+// ENOSYS succeeding as well. A small file read through a fresh page cache then costs one
 // READ instead of OPEN, READ, RELEASE; a file in the page cache costs no
 // request (BenchmarkSmallFile in snapshotter/layer, docs/performance.md).
 // Writes never reach Open: the mount is read-only (MS_RDONLY).
