@@ -528,24 +528,36 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, filters .
 // is kept (and logged), never removed through the mount.
 func (s *Snapshotter) Cleanup(ctx context.Context) error {
 	ctx = withNamespace(ctx)
-	var ids map[string]string
-	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
-		ids, err = storage.IDMap(ctx)
-		return err
+	dir := filepath.Join(s.root, "snapshots")
+	// The directories are listed inside a write transaction, as
+	// containerd's overlay snapshotter does: createSnapshot makes its
+	// "new-" directory and renames it to the snapshot's ID inside one, so
+	// a directory being created is never taken for an orphan (a read
+	// transaction let Cleanup remove one between its MkdirTemp and Mkdir:
+	// "create snapshot directory: mkdir .../new-N/fs: no such file or
+	// directory", TestCacheFull).
+	var orphans []string
+	err := s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
+		ids, err := storage.IDMap(ctx)
+		if err != nil {
+			return err
+		}
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if _, ok := ids[e.Name()]; !ok {
+				orphans = append(orphans, e.Name())
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(s.root, "snapshots")
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if _, ok := ids[e.Name()]; ok {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
+	for _, name := range orphans {
+		p := filepath.Join(dir, name)
 		if err := s.unmountRemote(WithRemoval(ctx), filepath.Join(p, "fs")); err != nil {
 			log.G(ctx).WithError(err).WithField("path", p).Warn("keep snapshot directory: unmount failed")
 			continue

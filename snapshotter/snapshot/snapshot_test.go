@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -273,5 +274,48 @@ func TestRemoteParentRemountedWhenLost(t *testing.T) {
 func TestWithMountOptions(t *testing.T) {
 	if _, err := New(context.Background(), t.TempDir(), nil, WithMountOptions("a,b")); err == nil {
 		t.Error("WithMountOptions accepted a comma-joined option")
+	}
+}
+
+// TestCleanupDuringPrepare: Cleanup running while snapshots are prepared
+// never removes the directory of one being created (it listed them in a
+// read transaction: a "new-" directory made by a concurrent Prepare was
+// an orphan to it).
+func TestCleanupDuringPrepare(t *testing.T) {
+	s := newTestSnapshotter(t, t.TempDir(), newFakeFS())
+	ctx := namespaces.WithNamespace(context.Background(), "test")
+	if _, err := s.Prepare(ctx, "first", ""); err != nil { // the metadata buckets exist
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if err := s.Cleanup(ctx); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	for i := range 300 {
+		key := fmt.Sprintf("active-%d", i)
+		if _, err := s.Prepare(ctx, key, ""); err != nil {
+			close(stop)
+			t.Fatalf("prepare %d with Cleanup running: %v", i, err)
+		}
+		if err := s.Remove(ctx, key); err != nil {
+			close(stop)
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
