@@ -3,7 +3,6 @@ package cli
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -21,7 +20,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/opencontainers/go-digest"
@@ -141,41 +139,6 @@ func sameSizeLayers(t *testing.T) (testLayer, testLayer) {
 		return tarLayer(t, files, false)
 	}
 	return mk('a'), mk('b')
-}
-
-// tarLayer builds a layer of exactly files (gzip unless plain).
-func tarLayer(t *testing.T, files []testFile, gz bool) testLayer {
-	t.Helper()
-	var buf bytes.Buffer
-	var w io.Writer = &buf
-	var zw *gzip.Writer
-	if gz {
-		zw = gzip.NewWriter(&buf)
-		w = zw
-	}
-	tw := tar.NewWriter(w)
-	for _, f := range files {
-		hdr := &tar.Header{Name: f.name, Typeflag: f.typ, Size: int64(len(f.data)), Linkname: f.linkname, Mode: 0o644,
-			ModTime: time.Unix(1700000000, 0), Format: tar.FormatPAX}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(f.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	mt := ocispec.MediaTypeImageLayer
-	if zw != nil {
-		if err := zw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		mt = ocispec.MediaTypeImageLayerGzip
-	}
-	b := buf.Bytes()
-	return testLayer{files: files, blob: b, desc: ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(b), Size: int64(len(b))}}
 }
 
 // badLayoutImage writes a layout whose last layer's blob holds other bytes

@@ -72,10 +72,16 @@ func makeLayer(t *testing.T, salt string, nfiles int, plain bool) testLayer {
 		testFile{name: salt + "/link", typ: tar.TypeSymlink, linkname: "filea"},
 		testFile{name: salt + "/hard", typ: tar.TypeLink, linkname: salt + "/fileb"},
 	)
+	return tarLayer(t, files, !plain)
+}
+
+// tarLayer builds a layer of exactly files (gzip unless plain).
+func tarLayer(t *testing.T, files []testFile, gz bool) testLayer {
+	t.Helper()
 	var buf bytes.Buffer
 	var w io.Writer = &buf
 	var zw *gzip.Writer
-	if !plain {
+	if gz {
 		zw = gzip.NewWriter(&buf)
 		w = zw
 	}

@@ -32,16 +32,7 @@ func benchmarkCachedRead(b *testing.B, mounted, dropPageCache bool, opts ...Opti
 	if mounted {
 		requiresRoot(b)
 		entries := []fstest.Entry{{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: "file", Mode: 0o644, Size: int64(len(data))}, Data: data}}
-		tb, err := fstest.Tar(entries)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var blob bytes.Buffer
-		z, err := ztoc.Compress(&blob, bytes.NewReader(tb), ztoc.WithSpanSize(1<<20), ztoc.WithCompressionLevel(1))
-		if err != nil {
-			b.Fatal(err)
-		}
-		lf := newLayerFrom(b, entries, blob.Bytes(), z)
+		lf := compressedLayer(b, entries)
 		m := lf.mount(b, openCache(b, b.TempDir()), opts...)
 		if err := m.Fetcher().Background(context.Background(), remote.BackgroundOptions{}); err != nil {
 			b.Fatal(err)
@@ -81,11 +72,24 @@ func BenchmarkCachedReadLocal(b *testing.B)          { benchmarkCachedRead(b, fa
 func BenchmarkCachedReadMountFUSE(b *testing.B)      { benchmarkCachedRead(b, true, true) }
 func BenchmarkCachedReadMountPageCache(b *testing.B) { benchmarkCachedRead(b, true, false) }
 
-func newLayerFrom(b *testing.B, entries []fstest.Entry, blob []byte, z *ztoc.Ztoc) *layerFixture {
+// compressedLayer is a layer fixture of entries, compressed in 1 MiB
+// spans at gzip level 1, served by a registry of its own.
+func compressedLayer(t testing.TB, entries []fstest.Entry) *layerFixture {
+	t.Helper()
+	tb, err := fstest.Tar(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	z, err := ztoc.Compress(&buf, bytes.NewReader(tb), ztoc.WithSpanSize(1<<20), ztoc.WithCompressionLevel(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := buf.Bytes()
 	reg := &registry{}
 	reg.blob.Store(&blob)
 	reg.srv = newServer(reg)
-	b.Cleanup(reg.srv.Close)
+	t.Cleanup(reg.srv.Close)
 	return &layerFixture{entries: entries, blob: blob, z: z, reg: reg, d: digestOf(blob)}
 }
 
@@ -112,16 +116,7 @@ func BenchmarkCachedReadPassthrough(b *testing.B) {
 	requiresRoot(b)
 	data := fstest.Random(b.Name(), benchFileSize)
 	entries := []fstest.Entry{{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: "file", Mode: 0o644, Size: int64(len(data))}, Data: data}}
-	tb, err := fstest.Tar(entries)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var blob bytes.Buffer
-	z, err := ztoc.Compress(&blob, bytes.NewReader(tb), ztoc.WithSpanSize(1<<20), ztoc.WithCompressionLevel(1))
-	if err != nil {
-		b.Fatal(err)
-	}
-	lf := newLayerFrom(b, entries, blob.Bytes(), z)
+	lf := compressedLayer(b, entries)
 	c, err := cache.Open(b.TempDir(), cache.WithNoSync())
 	if err != nil {
 		b.Fatal(err)
@@ -250,16 +245,7 @@ func BenchmarkOpenReadPassthrough(b *testing.B) {
 			entries = append(entries, fstest.Entry{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: n, Mode: 0o644, Size: int64(size)}, Data: fstest.Random(n, size)})
 		}
 	}
-	tb, err := fstest.Tar(entries)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var blob bytes.Buffer
-	z, err := ztoc.Compress(&blob, bytes.NewReader(tb), ztoc.WithSpanSize(1<<20), ztoc.WithCompressionLevel(1))
-	if err != nil {
-		b.Fatal(err)
-	}
-	lf := newLayerFrom(b, entries, blob.Bytes(), z)
+	lf := compressedLayer(b, entries)
 	c := openCache(b, b.TempDir())
 	plain := lf.mount(b, c)
 	pt := lf.mount(b, c, WithPassthrough(1))

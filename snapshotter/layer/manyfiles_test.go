@@ -2,7 +2,6 @@ package layer
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/socikit/socikit/snapshotter/fs/fstest"
 	"github.com/socikit/socikit/snapshotter/remote"
-	"github.com/socikit/socikit/ztoc"
 )
 
 // manyFiles returns a layer of n small files (1-8 KiB) in dirs
@@ -91,21 +89,7 @@ func TestManySmallFilesTiming(t *testing.T) {
 		n, _ = strconv.Atoi(s)
 	}
 	entries := manyFiles(n, 300)
-	tb, err := fstest.Tar(entries)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var blob bytes.Buffer
-	z, err := ztoc.Compress(&blob, bytes.NewReader(tb), ztoc.WithSpanSize(1<<20), ztoc.WithCompressionLevel(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := blob.Bytes()
-	reg := &registry{}
-	reg.blob.Store(&b)
-	reg.srv = newServer(reg)
-	t.Cleanup(reg.srv.Close)
-	lf := &layerFixture{entries: entries, blob: b, z: z, reg: reg, d: digestOf(b)}
+	lf := compressedLayer(t, entries)
 	c := openCache(t, t.TempDir())
 	warm := lf.mount(t, c)
 	if err := warm.Fetcher().Background(context.Background(), remote.BackgroundOptions{}); err != nil {

@@ -2,7 +2,6 @@ package layer
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/socikit/socikit/snapshotter/fs/fstest"
 	"github.com/socikit/socikit/snapshotter/remote"
-	"github.com/socikit/socikit/ztoc"
 )
 
 // Size of the small-file tree of BenchmarkSmallFile.
@@ -55,16 +53,7 @@ const (
 func BenchmarkSmallFile(b *testing.B) {
 	requiresRoot(b)
 	entries := manyFiles(smallFiles, smallDirs)
-	tb, err := fstest.Tar(entries)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var blob bytes.Buffer
-	z, err := ztoc.Compress(&blob, bytes.NewReader(tb), ztoc.WithSpanSize(1<<20), ztoc.WithCompressionLevel(1))
-	if err != nil {
-		b.Fatal(err)
-	}
-	lf := newLayerFrom(b, entries, blob.Bytes(), z)
+	lf := compressedLayer(b, entries)
 	c := openCache(b, b.TempDir())
 	warm := lf.mount(b, c)
 	if err := warm.Fetcher().Background(context.Background(), remote.BackgroundOptions{}); err != nil {
@@ -76,16 +65,7 @@ func BenchmarkSmallFile(b *testing.B) {
 		Hdr:  tar.Header{Typeflag: tar.TypeReg, Name: "big", Mode: 0o644, Size: 2 << 20, ModTime: entries[0].Hdr.ModTime},
 		Data: fstest.Random("big", 2<<20),
 	})
-	tb, err = fstest.Tar(bigEntries)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var bigBlob bytes.Buffer
-	bz, err := ztoc.Compress(&bigBlob, bytes.NewReader(tb), ztoc.WithSpanSize(1<<20), ztoc.WithCompressionLevel(1))
-	if err != nil {
-		b.Fatal(err)
-	}
-	lfPT := newLayerFrom(b, bigEntries, bigBlob.Bytes(), bz)
+	lfPT := compressedLayer(b, bigEntries)
 	if err := lfPT.mount(b, c).Fetcher().Background(context.Background(), remote.BackgroundOptions{}); err != nil {
 		b.Fatal(err)
 	}
