@@ -34,6 +34,11 @@
 // (PassthroughErr says why not); when it does not, every read goes
 // through FUSE. Stats counts reads and both kinds of opens.
 //
+// WithOpCounters counts the mount's FUSE requests by kind (LOOKUP,
+// GETATTR, READ, READDIRPLUS, ...) with a latency histogram, in an
+// OpCounters that several mounts may share (the daemon's /metrics and
+// /fuse-ops).
+//
 // Use:
 //
 //	f, err := fs.New(z, fetcher)

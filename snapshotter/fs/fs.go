@@ -51,6 +51,7 @@ type options struct {
 	pt     ContentSource // nil: no passthrough
 	ptMin  int64
 	obs    ReadObserver // nil: none
+	ops    *OpCounters  // nil: requests not counted
 }
 
 // WithOpaqueXattrs sets the xattrs that mark opaque directories. Default
@@ -218,7 +219,7 @@ func (f *FS) Mount(mountpoint string) (*Mount, error) {
 	// fusefs.Mount, with the server kept before it serves (passthrough
 	// probes through it).
 	opts := f.Options()
-	s, err := fuse.NewServer(fusefs.NewNodeFS(f.Root(), opts), mountpoint, &opts.MountOptions)
+	s, err := fuse.NewServer(countOps(fusefs.NewNodeFS(f.Root(), opts), f.o.ops), mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount layer at %s: %w", mountpoint, err)
 	}
