@@ -124,3 +124,7 @@ require (
 	tags.cncf.io/container-device-interface v1.1.1 // indirect
 	tags.cncf.io/container-device-interface/specs-go v1.1.1 // indirect
 )
+
+// go-fuse v2.12.1 with a patch to serve a kept /dev/fuse fd after a restart
+// (third_party/go-fuse/PATCHES.md).
+replace github.com/hanwen/go-fuse/v2 => ./third_party/go-fuse

@@ -23,7 +23,7 @@ fi
 
 # Modules outside the workspace, on purpose (go.work says why). Any other
 # go.mod must be listed in go.work.
-outside=(cmd/buildkitd scripts/tools/buildx scripts/tools/containerd scripts/tools/soci-snapshotter)
+outside=(cmd/buildkitd scripts/tools/buildx scripts/tools/containerd scripts/tools/soci-snapshotter third_party/go-fuse)
 root=$PWD
 mapfile -t mods < <(go list -m -f '{{.Dir}}')
 missing=()

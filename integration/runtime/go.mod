@@ -97,3 +97,5 @@ require (
 )
 
 replace github.com/socikit/socikit => ../..
+
+replace github.com/hanwen/go-fuse/v2 => ../../third_party/go-fuse
