@@ -868,4 +868,28 @@ type Options struct {
 	// ensure StableAttr.Gen is increased each time the same inode
 	// number is reused.
 	ExternalNodeID bool
+
+	// AdoptUnknownIDs, if set, lets the file system serve a FUSE
+	// connection taken over from an earlier server (fuse.ResumeServer),
+	// whose node ids, lookup counts and file handles the kernel still
+	// holds. Instead of panicking:
+	//   - a node id this server did not hand out is resolved through
+	//     the root's NodeLookupNoder.LookupNode (so it needs
+	//     ExternalNodeID), and a FORGET of an unknown node id is dropped;
+	//   - a FORGET of more lookups than this server counted drops the
+	//     node (it is resolved again if the kernel uses its id later);
+	//   - a file handle this server did not hand out counts as no handle
+	//     (a nil FileHandle), its RELEASE is dropped, and a READDIR on
+	//     such a directory handle reads from a directory stream opened
+	//     for that request (seeking to the offset).
+	// Set FileHandleBase too, so that this server's handles differ from
+	// the earlier server's.
+	AdoptUnknownIDs bool
+
+	// FileHandleBase is added to the file handle numbers given to the
+	// kernel: handles are FileHandleBase+1, FileHandleBase+2, ... A
+	// server taking over a connection (AdoptUnknownIDs) uses a base
+	// beyond the handles of the servers before it, e.g. its generation
+	// << 32.
+	FileHandleBase uint64
 }

@@ -308,6 +308,7 @@ func NewNodeFS(root InodeEmbedder, opts *Options) fuse.RawFileSystem {
 		options: *opts,
 	}
 	bridge.ids.initIdentityTable(opts.FirstAutomaticIno, opts.ExternalNodeID)
+	bridge.ids.adopt, bridge.ids.fhBase = opts.AdoptUnknownIDs, opts.FileHandleBase
 
 	stableAttr := StableAttr{
 		Ino:  root.embed().StableAttr().Ino,
@@ -347,8 +348,15 @@ func (b *rawBridge) String() string {
 // for registerFile/addBackingID) without a second lookup.
 func (b *rawBridge) entry(nodeID uint64, fh uint64) (*nodeEntry, *fileEntry) {
 	e, f := b.ids.node(nodeID, fh)
+	if e == nil && b.options.AdoptUnknownIDs {
+		e = b.adoptNode(nodeID)
+	}
 	if e == nil {
 		log.Panicf("unknown node %d", nodeID)
+	}
+	if f == nil && b.options.AdoptUnknownIDs {
+		// A handle of an earlier server: no handle.
+		_, f = b.ids.node(nodeID, 0)
 	}
 	if f == nil {
 		// The kernel sends RELEASE only after every request that
@@ -357,6 +365,24 @@ func (b *rawBridge) entry(nodeID uint64, fh uint64) (*nodeEntry, *fileEntry) {
 		log.Panicf("unknown file handle %d", fh)
 	}
 	return e, f
+}
+
+// adoptNode registers the node of an id an earlier server handed out
+// (Options.AdoptUnknownIDs), resolved through the root's LookupNode; nil
+// if it cannot be resolved.
+func (b *rawBridge) adoptNode(nodeID uint64) *nodeEntry {
+	lu, ok := b.root.ops.(NodeLookupNoder)
+	if !ok || !b.options.ExternalNodeID {
+		return nil
+	}
+	var out fuse.EntryOut
+	child, errno := lu.LookupNode(&fuse.Context{Cancel: nil}, nodeID, &out)
+	if errno != 0 || child == nil || child.stableAttr.Ino != nodeID {
+		b.logf("adopt node %d: %v", nodeID, errno)
+		return nil
+	}
+	_, _, e := b.addNewNode(nil, "", child, nil, 0, &out)
+	return e
 }
 
 func (b *rawBridge) inode(id uint64, fh uint64) (*Inode, *fileEntry) {
@@ -573,7 +599,7 @@ func (b *rawBridge) Create(cancel <-chan struct{}, input *fuse.CreateIn, name st
 
 	child, fe, entry := b.addNewChild(parent, name, child, f, input.Flags|syscall.O_CREAT|syscall.O_EXCL, &out.EntryOut)
 	if fe != nil {
-		out.Fh = uint64(fe.fh)
+		out.Fh = b.ids.kernelFh(fe)
 	}
 	out.OpenFlags = flags
 
@@ -601,7 +627,7 @@ func (b *rawBridge) Tmpfile(cancel <-chan struct{}, input *fuse.CreateIn, out *f
 
 	child, fe, entry := b.addNewNode(parent, "", child, f, input.Flags|syscall.O_CREAT|syscall.O_EXCL, &out.EntryOut)
 	if fe != nil {
-		out.Fh = uint64(fe.fh)
+		out.Fh = b.ids.kernelFh(fe)
 	}
 	out.OpenFlags = flags
 
@@ -614,6 +640,11 @@ func (b *rawBridge) Tmpfile(cancel <-chan struct{}, input *fuse.CreateIn, out *f
 }
 
 func (b *rawBridge) Forget(nodeid, nlookup uint64) {
+	if b.options.AdoptUnknownIDs {
+		if e, _ := b.ids.node(nodeid, 0); e == nil {
+			return // an id of an earlier server, never used since
+		}
+	}
 	e, _ := b.entry(nodeid, 0)
 	hasKernelRef, _, _ := e.inode.Load().removeRef(nlookup, false)
 	if !hasKernelRef {
@@ -832,7 +863,7 @@ func (b *rawBridge) Open(cancel <-chan struct{}, input *fuse.OpenIn, out *fuse.O
 
 	if f != nil {
 		fe := b.ids.registerFile(e, f, input.Flags)
-		out.Fh = uint64(fe.fh)
+		out.Fh = b.ids.kernelFh(fe)
 
 		b.backingMu.Lock()
 		defer b.backingMu.Unlock()
@@ -973,7 +1004,7 @@ func (b *rawBridge) Release(cancel <-chan struct{}, input *fuse.ReleaseIn) {
 	defer b.backingMu.Unlock()
 
 	b.releaseBackingIDRef(e)
-	b.ids.recycleFile(uint32(input.Fh))
+	b.ids.recycleFile(f.fh)
 }
 
 func (b *rawBridge) ReleaseDir(input *fuse.ReleaseIn) {
@@ -993,7 +1024,7 @@ func (b *rawBridge) ReleaseDir(input *fuse.ReleaseIn) {
 	b.backingMu.Lock()
 	defer b.backingMu.Unlock()
 	b.releaseBackingIDRef(e)
-	b.ids.recycleFile(uint32(input.Fh))
+	b.ids.recycleFile(f.fh)
 }
 
 func (b *rawBridge) releaseFileEntry(nid uint64, fh uint64) (*nodeEntry, *fileEntry) {
@@ -1096,26 +1127,37 @@ func (b *rawBridge) OpenDir(cancel <-chan struct{}, input *fuse.OpenIn, out *fus
 	e, _ := b.entry(input.NodeId, 0)
 	n := e.inode.Load()
 
-	var fh FileHandle
-	var fuseFlags uint32
-	var errno syscall.Errno
-
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	fh, fuseFlags, errno := b.openDir(ctx, n, input.Flags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 
+	if fuseFlags&(fuse.FOPEN_CACHE_DIR|fuse.FOPEN_KEEP_CACHE) != 0 {
+		fuseFlags |= fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	}
+	fe := b.ids.registerFile(e, fh, 0)
+	out.Fh = b.ids.kernelFh(fe)
+	out.OpenFlags = fuseFlags
+	return fuse.OK
+}
+
+// openDir opens a directory handle of n.
+func (b *rawBridge) openDir(ctx *fuse.Context, n *Inode, flags uint32) (fh FileHandle, fuseFlags uint32, errno syscall.Errno) {
 	nod, _ := n.ops.(NodeOpendirer)
 	nrd, _ := n.ops.(NodeReaddirer)
 
 	if odh, ok := n.ops.(NodeOpendirHandler); ok {
-		fh, fuseFlags, errno = odh.OpendirHandle(ctx, input.Flags)
+		fh, fuseFlags, errno = odh.OpendirHandle(ctx, flags)
 
 		if errno != 0 {
-			return errnoToStatus(errno)
+			return nil, 0, errno
 		}
 	} else {
 		if nod != nil {
 			errno = nod.Opendir(ctx)
 			if errno != 0 {
-				return errnoToStatus(errno)
+				return nil, 0, errno
 			}
 		}
 
@@ -1131,14 +1173,7 @@ func (b *rawBridge) OpenDir(cancel <-chan struct{}, input *fuse.OpenIn, out *fus
 		}
 		fh = &dirStreamAsFile{creator: ctor}
 	}
-
-	if fuseFlags&(fuse.FOPEN_CACHE_DIR|fuse.FOPEN_KEEP_CACHE) != 0 {
-		fuseFlags |= fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
-	}
-	fe := b.ids.registerFile(e, fh, 0)
-	out.Fh = uint64(fe.fh)
-	out.OpenFlags = fuseFlags
-	return fuse.OK
+	return fh, fuseFlags, 0
 }
 
 func (n *Inode) childrenAsDirstream() DirStream {
@@ -1162,6 +1197,19 @@ func (b *rawBridge) ReadDir(cancel <-chan struct{}, input *fuse.ReadIn, out *fus
 
 func (b *rawBridge) readDirMaybeLookup(cancel <-chan struct{}, input *fuse.ReadIn, out *fuse.DirEntryList, lookup bool) fuse.Status {
 	n, f := b.inode(input.NodeId, input.Fh)
+	if f.file == nil && input.Fh != 0 && b.options.AdoptUnknownIDs {
+		// A directory handle of an earlier server: read from a
+		// stream opened for this request.
+		ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+		fh, _, errno := b.openDir(ctx, n, input.Flags)
+		if errno != 0 {
+			return errnoToStatus(errno)
+		}
+		if frd, ok := fh.(FileReleasedirer); ok {
+			defer frd.Releasedir(ctx, 0)
+		}
+		f = &fileEntry{file: fh, inode: n}
+	}
 
 	direnter, ok := f.file.(FileReaddirenter)
 	if !ok {

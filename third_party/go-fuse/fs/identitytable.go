@@ -71,6 +71,12 @@ type mapIdentityTable struct {
 	// == Ino
 	externalNodeID bool
 
+	// adopt mirrors Options.AdoptUnknownIDs, fhBase
+	// Options.FileHandleBase: the kernel's handle for files[i] is
+	// fhBase+i.
+	adopt  bool
+	fhBase uint64
+
 	// The *Node ID* is an arbitrary uint64 identifier chosen by the FUSE
 	// library. It is used to identify *nodes* (files/directories/symlinks/...)
 	// in the communication between the FUSE library and the Linux kernel.
@@ -209,6 +215,10 @@ func (t *mapIdentityTable) decLookup(nodeID uint64, nlookup uint64) (n *Inode, r
 	if e == nil {
 		log.Panicf("decLookup: unknown node %d", nodeID)
 	}
+	if nlookup > e.lookupCount && t.adopt {
+		// The kernel counts lookups of the earlier servers too.
+		nlookup = e.lookupCount
+	}
 	if nlookup > e.lookupCount {
 		log.Panicf("n%d lookupCount underflow: lookupCount=%d, decrement=%d", nodeID, e.lookupCount, nlookup)
 	}
@@ -222,7 +232,24 @@ func (t *mapIdentityTable) decLookup(nodeID uint64, nlookup uint64) (n *Inode, r
 func (t *mapIdentityTable) node(nodeID uint64, fh uint64) (*nodeEntry, *fileEntry) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.nodes[nodeID], t.files[fh]
+	return t.nodes[nodeID], t.fileLocked(fh)
+}
+
+// fileLocked returns the entry of the kernel's file handle fh, or nil if
+// this table did not hand it out. The caller holds mu.
+func (t *mapIdentityTable) fileLocked(fh uint64) *fileEntry {
+	if fh == 0 {
+		return t.files[0]
+	}
+	if fh <= t.fhBase || fh-t.fhBase >= uint64(len(t.files)) {
+		return nil
+	}
+	return t.files[fh-t.fhBase]
+}
+
+// kernelFh returns the handle number the kernel gets for fe.
+func (t *mapIdentityTable) kernelFh(fe *fileEntry) uint64 {
+	return t.fhBase + uint64(fe.fh)
 }
 
 func (t *mapIdentityTable) forget(n *Inode) {
@@ -326,13 +353,19 @@ func (t *mapIdentityTable) detachFile(nodeID uint64, fh uint64) (*nodeEntry, *fi
 	defer t.mu.Unlock()
 
 	e := t.nodes[nodeID]
+	if e == nil && t.adopt {
+		return nil, nil
+	}
 	if e == nil {
 		log.Panicf("detachFile: unknown node %d", nodeID)
 	}
 	var entry *fileEntry
 	if fh > 0 {
+		entry = t.fileLocked(fh)
+		if entry == nil && t.adopt {
+			return e, nil
+		}
 		last := len(e.openFiles) - 1
-		entry = t.files[fh]
 		if last != entry.nodeIndex {
 			e.openFiles[entry.nodeIndex] = e.openFiles[last]
 			t.files[e.openFiles[entry.nodeIndex]].nodeIndex = entry.nodeIndex

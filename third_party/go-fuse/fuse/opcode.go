@@ -87,16 +87,21 @@ const (
 ////////////////////////////////////////////////////////////////
 
 func doInit(server *protocolServer, req *request) {
-	input := (*InitIn)(req.inData())
+	req.status = server.negotiateInit((*InitIn)(req.inData()), (*InitOut)(req.outData()))
+}
+
+// negotiateInit sets the server's kernel settings and negotiated flags
+// from the kernel's INIT request, and fills in the reply. A resumed
+// server (ResumeServer) calls it with the INIT its connection started
+// with, and sends no reply.
+func (server *protocolServer) negotiateInit(input *InitIn, out *InitOut) Status {
 	if input.Major != _FUSE_KERNEL_VERSION {
 		log.Printf("Major versions does not match. Given %d, want %d\n", input.Major, _FUSE_KERNEL_VERSION)
-		req.status = EIO
-		return
+		return EIO
 	}
 	if input.Minor < _MINIMUM_MINOR_VERSION {
 		log.Printf("Minor version is less than we support. Given %d, want at least %d\n", input.Minor, _MINIMUM_MINOR_VERSION)
-		req.status = EIO
-		return
+		return EIO
 	}
 
 	kernelFlags := input.Flags64()
@@ -134,7 +139,6 @@ func doInit(server *protocolServer, req *request) {
 		congestionThreshold = server.opts.MaxBackground * 3 / 4
 	}
 
-	out := (*InitOut)(req.outData())
 	*out = InitOut{
 		Major:               _FUSE_KERNEL_VERSION,
 		Minor:               _OUR_MINOR_VERSION,
@@ -153,8 +157,7 @@ func doInit(server *protocolServer, req *request) {
 	if out.Minor > input.Minor {
 		out.Minor = input.Minor
 	}
-
-	req.status = OK
+	return OK
 }
 
 func doOpen(server *protocolServer, req *request) {

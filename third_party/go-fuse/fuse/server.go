@@ -205,6 +205,39 @@ func defaultPanicHandler(logger *log.Logger, obj any) Status {
 // See the "Mount styles" section in the package documentation if you want to
 // know about the inner workings of the mount process. Usually you do not.
 func NewServer(fs RawFileSystem, mountPoint string, opts *MountOptions) (*Server, error) {
+	return newServer(fs, mountPoint, opts, nil)
+}
+
+// resumed is a FUSE connection a server takes over (ResumeServer).
+type resumed struct {
+	fd   int
+	init InitIn
+}
+
+// ResumeServer creates a FUSE server for a connection that is already
+// mounted at mountPoint and initialised: fd is an open /dev/fuse file
+// descriptor of that connection (a dup of the one an earlier server read,
+// kept alive outside it, e.g. by systemd's file descriptor store), and init
+// the INIT request the kernel sent that earlier server
+// (Server.KernelSettings). Nothing is mounted and no INIT is read: the
+// kernel sends INIT once per connection, so the server negotiates from
+// init as if it had just read it. opts must be the options the connection
+// was mounted with (MaxWrite, capabilities), so that the server expects
+// what the kernel was told; mount options (DirectMount, Options, ...) are
+// not used. The server takes ownership of fd. Requests the kernel queued
+// while no server read the connection are served once Serve runs.
+//
+// The kernel still holds the node ids, lookup counts and file handles the
+// earlier server handed out: a RawFileSystem must accept them (for
+// fs.NewNodeFS, see fs.Options.AdoptUnknownIDs).
+func ResumeServer(fs RawFileSystem, fd int, mountPoint string, init *InitIn, opts *MountOptions) (*Server, error) {
+	if fd < 0 || init == nil {
+		return nil, fmt.Errorf("resume: need a fuse fd and its INIT (fd %d)", fd)
+	}
+	return newServer(fs, mountPoint, opts, &resumed{fd: fd, init: *init})
+}
+
+func newServer(fs RawFileSystem, mountPoint string, opts *MountOptions, resume *resumed) (*Server, error) {
 	if opts == nil {
 		opts = &MountOptions{
 			MaxBackground: _DEFAULT_BACKGROUND_TASKS,
@@ -257,19 +290,33 @@ func NewServer(fs RawFileSystem, mountPoint string, opts *MountOptions) (*Server
 		}
 		mountPoint = filepath.Clean(filepath.Join(cwd, mountPoint))
 	}
-	fd, err := mount(mountPoint, &o, ms.ready)
-	if err != nil {
-		return nil, err
+	var fd int
+	if resume != nil {
+		fd = resume.fd
+		syscall.CloseOnExec(fd)
+		close(ms.ready)
+	} else {
+		var err error
+		fd, err = mount(mountPoint, &o, ms.ready)
+		if err != nil {
+			return nil, err
+		}
 	}
 
 	ms.mountPoint = mountPoint
+	var err error
 	ms.fuseFD, err = ms.newFuseFD(fd)
 	if err != nil {
 		return nil, err
 	}
 	ms.protocolServer.writev = ms.fuseFD.writev
 
-	if code := ms.handleInit(); !code.Ok() {
+	if resume != nil {
+		if code := ms.resumeInit(&resume.init); !code.Ok() {
+			ms.fuseFD.close()
+			return nil, fmt.Errorf("resume: init: %s", code)
+		}
+	} else if code := ms.handleInit(); !code.Ok() {
 		ms.fuseFD.close()
 		// TODO - unmount as well?
 		return nil, fmt.Errorf("init: %s", code)
@@ -427,6 +474,20 @@ func (ms *Server) handleInit() Status {
 
 	// INIT is handled. Init the file system, but don't accept
 	// incoming requests, so the file system can setup itself.
+	ms.fileSystem.Init(ms)
+	return OK
+}
+
+// resumeInit is handleInit for a connection initialised before
+// (ResumeServer): the kernel settings come from in, and no reply is sent.
+func (ms *Server) resumeInit(in *InitIn) Status {
+	var out InitOut
+	if code := ms.negotiateInit(in, &out); !code.Ok() {
+		return code
+	}
+	if ms.kernelSettings.Minor >= 13 {
+		ms.setSplice()
+	}
 	ms.fileSystem.Init(ms)
 	return OK
 }
