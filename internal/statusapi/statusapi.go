@@ -21,7 +21,26 @@ const (
 	StatusPath = "/status"
 	// ProfilePath serves start-up profiles (?image=REF).
 	ProfilePath = "/profile"
+	// FUSEOpsPath serves FUSEOps as JSON.
+	FUSEOpsPath = "/fuse-ops"
 )
+
+// FUSEOps is the JSON document served at FUSEOpsPath: the FUSE requests
+// the daemon's lazy mounts have served since it started, by kind. It is
+// cheap to make, for polling: the benchmark harness samples it during a
+// cold start for its timelines.
+type FUSEOps struct {
+	// Ops is keyed by kind ("lookup", "getattr", "open", "read",
+	// "release", "readdirplus", ...); every kind is present.
+	Ops map[string]FUSEOpCount `json:"ops"`
+}
+
+// FUSEOpCount is one kind of FUSE request.
+type FUSEOpCount struct {
+	Count int64 `json:"count"`
+	// Seconds is the summed time the daemon took to answer them.
+	Seconds float64 `json:"seconds"`
+}
 
 // Status is the JSON document served at StatusPath: the lazily mounted
 // layers, grouped by image.

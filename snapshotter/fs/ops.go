@@ -89,10 +89,11 @@ type OpStat struct {
 }
 
 // done records a request of kind op that started at start.
-func (c *OpCounters) done(op Op, start time.Time) { c.observe(op, time.Since(start)) }
+func (c *OpCounters) done(op Op, start time.Time) { c.Observe(op, time.Since(start)) }
 
-// observe records a request of kind op that took d.
-func (c *OpCounters) observe(op Op, d time.Duration) {
+// Observe records a request of kind op that took d (the mounts record
+// theirs; Observe is for tests and other callers).
+func (c *OpCounters) Observe(op Op, d time.Duration) {
 	o := &c.ops[op]
 	o.n.Add(1)
 	o.nanos.Add(int64(d))

@@ -18,7 +18,7 @@ func TestOpCountersBuckets(t *testing.T) {
 	var c OpCounters
 	// Latencies at, just above and far above bounds.
 	for _, d := range []time.Duration{0, OpBuckets[0], OpBuckets[0] + 1, OpBuckets[3], time.Minute} {
-		c.observe(OpRead, d)
+		c.Observe(OpRead, d)
 	}
 	want := OpStat{Count: 5, Total: time.Minute + 2*OpBuckets[0] + 1 + OpBuckets[3]}
 	want.Buckets[0], want.Buckets[1], want.Buckets[3], want.Buckets[numBuckets] = 2, 1, 1, 1

@@ -219,7 +219,8 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 	if err != nil {
 		return err
 	}
-	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(lm), remote.WithReadAhead(ls.o.readAhead), remote.WithBudget(ls.budget))}
+	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(lm), remote.WithReadAhead(ls.o.readAhead), remote.WithBudget(ls.budget)),
+		layer.WithFSOptions(fs.WithOpCounters(&ls.metrics.FUSE))}
 	if l.Prefetch != nil {
 		spans, err := ls.prefetchSpans(ctx, reg, *l.Prefetch, l.Index)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/socikit/socikit/internal/statusapi"
+	"github.com/socikit/socikit/snapshotter/fs"
 	"github.com/socikit/socikit/snapshotter/remote"
 )
 
@@ -39,6 +40,8 @@ type Metrics struct {
 	// artifacts and artifactBytes count the SOCI artifacts (zTOCs,
 	// prefetch lists) read, by artifactSource.
 	artifacts, artifactBytes [3]atomic.Int64
+	// FUSE counts the lazy mounts' FUSE requests (fuseops.go).
+	FUSE fs.OpCounters
 }
 
 // artifactSource is where a SOCI artifact was read from.
@@ -196,6 +199,7 @@ func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	c.m.fetchLatency().Describe(ch)
+	describeFUSE(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -227,6 +231,7 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descArtifactBytes, float64(c.m.artifactBytes[s].Load()), artifactSource(s).String())
 	}
 	c.m.fetchLatency().Collect(ch)
+	collectFUSE(ch, &c.m.FUSE)
 	mounted := 0
 	if c.layers != nil {
 		c.layers.mu.Lock()
@@ -253,7 +258,8 @@ func newMetricsRegistry(c *metricsCollector) *prometheus.Registry {
 
 // newHTTPHandler returns the handler of the daemon's metrics address:
 // /metrics (Prometheus), /status (JSON, `socikit status`), /profile
-// (start-up profiles, `socikit profile export`) and /debug/vars (expvar).
+// (start-up profiles, `socikit profile export`), /fuse-ops (FUSE requests
+// by kind, JSON) and /debug/vars (expvar).
 // layers is nil when no layer is mounted lazily.
 func newHTTPHandler(m *Metrics, layers *Layers, unpacked *unpackCounters) http.Handler {
 	reg := newMetricsRegistry(&metricsCollector{m: m, layers: layers, unpacked: unpacked})
@@ -265,6 +271,7 @@ func newHTTPHandler(m *Metrics, layers *Layers, unpacked *unpackCounters) http.H
 	}))
 	mux.HandleFunc(statusapi.StatusPath, func(w http.ResponseWriter, _ *http.Request) { serveStatus(w, layers) })
 	mux.HandleFunc(statusapi.ProfilePath, func(w http.ResponseWriter, r *http.Request) { serveProfile(w, r, layers) })
+	mux.HandleFunc(statusapi.FUSEOpsPath, func(w http.ResponseWriter, _ *http.Request) { serveFUSEOps(w, &m.FUSE) })
 	return mux
 }
 
