@@ -83,6 +83,12 @@ const (
 //	passthrough_min_size = 1048576       # bytes; smaller files read through FUSE
 //	unpack_unindexed = true              # layers without a zTOC: fetched and unpacked here
 //
+//	[pull]                               # layers the snapshotter unpacks itself (docs/pull.md)
+//	disable_unindexed = false            # true: images without a SOCI index are containerd's to pull
+//	jobs = 4                             # range requests in flight per layer
+//	chunk_size = 8388608                 # bytes per range request
+//	layers_ahead = 2                     # layers fetched while the one below is unpacked
+//
 //	[profile]
 //	record = true                        # start-up profiles at /profile; false: off
 //	window = "30s"                       # reads recorded after each container start
@@ -118,6 +124,7 @@ type Config struct {
 	Discovery   DiscoveryConfig   `toml:"discovery"`
 	Snapshotter SnapshotterConfig `toml:"snapshotter"`
 	Lazy        LazyConfig        `toml:"lazy"`
+	Pull        PullConfig        `toml:"pull"`
 	Profile     ProfileConfig     `toml:"profile"`
 	CRI         CRIConfig         `toml:"cri"` // cri.go
 }
@@ -192,6 +199,29 @@ type LazyConfig struct {
 	UnpackUnindexed bool `toml:"unpack_unindexed"`
 }
 
+// PullConfig configures the pipelined pull: how the snapshotter fetches
+// and unpacks the layers it does not mount lazily (layers without a zTOC,
+// with Lazy.UnpackUnindexed, and every layer of an image without a SOCI
+// index): several range requests in flight per layer, the next layers
+// fetched while one is unpacked, each layer decompressed and unpacked as
+// it arrives and verified against its digest before it is committed
+// (docs/pull.md).
+type PullConfig struct {
+	// DisableUnindexed leaves images without a SOCI index to containerd,
+	// which then fetches and unpacks them itself, as it does for its own
+	// overlayfs snapshotter (default false: the snapshotter pulls them).
+	DisableUnindexed bool `toml:"disable_unindexed"`
+	// Jobs is the number of range requests in flight per layer (default
+	// remote.DefaultDownloadJobs).
+	Jobs int `toml:"jobs"`
+	// ChunkSize is the size in bytes of each range request (default
+	// remote.DefaultDownloadChunk, 8 MiB).
+	ChunkSize int64 `toml:"chunk_size"`
+	// LayersAhead is how many layers above the one being unpacked are
+	// fetched at the same time (default DefaultPullAhead; 0: none).
+	LayersAhead int `toml:"layers_ahead"`
+}
+
 // RegistryConfig configures registry access. Credentials come from the
 // docker config (~/.docker/config.json, or $DOCKER_CONFIG/config.json) of
 // the daemon's user, and with [cri] enable, first from the CRI pulls of the
@@ -263,6 +293,7 @@ func DefaultConfig() Config {
 		Containerd:     ContainerdConfig{Address: DefaultContainerdAddress},
 		Lazy: LazyConfig{BackgroundDelay: Duration(5 * time.Second), ReadAhead: remote.DefaultReadAhead,
 			PassthroughMinSize: DefaultPassthroughMinSize, UnpackUnindexed: true},
+		Pull: PullConfig{Jobs: remote.DefaultDownloadJobs, ChunkSize: remote.DefaultDownloadChunk, LayersAhead: DefaultPullAhead},
 		Profile: ProfileConfig{Record: true, Window: Duration(record.DefaultWindow), MaxFiles: record.DefaultMaxFiles,
 			MaxRanges: record.DefaultMaxRanges, MaxImages: record.DefaultMaxImages},
 	}
@@ -327,6 +358,9 @@ func (c Config) Validate() error {
 	}
 	if c.Lazy.PassthroughMinSize < 0 {
 		return fmt.Errorf("config: lazy.passthrough_min_size must not be negative")
+	}
+	if p := c.Pull; p.Jobs <= 0 || p.ChunkSize <= 0 || p.LayersAhead < 0 {
+		return fmt.Errorf("config: pull.jobs and pull.chunk_size must be positive, pull.layers_ahead not negative")
 	}
 	if p := c.Profile; p.Record {
 		switch {

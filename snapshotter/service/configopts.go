@@ -3,9 +3,11 @@ package service
 import (
 	"context"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/socikit/socikit/snapshotter/record"
+	"github.com/socikit/socikit/snapshotter/remote"
 )
 
 // The daemon's one boundary between its TOML Config and the options of the
@@ -57,4 +59,11 @@ func discoverConfigOptions(c Config, rt http.RoundTripper) []DiscoverOption {
 		opts = append(opts, DiscoverTimeout(time.Duration(c.Discovery.Timeout)))
 	}
 	return opts
+}
+
+// pullConfigOptions turns [pull] into the FileSystem's PullOptions; the
+// blobs being fetched go under Root/pull.
+func pullConfigOptions(c Config) PullOptions {
+	return PullOptions{Dir: filepath.Join(c.Root, "pull"), Unindexed: !c.Pull.DisableUnindexed, Ahead: c.Pull.LayersAhead,
+		Download: remote.DownloadConfig{Jobs: c.Pull.Jobs, Chunk: c.Pull.ChunkSize}}
 }

@@ -21,7 +21,8 @@ import (
 	"github.com/socikit/socikit/soci"
 )
 
-// Found is the SOCI index of one image manifest.
+// Found is the SOCI index of one image manifest (or, with Index nil, the
+// manifest of an image that has none).
 type Found struct {
 	// Repo is the image's repository (name.Insecure for plain-HTTP hosts).
 	Repo name.Repository
@@ -71,6 +72,9 @@ func (f *Found) Layer(d digest.Digest) (Layer, error) {
 	i := slices.IndexFunc(f.Layers, func(l ocispec.Descriptor) bool { return l.Digest == d })
 	if i < 0 {
 		return Layer{}, fmt.Errorf("layer %s is not in manifest %s", d, f.Manifest.Digest)
+	}
+	if f.Index == nil {
+		return Layer{}, fmt.Errorf("image %s has no SOCI index: %w", f.Manifest.Digest, snapshot.ErrNotIndexed)
 	}
 	for _, z := range f.Index.Layers {
 		if z.LayerDigest != d {
@@ -163,8 +167,10 @@ func NewDiscoverer(opts ...DiscoverOption) (*Discoverer, error) {
 }
 
 // Find returns the SOCI index of the image a layer's labels name. The error
-// matches snapshot.ErrNotIndexed when the image has none; other errors
-// (registry unreachable, malformed index) are not cached.
+// matches snapshot.ErrNotIndexed when the image has none; the Found is then
+// the image manifest's alone (Index nil) when the manifest was read, nil
+// otherwise. Other errors (registry unreachable, malformed index) are not
+// cached.
 func (d *Discoverer) Find(ctx context.Context, labels map[string]string) (*Found, error) {
 	ref, mdg := labels[snapshot.LabelImageRef], labels[snapshot.LabelManifestDigest]
 	if ref == "" || mdg == "" {
@@ -261,12 +267,12 @@ func (d *Discoverer) find(ctx context.Context, ref, manifest, explicit string) (
 	}
 	// 3. v1: referrers (and the sha256-<hex> tag), when enabled.
 	if !d.enableV1 {
-		return nil, fmt.Errorf("manifest %s has no v2 SOCI index (v1 discovery disabled): %w", mdg, snapshot.ErrNotIndexed)
+		return f, fmt.Errorf("manifest %s has no v2 SOCI index (v1 discovery disabled): %w", mdg, snapshot.ErrNotIndexed)
 	}
 	refs, err := reg.Referrers(ctx, mdg, soci.MediaTypeIndexV1)
 	if err != nil {
 		if errors.Is(err, image.ErrNotFound) {
-			return nil, fmt.Errorf("manifest %s has no SOCI index: %w", mdg, snapshot.ErrNotIndexed)
+			return f, fmt.Errorf("manifest %s has no SOCI index: %w", mdg, snapshot.ErrNotIndexed)
 		}
 		return nil, err
 	}
@@ -280,7 +286,7 @@ func (d *Discoverer) find(ctx context.Context, ref, manifest, explicit string) (
 		}
 		return f, nil
 	}
-	return nil, fmt.Errorf("manifest %s has no SOCI index: %w", mdg, snapshot.ErrNotIndexed)
+	return f, fmt.Errorf("manifest %s has no SOCI index: %w", mdg, snapshot.ErrNotIndexed)
 }
 
 func (d *Discoverer) fetchIndex(ctx context.Context, reg *image.Registry, f *Found, idg digest.Digest, how string) error {

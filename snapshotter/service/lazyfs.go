@@ -41,6 +41,8 @@ type FileSystem struct {
 	// unpack: OpenLayer opens layers (Config.Lazy.UnpackUnindexed).
 	unpack   bool
 	unpacked unpackCounters
+	// pull fetches the layers OpenLayer opens (pull.go, SetPull).
+	pull puller
 }
 
 var _ snapshot.FileSystem = (*FileSystem)(nil)

@@ -96,6 +96,9 @@ func Run(ctx context.Context, c Config, opts ...Option) error {
 	}
 	fsys := NewFileSystem(d, m)
 	fsys.SetUnpackUnindexed(c.Lazy.UnpackUnindexed)
+	if err := fsys.SetPull(pullConfigOptions(c)); err != nil { // configopts.go
+		return err
+	}
 	sn, err := snapshot.New(ctx, c.Root, fsys, snapshot.WithMountOptions(c.Snapshotter.MountOptions...))
 	if err != nil {
 		return err

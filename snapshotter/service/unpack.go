@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"sync/atomic"
 
@@ -14,9 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/socikit/socikit/internal/httprange"
 	"github.com/socikit/socikit/internal/image"
-	"github.com/socikit/socikit/snapshotter/remote"
 	"github.com/socikit/socikit/snapshotter/snapshot"
 )
 
@@ -34,9 +31,6 @@ import (
 
 var _ snapshot.LayerSource = (*FileSystem)(nil)
 
-// unpackChunk is the size of the range requests a layer is fetched with.
-const unpackChunk = 8 << 20
-
 // unpackMediaTypes are the layer media types the snapshotter unpacks
 // itself; others (encrypted, foreign) are left to containerd and its stream
 // processors.
@@ -52,17 +46,25 @@ type unpackCounters struct {
 }
 
 // OpenLayer implements snapshot.LayerSource: it opens the blob of a layer
-// that has no zTOC in an image that has a SOCI index. The error matches
-// snapshot.ErrNotIndexed when containerd is to unpack the layer: the image
-// has no index, the layer has a zTOC (its lazy mount failed), its media
-// type is not a plain tar, gzip or zstd layer, or unpacking is off
-// (Config.Lazy.UnpackUnindexed, or no lazy layers at all).
+// that has no zTOC in an image that has a SOCI index, or of any layer of
+// an image that has none, fetched by the pipelined pull (pull.go). The
+// error matches snapshot.ErrNotIndexed when containerd is to unpack the
+// layer: the layer has a zTOC (its lazy mount failed), its media type is
+// not a plain tar, gzip or zstd layer, or unpacking is off
+// (Config.Lazy.UnpackUnindexed for indexed images,
+// Config.Pull.DisableUnindexed for the others, or no lazy layers at all).
 func (f *FileSystem) OpenLayer(ctx context.Context, labels map[string]string) (snapshot.LayerBlob, error) {
-	if f.m == nil || !f.unpack {
-		return snapshot.LayerBlob{}, fmt.Errorf("the snapshotter unpacks no layer itself (lazy.unpack_unindexed = false or lazy.disable): %w", snapshot.ErrNotIndexed)
+	if f.m == nil {
+		return snapshot.LayerBlob{}, fmt.Errorf("the snapshotter unpacks no layer itself (lazy.disable): %w", snapshot.ErrNotIndexed)
 	}
 	found, err := f.d.Find(ctx, labels)
-	if err != nil {
+	switch {
+	case err == nil && !f.unpack:
+		return snapshot.LayerBlob{}, fmt.Errorf("layers without a zTOC are containerd's (lazy.unpack_unindexed = false): %w", snapshot.ErrNotIndexed)
+	case err == nil:
+	case errors.Is(err, snapshot.ErrNotIndexed) && found != nil && f.pull.o.Unindexed:
+		// An image without a SOCI index: pulled here all the same.
+	default:
 		return snapshot.LayerBlob{}, err
 	}
 	dg := digest.Digest(labels[snapshot.LabelLayerDigest])
@@ -78,13 +80,13 @@ func (f *FileSystem) OpenLayer(ctx context.Context, labels map[string]string) (s
 	} else if err := diffID.Validate(); err != nil {
 		return snapshot.LayerBlob{}, fmt.Errorf("label %s: %w", snapshot.LabelDiffID, err)
 	}
-	blob, err := httprange.NewRegistryBlob(ctx, found.Repo, desc.Digest, desc.Size, httprange.WithTransport(f.d.rt))
+	body, err := f.open(ctx, found, desc)
 	if err != nil {
 		return snapshot.LayerBlob{}, err
 	}
 	log.G(ctx).WithField("layer", dg).WithField("size", desc.Size).WithField("index", found.IndexDesc.Digest).
-		Debug("layer has no zTOC: fetching it to unpack it here")
-	return snapshot.LayerBlob{Desc: desc, DiffID: diffID, Body: &blobReader{ctx: ctx, blob: blob, c: &f.unpacked}}, nil
+		Debug("layer not mounted lazily: fetching it to unpack it here")
+	return snapshot.LayerBlob{Desc: desc, DiffID: diffID, Body: body}, nil
 }
 
 // unindexed returns the descriptor of layer d, which must have no zTOC in
@@ -131,45 +133,3 @@ func (f *FileSystem) diffID(ctx context.Context, found *Found, d digest.Digest) 
 	}
 	return ids[i], nil
 }
-
-// blobReader reads a layer blob from start to end by range requests of
-// unpackChunk bytes (retried and hedged by snapshotter/remote, as span
-// fetches are).
-type blobReader struct {
-	ctx  context.Context
-	blob remote.Blob
-	c    *unpackCounters
-	off  int64  // next blob offset to fetch
-	buf  []byte // fetched, buf[next:] not read yet
-	next int
-	eof  bool
-}
-
-func (r *blobReader) Read(p []byte) (int, error) {
-	if r.next == len(r.buf) {
-		size := r.blob.Size()
-		if r.off >= size {
-			if !r.eof {
-				r.eof = true
-				r.c.layers.Add(1)
-			}
-			return 0, io.EOF
-		}
-		n := min(unpackChunk, size-r.off)
-		if int64(cap(r.buf)) < n {
-			r.buf = make([]byte, n)
-		}
-		r.buf, r.next = r.buf[:n], 0
-		if err := r.blob.ReadRanges(r.ctx, []remote.Range{{Off: r.off, Buf: r.buf}}); err != nil {
-			r.buf = r.buf[:0]
-			return 0, err
-		}
-		r.off += n
-		r.c.bytes.Add(n)
-	}
-	n := copy(p, r.buf[r.next:])
-	r.next += n
-	return n, nil
-}
-
-func (r *blobReader) Close() error { return nil }

@@ -28,9 +28,10 @@
 //
 // A layer the FileSystem has no zTOC for (its Mount fails with
 // [ErrNotIndexed]) is fetched and unpacked by the snapshotter itself when the
-// FileSystem is a [LayerSource] and opens it: checked against its digest,
-// applied with containerd's own applier over the snapshot's mounts, and
-// committed as the target, so Prepare returns ErrAlreadyExists as for a lazy
+// FileSystem is a [LayerSource] and opens it: decompressed and applied with
+// containerd's own applier over the snapshot's mounts as its body arrives,
+// every byte hashed on the way, and committed as the target only once the
+// whole body matched its digest and the tar its diff ID, so Prepare returns ErrAlreadyExists as for a lazy
 // layer. Left to containerd, such a layer would make containerd's unpacker
 // fetch it and every layer above it whole, lazy ones included.
 //

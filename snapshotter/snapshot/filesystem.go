@@ -68,8 +68,9 @@ type LayerSource interface {
 // LayerBlob is a layer opened by a LayerSource.
 type LayerBlob struct {
 	// Desc is the layer's descriptor in the image manifest: digest, size
-	// and media type (a tar, gzip or zstd layer). The body is checked
-	// against its digest and size before anything is unpacked.
+	// and media type (a tar, gzip or zstd layer). The body is unpacked as
+	// it is read, and hashed: the snapshot is committed only if it had
+	// exactly this digest and size (otherwise it is emptied again).
 	Desc ocispec.Descriptor
 	// DiffID is the digest of the uncompressed layer (the image config's
 	// diff ID), checked after the unpack; "" skips that check.

@@ -4,20 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/content"
-	"github.com/containerd/containerd/v2/core/diff/apply"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/continuity/fs"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // unpackLocal fetches the layer the labels name through the FileSystem's
@@ -54,18 +49,12 @@ func (s *Snapshotter) unpackLocal(ctx context.Context, sn storage.Snapshot, key,
 			}
 		}
 	}()
-	blob, err := fetchBlob(filepath.Dir(s.upperPath(sn.ID)), l)
+	d, err := applyVerified(ctx, l, s.mounts(sn))
 	if err != nil {
 		return false, err
 	}
-	defer blob.remove()
-	fetched := time.Now()
-	d, err := apply.NewFileSystemApplier(blob).Apply(ctx, l.Desc, s.mounts(sn))
-	if err != nil {
-		return false, fmt.Errorf("unpack layer %s: %w", l.Desc.Digest, err)
-	}
-	if l.DiffID != "" && d.Digest != l.DiffID {
-		return false, fmt.Errorf("layer %s unpacks to diff ID %s, the image says %s", l.Desc.Digest, d.Digest, l.DiffID)
+	if l.DiffID != "" && d != l.DiffID {
+		return false, fmt.Errorf("layer %s unpacks to diff ID %s, the image says %s", l.Desc.Digest, d, l.DiffID)
 	}
 	du, err := fs.DiskUsage(ctx, s.upperPath(sn.ID))
 	if err != nil {
@@ -86,8 +75,8 @@ func (s *Snapshotter) unpackLocal(ctx context.Context, sn storage.Snapshot, key,
 		return false, fmt.Errorf("commit unpacked snapshot %s: %w", target, err)
 	}
 	log.G(ctx).WithField("layer", l.Desc.Digest).WithField("size", l.Desc.Size).WithField("image", labels[LabelImageRef]).
-		WithField("fetch", fetched.Sub(start).Round(time.Millisecond)).WithField("unpack", time.Since(fetched).Round(time.Millisecond)).
-		Info("layer without zTOC fetched and unpacked by the snapshotter")
+		WithField("took", time.Since(start).Round(time.Millisecond)).
+		Info("layer fetched and unpacked by the snapshotter")
 	return true, nil
 }
 
@@ -112,69 +101,3 @@ func (s *Snapshotter) resetActive(sn storage.Snapshot) error {
 	}
 	return nil
 }
-
-// blobFile is a layer blob in a temporary file, checked against its
-// descriptor: the content.Provider containerd's applier reads it from.
-type blobFile struct {
-	path string
-	desc ocispec.Descriptor
-}
-
-var _ content.Provider = (*blobFile)(nil)
-
-// fetchBlob copies the layer's body into a temporary file in dir, checking
-// its size and digest.
-func fetchBlob(dir string, l LayerBlob) (_ *blobFile, err error) {
-	d := l.Desc
-	if err := d.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("layer digest %q: %w", d.Digest, err)
-	}
-	if d.Size <= 0 {
-		return nil, fmt.Errorf("layer %s: size %d", d.Digest, d.Size)
-	}
-	f, err := os.CreateTemp(dir, "blob-")
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(f.Name())
-		}
-	}()
-	v := d.Digest.Verifier()
-	n, err := io.Copy(io.MultiWriter(f, v), io.LimitReader(l.Body, d.Size+1))
-	if err != nil {
-		return nil, fmt.Errorf("fetch layer %s: %w", d.Digest, err)
-	}
-	if n != d.Size {
-		return nil, fmt.Errorf("fetch layer %s: got %d bytes or more, want %d", d.Digest, n, d.Size)
-	}
-	if !v.Verified() {
-		return nil, fmt.Errorf("fetch layer %s: content does not match the digest", d.Digest)
-	}
-	return &blobFile{path: f.Name(), desc: d}, nil
-}
-
-// ReaderAt opens the blob.
-func (b *blobFile) ReaderAt(_ context.Context, d ocispec.Descriptor) (content.ReaderAt, error) {
-	if d.Digest != b.desc.Digest {
-		return nil, fmt.Errorf("blob %s: %w", d.Digest, errdefs.ErrNotFound)
-	}
-	f, err := os.Open(b.path)
-	if err != nil {
-		return nil, err
-	}
-	return sizedFile{f, b.desc.Size}, nil
-}
-
-func (b *blobFile) remove() { os.Remove(b.path) }
-
-type sizedFile struct {
-	*os.File
-	size int64
-}
-
-func (f sizedFile) Size() int64 { return f.size }

@@ -1,0 +1,224 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Defaults of DownloadConfig: four range requests of 8 MiB in flight per
+// blob, 32 MiB of compressed bytes at most.
+const (
+	DefaultDownloadJobs  = 4
+	DefaultDownloadChunk = 8 << 20
+)
+
+// DownloadConfig says how a Download fetches its blob.
+type DownloadConfig struct {
+	// Jobs is the number of range requests in flight (default
+	// DefaultDownloadJobs).
+	Jobs int
+	// Chunk is the size of each range request in bytes (default
+	// DefaultDownloadChunk).
+	Chunk int64
+	// Budget, if not nil, bounds the bytes in flight together with every
+	// other fetch sharing it; a chunk holds its share from its request
+	// until it is written to the file, never while waiting for a reader,
+	// so a download nobody reads yet cannot starve one being read.
+	Budget *Budget
+	// Fetched, if not nil, is called with the size of each chunk fetched.
+	Fetched func(n int64)
+}
+
+// File is where a Download keeps the blob: written at chunk offsets as
+// chunks arrive, read back in order (an *os.File).
+type File interface {
+	io.ReaderAt
+	io.WriterAt
+}
+
+// Download fetches a whole blob with several range requests in flight,
+// chunk after chunk in blob order, into a File, and reads it back in order
+// as soon as each prefix has arrived: the reader of a layer unpacks while
+// the rest of the layer is still being fetched. It does not check what it
+// fetched against the blob's digest: its reader does that (the snapshotter
+// hashes every byte before it commits a layer).
+type Download struct {
+	blob   Blob
+	f      File
+	cfg    DownloadConfig
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	done   []bool // chunk i written
+	contig int64  // bytes [0, contig) written
+	err    error  // the first failure (or cancellation)
+	wake   chan struct{}
+}
+
+// StartDownload starts fetching blob into f; ctx bounds the whole
+// download. Cancel stops it.
+func StartDownload(ctx context.Context, blob Blob, f File, cfg DownloadConfig) (*Download, error) {
+	if cfg.Jobs <= 0 {
+		cfg.Jobs = DefaultDownloadJobs
+	}
+	if cfg.Chunk <= 0 {
+		cfg.Chunk = DefaultDownloadChunk
+	}
+	size := blob.Size()
+	if size < 0 {
+		return nil, fmt.Errorf("download: blob size %d is negative", size)
+	}
+	n := (size + cfg.Chunk - 1) / cfg.Chunk
+	ctx, cancel := context.WithCancel(ctx)
+	d := &Download{blob: blob, f: f, cfg: cfg, cancel: cancel, done: make([]bool, n), wake: make(chan struct{})}
+	next := make(chan int64)
+	d.wg.Add(1)
+	go func() { // hands out chunks in blob order
+		defer d.wg.Done()
+		defer close(next)
+		for i := range n {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for range min(int64(cfg.Jobs), n) {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			buf := make([]byte, min(cfg.Chunk, size))
+			for i := range next {
+				if err := d.fetch(ctx, i, buf); err != nil {
+					d.fail(err)
+					cancel()
+					return
+				}
+			}
+		}()
+	}
+	return d, nil
+}
+
+// fetch reads chunk i into buf and writes it to the file.
+func (d *Download) fetch(ctx context.Context, i int64, buf []byte) error {
+	off := i * d.cfg.Chunk
+	buf = buf[:min(d.cfg.Chunk, d.blob.Size()-off)]
+	release, err := d.cfg.Budget.acquire(ctx, int64(len(buf)))
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := d.blob.ReadRanges(ctx, []Range{{Off: off, Buf: buf}}); err != nil {
+		return fmt.Errorf("fetch bytes %d-%d: %w", off, off+int64(len(buf))-1, err)
+	}
+	if _, err := d.f.WriteAt(buf, off); err != nil {
+		return fmt.Errorf("download: %w", err)
+	}
+	if d.cfg.Fetched != nil {
+		d.cfg.Fetched(int64(len(buf)))
+	}
+	d.mu.Lock()
+	d.done[i] = true
+	for j := d.contig / d.cfg.Chunk; j < int64(len(d.done)) && d.done[j]; j++ {
+		d.contig = min((j+1)*d.cfg.Chunk, d.blob.Size())
+	}
+	d.broadcast()
+	d.mu.Unlock()
+	return nil
+}
+
+// fail records the download's first error.
+func (d *Download) fail(err error) {
+	d.mu.Lock()
+	if d.err == nil {
+		d.err = err
+		d.broadcast()
+	}
+	d.mu.Unlock()
+}
+
+// broadcast wakes the reader; d.mu is held.
+func (d *Download) broadcast() {
+	close(d.wake)
+	d.wake = make(chan struct{})
+}
+
+// errCanceled is what a reader gets after Cancel.
+var errCanceled = errors.New("download canceled")
+
+// Cancel stops the download and waits for its requests to end; reads
+// then fail. Safe to call more than once.
+func (d *Download) Cancel() {
+	d.fail(errCanceled)
+	d.cancel()
+	d.wg.Wait()
+}
+
+// Wait waits until the blob is fetched whole (nil) or the download failed.
+func (d *Download) Wait(ctx context.Context) error {
+	_, err := d.available(ctx, d.blob.Size())
+	return err
+}
+
+// available waits until byte off-1 is in the file (off > 0) and returns
+// how many bytes from the start are; at the end of the blob it returns
+// the blob's size.
+func (d *Download) available(ctx context.Context, off int64) (int64, error) {
+	for {
+		d.mu.Lock()
+		contig, err, wake := d.contig, d.err, d.wake
+		d.mu.Unlock()
+		switch {
+		case contig >= off:
+			return contig, nil
+		case err != nil:
+			return 0, err
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// Reader returns a reader of the blob from its start, in order: each Read
+// waits for the bytes it returns. ctx bounds its waits.
+func (d *Download) Reader(ctx context.Context) io.Reader {
+	return &downloadReader{ctx: ctx, d: d}
+}
+
+type downloadReader struct {
+	ctx context.Context
+	d   *Download
+	off int64
+}
+
+func (r *downloadReader) Read(p []byte) (int, error) {
+	size := r.d.blob.Size()
+	if r.off >= size {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	contig, err := r.d.available(r.ctx, r.off+1)
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.d.f.ReadAt(p[:min(int64(len(p)), contig-r.off)], r.off)
+	r.off += int64(n)
+	if errors.Is(err, io.EOF) && n > 0 {
+		err = nil
+	}
+	if err != nil {
+		return n, fmt.Errorf("download: read back: %w", err)
+	}
+	return n, nil
+}
