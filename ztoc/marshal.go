@@ -270,10 +270,28 @@ func buildTOC(b *flatbuffers.Builder, files []FileEntry) flatbuffers.UOffsetT {
 // most len(b) bytes, and entries and PAX records at most len(b)/12 and
 // len(b)/8.
 func Unmarshal(b []byte) (*Ztoc, error) {
+	z, _, err := unmarshal(b, nil)
+	return z, err
+}
+
+// unmarshal decodes b as Unmarshal does. With hole set (a lazily read
+// zTOC, lazy.go), b holds zeros in place of the checkpoint blob: no
+// structure may be read from hole (the elements of the checkpoints
+// vector), the vector must be exactly hole, and its bytes are not copied.
+// It returns the reader for the caller's checks.
+func unmarshal(b []byte, hole *[2]int64) (*Ztoc, *fbReader, error) {
 	if len(b) > MaxZtocSize {
-		return nil, fmt.Errorf("%w: ztoc is %d bytes (max %d)", ErrTooLarge, len(b), MaxZtocSize)
+		return nil, nil, fmt.Errorf("%w: ztoc is %d bytes (max %d)", ErrTooLarge, len(b), MaxZtocSize)
 	}
 	r := &fbReader{b: b, what: "ztoc", strBudget: int64(len(b))}
+	if hole != nil {
+		r.hole = *hole
+	}
+	z, err := r.ztoc()
+	return z, r, err
+}
+
+func (r *fbReader) ztoc() (*Ztoc, error) {
 	root, err := r.root()
 	if err != nil {
 		return nil, err
@@ -360,9 +378,16 @@ func (r *fbReader) readCompressionInfo(ci fbTable, z *Ztoc) error {
 		}
 		z.SpanDigests[i] = d
 	}
-	_, start, n, err = ci.vector(ciSlotCheckpoints, 1)
+	vpos, start, n, err = ci.vector(ciSlotCheckpoints, 1)
 	if err != nil {
 		return err
+	}
+	if r.hole[1] > r.hole[0] {
+		// A lazy read: the blob is the hole, not fetched.
+		if start != r.hole[0] || start+n != r.hole[1] {
+			return corrupt(r.what, vpos, "checkpoints at [%d, %d), read lazily as [%d, %d)", start, start+n, r.hole[0], r.hole[1])
+		}
+		return nil
 	}
 	if n > 0 {
 		z.Checkpoints = slices.Clone(r.b[start : start+n])
@@ -550,6 +575,10 @@ type fbReader struct {
 	// strBudget caps the total bytes of strings decoded, so that strings
 	// shared by many tables cannot blow up memory.
 	strBudget int64
+	// hole is a range [hole[0], hole[1]) of b not read (a lazily read
+	// zTOC's checkpoint blob): in reports any range touching it as out of
+	// bounds. Empty when hole[1] <= hole[0].
+	hole [2]int64
 }
 
 // fbTable is a bounds-checked table: its vtable and inline size lie within
@@ -563,7 +592,10 @@ type fbTable struct {
 }
 
 func (r *fbReader) in(off, n int64) bool {
-	return off >= 0 && n >= 0 && off <= int64(len(r.b)) && n <= int64(len(r.b))-off
+	if off < 0 || n < 0 || off > int64(len(r.b)) || n > int64(len(r.b))-off {
+		return false
+	}
+	return r.hole[1] <= r.hole[0] || off >= r.hole[1] || off+n <= r.hole[0]
 }
 
 func (r *fbReader) u32(off int64) uint32 {
@@ -724,6 +756,9 @@ func (r *fbReader) rawStrAt(pos, _ int64, err error) (int64, []byte, error) {
 	start, n, err := r.vectorAt(pos, 1)
 	if err != nil {
 		return pos, nil, err
+	}
+	if !r.in(start, n) {
+		return pos, nil, corrupt(r.what, pos, "string out of bounds")
 	}
 	if r.strBudget -= n; r.strBudget < 0 {
 		return pos, nil, corrupt(r.what, pos, "shared strings decode to more than the input size")

@@ -35,6 +35,8 @@ type Index struct {
 	// windows holds the checkpoint windows when they are not in points
 	// (OffloadWindows): span i's at i*WindowSize.
 	windows io.ReaderAt
+	// lazy is set when windows are fetched on demand (Lazy.NewIndex).
+	lazy *LazyWindows
 }
 
 // WindowFile is where OffloadWindows keeps checkpoint windows: an open
@@ -97,26 +99,40 @@ func NewIndex(z *Ztoc) (*Index, error) {
 	if z.MaxSpanID < 0 || len(z.SpanDigests) != n {
 		return nil, corrupt("ztoc", -1, "%d span digests for max span id %d", len(z.SpanDigests), z.MaxSpanID)
 	}
-	ix := &Index{z: z, spans: make([]Span, n)}
-	switch z.Compression {
-	case Gzip:
+	var points []Checkpoint
+	if z.Compression == Gzip {
 		g, err := ParseGzipCheckpoints(z.Checkpoints)
 		if err != nil {
 			return nil, err
 		}
-		if len(g.Points) != n {
-			return nil, corrupt("ztoc", -1, "%d checkpoints for %d spans", len(g.Points), n)
+		points = g.Points
+	}
+	return newIndex(z, points)
+}
+
+// newIndex computes the spans of z; points are its gzip checkpoints
+// (ignored for an uncompressed layer).
+func newIndex(z *Ztoc, points []Checkpoint) (*Index, error) {
+	n := int(z.MaxSpanID) + 1
+	if z.MaxSpanID < 0 || len(z.SpanDigests) != n {
+		return nil, corrupt("ztoc", -1, "%d span digests for max span id %d", len(z.SpanDigests), z.MaxSpanID)
+	}
+	ix := &Index{z: z, spans: make([]Span, n)}
+	switch z.Compression {
+	case Gzip:
+		if len(points) != n {
+			return nil, corrupt("ztoc", -1, "%d checkpoints for %d spans", len(points), n)
 		}
-		ix.points = g.Points
-		for i, p := range g.Points {
+		ix.points = points
+		for i, p := range points {
 			s := Span{ID: SpanID(i), CompressedStart: p.In, UncompressedStart: p.Out,
 				CompressedEnd: z.CompressedArchiveSize, UncompressedEnd: z.UncompressedArchiveSize}
 			if p.Bits != 0 {
 				s.CompressedStart--
 			}
 			if i+1 < n {
-				s.CompressedEnd = g.Points[i+1].In
-				s.UncompressedEnd = g.Points[i+1].Out
+				s.CompressedEnd = points[i+1].In
+				s.UncompressedEnd = points[i+1].Out
 			}
 			// Checkpoints may lie in padding after the end of the archive
 			// (upstream places them there too): such spans hold no entry.
@@ -236,17 +252,42 @@ func (ix *Index) Decompress(first, last SpanID, compressed []byte) ([]byte, erro
 		return compressed, nil
 	}
 	p := ix.points[first]
+	if lw := ix.lazy; lw != nil {
+		if err := lw.failed(); err != nil {
+			return nil, err
+		}
+		// A window costs a fetch: first inflate without one. The
+		// inflater refuses any back-reference before the span's start,
+		// so success means the span did not need it (Compress makes
+		// every span so) and the output is exact.
+		if !lw.needs(first) {
+			if out, err := inflateSpan(compressed, p.Bits, nil, size); err == nil {
+				return out, nil
+			}
+			lw.setNeeds(first)
+		}
+	}
 	win, err := ix.window(first)
 	if err != nil {
 		return nil, fmt.Errorf("span %d: %w", first, err)
 	}
-	r, err := inflate.NewResumeReader(bytes.NewReader(compressed), p.Bits, win)
+	out, err := inflateSpan(compressed, p.Bits, win, size)
 	if err != nil {
-		return nil, fmt.Errorf("span %d: %w", first, err)
+		return nil, fmt.Errorf("decompress spans %d-%d: %w", first, last, err)
+	}
+	return out, nil
+}
+
+// inflateSpan inflates size bytes from compressed, resumed at a
+// checkpoint with bits and window.
+func inflateSpan(compressed []byte, bits uint8, window []byte, size int64) ([]byte, error) {
+	r, err := inflate.NewResumeReader(bytes.NewReader(compressed), bits, window)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]byte, size)
 	if _, err := io.ReadFull(r, out); err != nil {
-		return nil, fmt.Errorf("decompress spans %d-%d: %w", first, last, err)
+		return nil, err
 	}
 	return out, nil
 }
@@ -266,6 +307,9 @@ func NewReader(z *Ztoc, blob io.ReaderAt) (*Reader, error) {
 	}
 	return &Reader{ix: ix, blob: blob}, nil
 }
+
+// Reader returns a Reader of the layer blob through ix.
+func (ix *Index) Reader(blob io.ReaderAt) *Reader { return &Reader{ix: ix, blob: blob} }
 
 // Index returns the reader's span index.
 func (r *Reader) Index() *Index { return r.ix }
