@@ -28,6 +28,7 @@ type sourceFS struct {
 	layers map[string]testLayer // by layer digest label
 	opened []string
 	fail   error
+	body   func(blob []byte) io.Reader // nil: the blob as it is
 }
 
 type testLayer struct {
@@ -48,7 +49,11 @@ func (f *sourceFS) OpenLayer(_ context.Context, labels map[string]string) (Layer
 	if !ok {
 		return LayerBlob{}, ErrNotIndexed
 	}
-	return LayerBlob{Desc: l.desc, DiffID: l.diffID, Body: io.NopCloser(bytes.NewReader(l.blob))}, nil
+	var body io.Reader = bytes.NewReader(l.blob)
+	if f.body != nil {
+		body = f.body(l.blob)
+	}
+	return LayerBlob{Desc: l.desc, DiffID: l.diffID, Body: io.NopCloser(body)}, nil
 }
 
 type tarEntry struct {
