@@ -173,6 +173,9 @@ func (b *HTTPBlob) fetch(ctx context.Context, rs []Range) error {
 	left, err := b.retry(ctx, rs)
 	if errors.Is(err, errNoMultiRange) {
 		b.noMultiRange.Store(true)
+		if b.o.noRangeByRange {
+			return fmt.Errorf("%w: %w", ErrMultiRangeRefused, err)
+		}
 		for _, r := range left {
 			if _, err := b.retry(ctx, []Range{r}); err != nil {
 				return err
@@ -182,6 +185,10 @@ func (b *HTTPBlob) fetch(ctx context.Context, rs []Range) error {
 	}
 	return err
 }
+
+// ErrMultiRangeRefused: the server refused a multi-range request of a
+// blob made WithoutRangeByRange.
+var ErrMultiRangeRefused = errors.New("multi-range request refused")
 
 var (
 	errNoMultiRange = errors.New("server does not answer multi-range requests")

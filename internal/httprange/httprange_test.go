@@ -417,3 +417,44 @@ func TestOptionsPerConstructor(t *testing.T) {
 		}
 	}
 }
+
+// TestWithoutRangeByRange: a server answering a multi-range request with
+// the whole blob (as S3 does) is asked range by range by default, and
+// with WithoutRangeByRange the read fails with ErrMultiRangeRefused after
+// that one request.
+func TestWithoutRangeByRange(t *testing.T) {
+	blob := bytes.Repeat([]byte("0123456789"), 1000)
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		if strings.Contains(r.Header.Get("Range"), ",") {
+			_, _ = w.Write(blob)
+			return
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(blob))
+	}))
+	defer srv.Close()
+	for _, refuse := range []bool{false, true} {
+		requests.Store(0)
+		var opts []Option
+		if refuse {
+			opts = append(opts, WithoutRangeByRange())
+		}
+		b, err := NewHTTPBlob(srv.Client(), srv.URL, int64(len(blob)), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := []Range{{Off: 5, Buf: make([]byte, 3)}, {Off: 5000, Buf: make([]byte, 4)}}
+		err = b.ReadRanges(context.Background(), rs)
+		switch {
+		case refuse && !errors.Is(err, ErrMultiRangeRefused):
+			t.Errorf("WithoutRangeByRange: %v, want ErrMultiRangeRefused", err)
+		case refuse && requests.Load() != 1:
+			t.Errorf("WithoutRangeByRange: %d requests, want 1", requests.Load())
+		case !refuse && err != nil:
+			t.Errorf("range by range: %v", err)
+		case !refuse && (string(rs[0].Buf) != "567" || string(rs[1].Buf) != "0123" || requests.Load() != 3):
+			t.Errorf("range by range: %q %q in %d requests", rs[0].Buf, rs[1].Buf, requests.Load())
+		}
+	}
+}

@@ -21,8 +21,11 @@ type options struct {
 	maxRequest int64
 	jobs       int
 	multiRange int
-	transport  http.RoundTripper
-	keychain   authn.Keychain
+	// noRangeByRange: a refused multi-range request is an error, not
+	// asked again range by range (WithoutRangeByRange).
+	noRangeByRange bool
+	transport      http.RoundTripper
+	keychain       authn.Keychain
 	// keychainSet: WithKeychain was given (it wins over a transport's).
 	keychainSet bool
 
@@ -197,6 +200,16 @@ func WithMultiRange(n int) Option {
 			return fmt.Errorf("multi-range %d is below 1", n)
 		}
 		o.multiRange = n
+		return nil
+	}
+}
+
+// WithoutRangeByRange makes a refused multi-range request an error
+// wrapping ErrMultiRangeRefused instead of asking range by range: for a
+// caller with a cheaper fallback (a lazily read zTOC is then read whole).
+func WithoutRangeByRange() Option {
+	return func(o *options) error {
+		o.noRangeByRange = true
 		return nil
 	}
 }
