@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"container/list"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -88,7 +89,7 @@ type file interface {
 
 func createTemp(dir, pattern string) (file, error) { return os.CreateTemp(dir, pattern) }
 
-// WithMaxSize sets the soft size limit of the cache in bytes (span and
+// WithMaxSize sets the size limit of the cache in bytes (span and
 // content file bytes on disk); 0 means no limit. Default: the smaller of
 // DefaultMaxSizeCap (10 GiB) and half the filesystem holding the cache.
 func WithMaxSize(n int64) Option {
@@ -119,22 +120,110 @@ type Cache struct {
 	mu     sync.Mutex
 	size   int64
 	layers map[digest.Digest]*layerState
+	// lru holds every span and content file (*entry), most recently
+	// used first.
+	lru     list.List
+	evicted Evicted
 }
 
 type layerState struct {
+	dir   string
 	size  int64 // span and content file bytes
 	refs  int
 	used  time.Time
 	live  *Layer           // the acquired Layer, shared by all acquirers
 	spans map[SpanID]int64 // span bytes (without the trailer) by id
 	files map[int64]int64  // content files by key
+	ents  map[entryKey]*entry
+	// pins counts the readers of each span (Pin): a pinned span is not
+	// evicted.
+	pins map[SpanID]int
 	// checked holds the spans whose file was checked against its
 	// trailer by this process (or written by it).
 	checked map[SpanID]bool
 }
 
-func newLayerState() *layerState {
-	return &layerState{spans: make(map[SpanID]int64), files: make(map[int64]int64), checked: make(map[SpanID]bool)}
+func newLayerState(dir string) *layerState {
+	return &layerState{dir: dir, spans: make(map[SpanID]int64), files: make(map[int64]int64),
+		ents: make(map[entryKey]*entry), pins: make(map[SpanID]int), checked: make(map[SpanID]bool)}
+}
+
+// entryKey names a span file (file false, key the span id) or a content
+// file (file true) of a layer.
+type entryKey struct {
+	file bool
+	key  int64
+}
+
+// entry is a span or content file in the cache's LRU list. A file put
+// again gets a new entry, so a reader holding the old one can tell.
+type entry struct {
+	st   *layerState
+	k    entryKey
+	size int64 // bytes on disk
+	elem *list.Element
+}
+
+func (e *entry) path() string {
+	if e.k.file {
+		return filepath.Join(e.st.dir, filesDir, strconv.FormatInt(e.k.key, 10))
+	}
+	return filepath.Join(e.st.dir, strconv.FormatInt(e.k.key, 10))
+}
+
+// addLocked records file k of st (size bytes on disk) as the most
+// recently used, replacing any entry of that name.
+func (c *Cache) addLocked(st *layerState, k entryKey, size int64) *entry {
+	if old := st.ents[k]; old != nil {
+		c.lru.Remove(old.elem)
+	}
+	e := &entry{st: st, k: k, size: size}
+	e.elem = c.lru.PushFront(e)
+	st.ents[k] = e
+	return e
+}
+
+// touchLocked makes file k of st the most recently used and returns its
+// entry, or nil.
+func (c *Cache) touchLocked(st *layerState, k entryKey) *entry {
+	e := st.ents[k]
+	if e != nil {
+		c.lru.MoveToFront(e.elem)
+	}
+	return e
+}
+
+// forgetLocked removes e from the accounting (not its file).
+func (c *Cache) forgetLocked(e *entry) {
+	st := e.st
+	if st.ents[e.k] != e {
+		return
+	}
+	c.lru.Remove(e.elem)
+	delete(st.ents, e.k)
+	if e.k.file {
+		delete(st.files, e.k.key)
+	} else {
+		delete(st.spans, SpanID(e.k.key))
+		delete(st.checked, SpanID(e.k.key))
+	}
+	st.size -= e.size
+	c.size -= e.size
+}
+
+// Evicted counts what the size limit evicted from layers in use (spans
+// and content files one by one; whole unused layers are not counted).
+type Evicted struct {
+	Spans, Files int64
+	Bytes        int64
+}
+
+// Evicted returns what the size limit evicted from layers in use since
+// Open.
+func (c *Cache) Evicted() Evicted {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.evicted
 }
 
 // DefaultMaxSizeCap caps the size limit of a cache opened without
@@ -173,6 +262,7 @@ func Open(dir string, opts ...Option) (*Cache, error) {
 		o.maxSize = defaultMaxSize(dir)
 	}
 	c := &Cache{dir: dir, opts: o, layers: make(map[digest.Digest]*layerState)}
+	var scanned []*layerState
 	algs, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read cache dir %s: %w", dir, err)
@@ -196,6 +286,19 @@ func Open(dir string, opts ...Option) (*Cache, error) {
 			}
 			c.layers[d] = st
 			c.size += st.size
+			scanned = append(scanned, st)
+		}
+	}
+	// The LRU list starts in the order the layers were last used.
+	sort.SliceStable(scanned, func(i, j int) bool { return scanned[i].used.Before(scanned[j].used) })
+	for _, st := range scanned {
+		ids := make([]SpanID, 0, len(st.spans))
+		for id := range st.spans {
+			ids = append(ids, id)
+		}
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+		for _, id := range ids {
+			c.addLocked(st, entryKey{key: int64(id)}, st.spans[id]+trailerSize)
 		}
 	}
 	return c, nil
@@ -208,7 +311,7 @@ func (c *Cache) layerDir(d digest.Digest) string {
 // scan lists the span files of layer d, removing unfinished ones.
 func (c *Cache) scan(d digest.Digest) (*layerState, error) {
 	dir := c.layerDir(d)
-	st := newLayerState()
+	st := newLayerState(dir)
 	if fi, err := os.Stat(dir); err == nil {
 		st.used = fi.ModTime()
 	}
@@ -269,7 +372,7 @@ func (c *Cache) Acquire(d digest.Digest) (*Layer, error) {
 	defer c.mu.Unlock()
 	st := c.layers[d]
 	if st == nil {
-		st = newLayerState()
+		st = newLayerState(c.layerDir(d))
 		c.layers[d] = st
 	}
 	if err := os.MkdirAll(c.layerDir(d), 0o700); err != nil {
@@ -304,23 +407,33 @@ func (c *Cache) removeLocked(d digest.Digest, st *layerState) error {
 	if err := os.RemoveAll(c.layerDir(d)); err != nil {
 		return fmt.Errorf("remove cached layer %s: %w", d, err)
 	}
+	for _, e := range st.ents {
+		c.lru.Remove(e.elem)
+	}
 	c.size -= st.size
 	delete(c.layers, d)
 	return nil
 }
 
-// Evict removes layers not in use, least recently used first, until the
-// cache is within its size limit. It is called after each Put that grows
-// the cache beyond the limit.
+// Evict brings the cache within its size limit (see Put). It is called
+// after each Put, PutFile and Release.
 func (c *Cache) Evict() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.evictLocked()
+	victims, err := c.evictLocked(nil)
+	c.mu.Unlock()
+	closeVictims(victims)
+	return err
 }
 
-func (c *Cache) evictLocked() error {
+// evictLocked brings the cache within its size limit: it removes the
+// layers nobody has acquired, least recently used first, then, if that
+// is not enough, the span and content files of layers in use, least
+// recently used first, except pinned spans and keep (the file just
+// written). It returns the spans whose open files the caller closes once
+// c.mu is unlocked (closeVictims).
+func (c *Cache) evictLocked(keep *entry) ([]victim, error) {
 	if c.opts.maxSize == 0 || c.size <= c.opts.maxSize {
-		return nil
+		return nil, nil
 	}
 	var errs []error
 	for _, k := range c.unusedLocked() {
@@ -329,7 +442,98 @@ func (c *Cache) evictLocked() error {
 		}
 		errs = append(errs, c.removeLocked(k.d, k.st))
 	}
-	return errors.Join(errs...)
+	var victims []victim
+	for el := c.lru.Back(); el != nil && c.size > c.opts.maxSize; {
+		e := el.Value.(*entry)
+		el = el.Prev()
+		if e == keep || e.st.refs == 0 || (!e.k.file && e.st.pins[SpanID(e.k.key)] > 0) {
+			continue
+		}
+		// Readers that have the file open go on reading it: the
+		// bytes stay until the last descriptor is closed.
+		if err := os.Remove(e.path()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("evict cached file: %w", err))
+		}
+		c.forgetLocked(e)
+		c.evicted.Bytes += e.size
+		if e.k.file {
+			c.evicted.Files++
+		} else {
+			c.evicted.Spans++
+			victims = append(victims, victim{e.st.live, SpanID(e.k.key)})
+		}
+	}
+	return victims, errors.Join(errs...)
+}
+
+// victim is an evicted span whose file a Layer may hold open.
+type victim struct {
+	l  *Layer
+	id SpanID
+}
+
+// closeVictims closes the files the layers hold open of evicted spans,
+// after the reads in progress on them, so their blocks are freed.
+func closeVictims(vs []victim) {
+	for _, v := range vs {
+		if v.l == nil {
+			continue
+		}
+		v.l.fdMu.Lock()
+		if f := v.l.fds[v.id]; f != nil {
+			f.Close()
+			delete(v.l.fds, v.id)
+		}
+		v.l.fdMu.Unlock()
+	}
+}
+
+// Pin keeps spans first..last of the layer, cached now or later, from
+// eviction until the returned function is called: a reader pins the
+// spans it is about to fetch and read, so that no eviction comes between
+// the fetch and the read. Pinned spans count in the cache's size; the
+// limit is exceeded by at most the pinned spans (and the file a Put or
+// PutFile just wrote).
+func (l *Layer) Pin(first, last SpanID) (unpin func()) {
+	s := l.shared
+	c := s.c
+	c.mu.Lock()
+	for id := first; id <= last; id++ {
+		s.st.pins[id]++
+	}
+	c.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			for id := first; id <= last; id++ {
+				if s.st.pins[id]--; s.st.pins[id] <= 0 {
+					delete(s.st.pins, id)
+				}
+			}
+			victims, _ := c.evictLocked(nil)
+			c.mu.Unlock()
+			closeVictims(victims)
+		})
+	}
+}
+
+// Room reports whether n more bytes fit in the cache without evicting
+// files of layers in use (a background fetch stops when they do not).
+func (l *Layer) Room(n int64) bool {
+	c := l.shared.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.opts.maxSize == 0 {
+		return true
+	}
+	size := c.size
+	for _, st := range c.layers {
+		if st.refs == 0 {
+			size -= st.size
+		}
+	}
+	return size+n <= c.opts.maxSize
 }
 
 type candidate struct {
@@ -447,11 +651,9 @@ func (l *Layer) Put(id SpanID, data []byte) error {
 
 	c := s.c
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	old, had := s.st.spans[id]
-	if had {
-		s.st.size -= old + trailerSize
-		c.size -= old + trailerSize
+	k := entryKey{key: int64(id)}
+	if old := s.st.ents[k]; old != nil {
+		c.forgetLocked(old)
 	}
 	n := int64(len(data))
 	s.st.spans[id] = n
@@ -462,7 +664,10 @@ func (l *Layer) Put(id SpanID, data []byte) error {
 		c.layers[s.d] = s.st
 	}
 	c.size += n
-	return c.evictLocked()
+	victims, err := c.evictLocked(c.addLocked(s.st, k, n))
+	c.mu.Unlock()
+	closeVictims(victims)
+	return err
 }
 
 // writeSpan writes data and its trailer to a temporary file and renames it
@@ -524,14 +729,17 @@ func (l *Layer) ReadAt(id SpanID, p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	size, ok := l.Has(id)
-	if !ok {
-		return 0, fmt.Errorf("read cached span %d of %s: %w", id, s.d, os.ErrNotExist)
-	}
 	if off < 0 {
 		return 0, fmt.Errorf("read cached span %d of %s at negative offset %d", id, s.d, off)
 	}
-	f, err := s.open(id, size)
+	s.c.mu.Lock()
+	e := s.c.touchLocked(s.st, entryKey{key: int64(id)})
+	s.c.mu.Unlock()
+	if e == nil {
+		return 0, fmt.Errorf("read cached span %d of %s: %w", id, s.d, os.ErrNotExist)
+	}
+	size := e.size - trailerSize
+	f, err := s.open(e)
 	if err != nil {
 		return 0, err
 	}
@@ -545,7 +753,7 @@ func (l *Layer) ReadAt(id SpanID, p []byte, off int64) (int, error) {
 	s.fdMu.RUnlock()
 	if n < want {
 		// The file is shorter than what Put wrote: truncated on disk.
-		return n, s.corrupt(id, fmt.Errorf("read %d of %d bytes at %d: %v", n, want, off, err))
+		return n, s.corrupt(e, fmt.Errorf("read %d of %d bytes at %d: %v", n, want, off, err))
 	}
 	if want < len(p) {
 		return n, io.EOF
@@ -553,10 +761,14 @@ func (l *Layer) ReadAt(id SpanID, p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// open returns span id's open file, checked against its trailer if this
-// process has not checked it yet, with s.fdMu read-locked: the caller
-// unlocks it after reading.
-func (l *Layer) open(id SpanID, size int64) (*os.File, error) {
+// open returns the open file of span entry e, checked against its
+// trailer if this process has not checked it yet, with s.fdMu
+// read-locked: the caller unlocks it after reading. A descriptor opened
+// before the span was evicted or put again reads the same bytes: a span's
+// bytes never change, and its file is replaced by a rename, never
+// rewritten.
+func (l *Layer) open(e *entry) (*os.File, error) {
+	id, size := SpanID(e.k.key), e.size-trailerSize
 	for {
 		l.fdMu.RLock()
 		if f := l.fds[id]; f != nil {
@@ -567,15 +779,31 @@ func (l *Layer) open(id SpanID, size int64) (*os.File, error) {
 		f, err := os.Open(l.spanPath(id))
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
-				l.drop(id)
+				// Evicted, or removed behind our back.
+				l.drop(e)
 			}
 			return nil, fmt.Errorf("read cached span %d of %s: %w", id, l.d, err)
 		}
-		if err := l.check(id, f, size); err != nil {
+		if err := l.check(e, f, size); err != nil {
 			f.Close()
 			return nil, err
 		}
 		l.fdMu.Lock()
+		// A span evicted since e was looked up is not kept open:
+		// eviction closes only the descriptors it finds. One put again
+		// is opened again under its new entry.
+		l.c.mu.Lock()
+		cur := l.st.ents[e.k]
+		l.c.mu.Unlock()
+		if cur != e {
+			l.fdMu.Unlock()
+			f.Close()
+			if cur == nil {
+				return nil, fmt.Errorf("read cached span %d of %s: evicted: %w", id, l.d, os.ErrNotExist)
+			}
+			e = cur
+			continue
+		}
 		if l.fds[id] != nil {
 			f.Close()
 		} else {
@@ -594,13 +822,14 @@ func (l *Layer) open(id SpanID, size int64) (*os.File, error) {
 
 // check verifies f against its trailer once per process, and its size
 // every time.
-func (l *Layer) check(id SpanID, f *os.File, size int64) error {
+func (l *Layer) check(e *entry, f *os.File, size int64) error {
+	id := SpanID(e.k.key)
 	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("read cached span %d of %s: %w", id, l.d, err)
 	}
 	if fi.Size() != size+trailerSize {
-		return l.corrupt(id, fmt.Errorf("file is %d bytes, want %d", fi.Size(), size+trailerSize))
+		return l.corrupt(e, fmt.Errorf("file is %d bytes, want %d", fi.Size(), size+trailerSize))
 	}
 	l.c.mu.Lock()
 	checked := l.st.checked[id]
@@ -610,29 +839,31 @@ func (l *Layer) check(id SpanID, f *os.File, size int64) error {
 	}
 	buf := make([]byte, fi.Size())
 	if _, err := f.ReadAt(buf, 0); err != nil {
-		return l.corrupt(id, err)
+		return l.corrupt(e, err)
 	}
 	data, tr := buf[:size], buf[size:]
 	if !bytes.Equal(tr, trailer(data)) {
-		return l.corrupt(id, errors.New("checksum mismatch"))
+		return l.corrupt(e, errors.New("checksum mismatch"))
 	}
 	l.c.mu.Lock()
-	if _, ok := l.st.spans[id]; ok {
+	if l.st.ents[e.k] == e {
 		l.st.checked[id] = true
 	}
 	l.c.mu.Unlock()
 	return nil
 }
 
-// corrupt drops span id (its file and its entry) and returns an error
-// wrapping ErrCorrupt and cause.
-func (l *Layer) corrupt(id SpanID, cause error) error {
-	l.drop(id)
-	return fmt.Errorf("read cached span %d of %s: %w: %v", id, l.d, ErrCorrupt, cause)
+// corrupt drops span entry e (its file and its entry) and returns an
+// error wrapping ErrCorrupt and cause.
+func (l *Layer) corrupt(e *entry, cause error) error {
+	l.drop(e)
+	return fmt.Errorf("read cached span %d of %s: %w: %v", e.k.key, l.d, ErrCorrupt, cause)
 }
 
-// drop forgets span id and removes its file.
-func (l *Layer) drop(id SpanID) {
+// drop forgets span entry e and removes its file, unless the span was
+// evicted or put again since e was looked up.
+func (l *Layer) drop(e *entry) {
+	id := SpanID(e.k.key)
 	l.fdMu.Lock()
 	if f := l.fds[id]; f != nil {
 		f.Close()
@@ -642,11 +873,8 @@ func (l *Layer) drop(id SpanID) {
 	c := l.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if n, ok := l.st.spans[id]; ok {
-		delete(l.st.spans, id)
-		delete(l.st.checked, id)
-		l.st.size -= n + trailerSize
-		c.size -= n + trailerSize
+	if l.st.ents[e.k] == e {
+		c.forgetLocked(e)
 		os.Remove(l.spanPath(id))
 	}
 }
@@ -667,8 +895,9 @@ func (l *Layer) Release() error {
 		s.st.live = nil
 		s.st.used = c.opts.now()
 	}
-	err := c.evictLocked()
+	victims, err := c.evictLocked(nil)
 	c.mu.Unlock()
+	closeVictims(victims)
 	if last {
 		s.fdMu.Lock()
 		for k, f := range s.fds {

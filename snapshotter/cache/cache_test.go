@@ -96,10 +96,14 @@ func TestEvictUnused(t *testing.T) {
 	if hasOld || !hasNewer {
 		t.Fatalf("after eviction: old %v newer %v", hasOld, hasNewer)
 	}
-	// A layer in use is never evicted, even over the limit.
+	// In a layer in use, the span just put stays, even over the limit;
+	// older unpinned ones go.
 	busy.Put(1, make([]byte, 300))
 	if _, ok := busy.Has(1); !ok {
-		t.Fatal("busy layer evicted")
+		t.Fatal("span just put evicted")
+	}
+	if _, ok := busy.Has(0); ok {
+		t.Fatal("older span of the layer in use kept over the limit")
 	}
 	if c.Remove(dg("busy")) == nil {
 		t.Fatal("Remove of a layer in use succeeded")
@@ -209,18 +213,20 @@ func TestContentFiles(t *testing.T) {
 }
 
 func TestContentFilesEvict(t *testing.T) {
-	c, _ := Open(t.TempDir(), WithMaxSize(150), WithNoSync())
+	c, _ := Open(t.TempDir(), WithMaxSize(250), WithNoSync())
 	old, _ := c.Acquire(dg("old"))
 	old.Put(0, make([]byte, 60))
-	old.PutFile(0, []Extent{{Span: 0, Off: 0, Len: 60}})
+	if err := old.PutFile(0, []Extent{{Span: 0, Off: 0, Len: 60}}); err != nil {
+		t.Fatal(err)
+	}
 	old.Release()
 	busy, _ := c.Acquire(dg("busy"))
 	defer busy.Release()
-	busy.Put(0, make([]byte, 40)) // 176 > 150: "old" goes, content file included
+	busy.Put(0, make([]byte, 130)) // 266 > 250: "old" goes, content file included
 	if _, err := os.Stat(filepath.Join(c.Dir(), "sha256", dg("old").Encoded(), filesDir)); !os.IsNotExist(err) {
 		t.Fatalf("content files of the evicted layer left: %v", err)
 	}
-	if c.Size() != 40+trailerSize {
+	if c.Size() != 130+trailerSize {
 		t.Fatalf("size %d", c.Size())
 	}
 }

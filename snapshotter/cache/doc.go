@@ -31,10 +31,17 @@
 //	n, err := l.ReadAt(id, p, offInSpan)
 //	err = l.Release()
 //
-// The size limit is soft: when a Put takes the cache over it, whole layers
-// that nobody has acquired are removed, least recently used first. Layers
-// in use are never evicted, so the cache can exceed the limit while they
-// are mounted.
+// The size limit holds for mounted layers too. When a Put or PutFile takes
+// the cache over it, whole layers that nobody has acquired are removed,
+// least recently used first; if that is not enough, span and content
+// files of layers in use go one by one, least recently read first (an
+// evicted span is fetched again at its next read). Readers pin the spans
+// they are about to fetch and read (Pin; the fetcher does), so an
+// eviction never comes between a fetch and its read, and a descriptor
+// open on an evicted file reads the same bytes until it is closed. The
+// cache exceeds the limit by at most the pinned spans and the file just
+// written; content files are limited to a quarter of the limit
+// (FileFits).
 //
 // Content files (PutFile, OpenFile) hold bytes copied from cached spans,
 // for FUSE passthrough (the data of one regular file of the layer), under

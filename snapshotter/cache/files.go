@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 )
 
 // filesDir is the directory, inside a layer's directory, of its content
@@ -35,6 +36,23 @@ func (l *Layer) filePath(key int64) string {
 	return filepath.Join(l.dir, filesDir, strconv.FormatInt(key, 10))
 }
 
+// ErrTooLarge is returned, wrapped, by PutFile for a content file larger
+// than FileFits allows.
+var ErrTooLarge = errors.New("content file too large for the cache")
+
+// maxFileShare is the largest share of the cache's size limit one content
+// file may take: making one pins the spans it is copied from, so both are
+// on disk at once, and a file near the limit would evict everything else.
+const maxFileShare = 4
+
+// FileFits reports whether a content file of size bytes may be made: at
+// most a quarter of the cache's size limit (any size without a limit).
+// Larger files are read through the spans.
+func (l *Layer) FileFits(size int64) bool {
+	maxSize := l.shared.c.opts.maxSize
+	return maxSize == 0 || size <= maxSize/maxFileShare
+}
+
 // HasFile reports whether content file key is stored, and its size.
 func (l *Layer) HasFile(key int64) (size int64, ok bool) {
 	return lookup(l, func(st *layerState) map[int64]int64 { return st.files }, key)
@@ -53,7 +71,10 @@ func (l *Layer) OpenFile(key, size int64) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n, ok := l.HasFile(key); !ok || n != size {
+	s.c.mu.Lock()
+	e := s.c.touchLocked(s.st, entryKey{file: true, key: key})
+	s.c.mu.Unlock()
+	if e == nil || e.size != size {
 		return nil, fmt.Errorf("content file %d of %s: %w", key, s.d, os.ErrNotExist)
 	}
 	f, err := os.Open(s.filePath(key))
@@ -71,8 +92,9 @@ func (l *Layer) OpenFile(key, size int64) (*os.File, error) {
 // parts, in order, replacing any earlier file. The file is written under a
 // temporary name and renamed into place, so it is absent or complete; it
 // is not synced (see above). It fails, storing nothing, when a part is not
-// in a cached span. Bytes are copied in the kernel (copy_file_range) where
-// the filesystem allows.
+// in a cached span (os.ErrNotExist) or the file does not fit (FileFits,
+// ErrTooLarge). The spans are pinned while their bytes are copied. Bytes
+// are copied in the kernel (copy_file_range) where the filesystem allows.
 func (l *Layer) PutFile(key int64, parts []Extent) error {
 	s, err := l.impl()
 	if err != nil {
@@ -83,12 +105,16 @@ func (l *Layer) PutFile(key int64, parts []Extent) error {
 	}
 	var total int64
 	for _, p := range parts {
-		n, ok := l.Has(p.Span)
-		if !ok || p.Off < 0 || p.Len < 0 || p.Off+p.Len > n {
-			return fmt.Errorf("content file %d of %s: bytes %d+%d of span %d not cached: %w", key, s.d, p.Off, p.Len, p.Span, os.ErrNotExist)
-		}
-		total += p.Len
+		total += max(p.Len, 0)
 	}
+	if !l.FileFits(total) {
+		return fmt.Errorf("content file %d of %s: %d bytes: %w", key, s.d, total, ErrTooLarge)
+	}
+	ents, unpin, err := s.pinParts(parts)
+	if err != nil {
+		return fmt.Errorf("content file %d of %s: %w", key, s.d, err)
+	}
+	defer unpin() // on the early returns; done once the bytes are copied
 	dir := filepath.Join(s.dir, filesDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("content file %d of %s: %w", key, s.d, err)
@@ -98,11 +124,12 @@ func (l *Layer) PutFile(key int64, parts []Extent) error {
 		return fmt.Errorf("content file %d of %s: %w", key, s.d, err)
 	}
 	tmp := f.Name()
-	for _, p := range parts {
-		if err = s.copySpan(f, p); err != nil {
+	for i, p := range parts {
+		if err = s.copySpan(f, p, ents[i]); err != nil {
 			break
 		}
 	}
+	unpin()
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -116,10 +143,9 @@ func (l *Layer) PutFile(key int64, parts []Extent) error {
 
 	c := s.c
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if old, had := s.st.files[key]; had {
-		s.st.size -= old
-		c.size -= old
+	k := entryKey{file: true, key: key}
+	if old := s.st.ents[k]; old != nil {
+		c.forgetLocked(old)
 	}
 	s.st.files[key] = total
 	s.st.size += total
@@ -127,24 +153,53 @@ func (l *Layer) PutFile(key int64, parts []Extent) error {
 		c.layers[s.d] = s.st
 	}
 	c.size += total
-	return c.evictLocked()
+	victims, err := c.evictLocked(c.addLocked(s.st, k, total))
+	c.mu.Unlock()
+	closeVictims(victims)
+	return err
 }
 
-// copySpan appends p's bytes to f. The span file is opened on its own: its
-// offset is moved so that io.CopyN can use copy_file_range.
-func (l *Layer) copySpan(f *os.File, p Extent) error {
+// pinParts pins the spans of parts and returns their entries, or fails
+// with an error wrapping os.ErrNotExist when a part is not in a cached
+// span.
+func (l *Layer) pinParts(parts []Extent) ([]*entry, func(), error) {
+	c := l.c
+	c.mu.Lock()
+	ents := make([]*entry, len(parts))
+	for i, p := range parts {
+		e := l.st.ents[entryKey{key: int64(p.Span)}]
+		if e == nil || p.Off < 0 || p.Len < 0 || p.Off+p.Len > e.size-trailerSize {
+			c.mu.Unlock()
+			return nil, nil, fmt.Errorf("bytes %d+%d of span %d not cached: %w", p.Off, p.Len, p.Span, os.ErrNotExist)
+		}
+		ents[i] = c.touchLocked(l.st, e.k)
+		l.st.pins[p.Span]++
+	}
+	c.mu.Unlock()
+	var once sync.Once
+	return ents, func() {
+		once.Do(func() {
+			c.mu.Lock()
+			for _, p := range parts {
+				if l.st.pins[p.Span]--; l.st.pins[p.Span] <= 0 {
+					delete(l.st.pins, p.Span)
+				}
+			}
+			c.mu.Unlock()
+		})
+	}, nil
+}
+
+// copySpan appends p's bytes, from span entry e, to f. The span file is
+// opened on its own: its offset is moved so that io.CopyN can use
+// copy_file_range.
+func (l *Layer) copySpan(f *os.File, p Extent, e *entry) error {
 	if p.Len == 0 {
 		return nil
 	}
 	// The span file is checked against its trailer (once per process)
 	// before its bytes are copied.
-	l.c.mu.Lock()
-	size, ok := l.st.spans[p.Span]
-	l.c.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("span %d: %w", p.Span, os.ErrNotExist)
-	}
-	if _, err := l.open(p.Span, size); err != nil {
+	if _, err := l.open(e); err != nil {
 		return err
 	}
 	l.fdMu.RUnlock()

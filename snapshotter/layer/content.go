@@ -77,10 +77,20 @@ func (s *contentSource) extents(off, n int64) []cache.Extent {
 // the cached spans' bytes into the content file; concurrent callers wait
 // for it.
 func (s *contentSource) Content(ctx context.Context, off, n int64) (*os.File, error) {
+	if !s.cl.FileFits(n) {
+		// Too large a share of the cache's size limit: read through
+		// the spans.
+		return nil, nil
+	}
 	for try := 0; ; try++ {
 		f, err := s.cl.OpenFile(off, n)
-		if err == nil || !errors.Is(err, os.ErrNotExist) || try == 3 {
+		if err == nil || !errors.Is(err, os.ErrNotExist) {
 			return f, err
+		}
+		if try == 3 {
+			// Evicted as soon as made (the cache is under pressure):
+			// read through the spans.
+			return nil, nil
 		}
 		if !s.Local(off, n) {
 			return nil, nil
@@ -94,7 +104,7 @@ func (s *contentSource) Content(ctx context.Context, off, n int64) (*os.File, er
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-			if m.err != nil {
+			if m.err != nil && !errors.Is(m.err, os.ErrNotExist) {
 				return nil, m.err
 			}
 			continue
@@ -111,7 +121,9 @@ func (s *contentSource) Content(ctx context.Context, off, n int64) (*os.File, er
 		delete(s.making, off)
 		s.mu.Unlock()
 		close(m.done)
-		if m.err != nil {
+		// A span evicted meanwhile (os.ErrNotExist): the next turn finds
+		// the bytes not local.
+		if m.err != nil && !errors.Is(m.err, os.ErrNotExist) {
 			return nil, m.err
 		}
 	}

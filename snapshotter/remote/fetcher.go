@@ -165,8 +165,12 @@ func (f *Fetcher) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 	}
 	first, last := f.ix.SpansOf(off, int64(len(p)))
 	f.readAhead(first, last)
-	// A span file found damaged on disk (cache.ErrCorrupt) is dropped by
-	// the cache: the read fetches it again, once.
+	// The spans are pinned from before the fetch to the end of the read:
+	// the cache's size limit evicts spans of mounted layers too, never
+	// these. A span file found damaged on disk (cache.ErrCorrupt) is
+	// dropped by the cache: the read fetches it again, once.
+	unpin := f.cache.Pin(first, last)
+	defer unpin()
 	for try := 0; ; try++ {
 		n, err := f.readCached(ctx, p, off, first, last)
 		if err != nil && try == 0 && (errors.Is(err, cache.ErrCorrupt) || errors.Is(err, os.ErrNotExist)) {
@@ -568,6 +572,12 @@ func (f *Fetcher) Background(ctx context.Context, opts BackgroundOptions) error 
 			}
 			if f.cached(id) {
 				break
+			}
+			if !f.cache.Room(spanLen(f.ix.Spans()[id])) {
+				// The rest of the layer does not fit: fetching it would
+				// only evict spans containers read.
+				log.G(ctx).WithField("span", id).Info("background fetch: span cache full, stopping")
+				return errors.Join(failed...)
 			}
 			err := f.ensure(ctx, Background, []SpanID{id})
 			if err == nil {
