@@ -135,11 +135,23 @@ func TestDifferentialRootfs(t *testing.T) {
 // and returns walkTree of both.
 func diffViews(t *testing.T, repo string, spanSize, lazy int, layers ...[]byte) (want, got map[string]string) {
 	t.Helper()
+	want, got, _ = diffViewsConfig(t, nil, repo, spanSize, lazy, layers...)
+	return want, got
+}
+
+// diffViewsConfig is diffViews with extra lines of socikit-snapshotter's
+// config (startContainerd); spanSize 0 pulls the plain image, unconverted,
+// into socikit-snapshotter too. It also returns the daemons.
+func diffViewsConfig(t *testing.T, extra []string, repo string, spanSize, lazy int, layers ...[]byte) (want, got map[string]string, d *daemons) {
+	t.Helper()
 	f := flavours[0]
 	requireExecutable(t, f.ctr)
 	reg := newRegistry(t)
 	plain, img := reg.pushImage(t, repo, layers...)
-	indexed := convertWith(t, plain, plain+"-soci", "-span-size", fmt.Sprint(spanSize))
+	indexed := plain
+	if spanSize > 0 {
+		indexed = convertWith(t, plain, plain+"-soci", "-span-size", fmt.Sprint(spanSize))
+	}
 	cf, err := img.ConfigFile()
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +161,7 @@ func diffViews(t *testing.T, repo string, spanSize, lazy int, layers ...[]byte) 
 		chain = fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(chain+" "+d.String())))
 	}
 
-	d := startContainerd(t, f)
+	d = startContainerd(t, f, extra...)
 	ns := "socikit-test"
 	d.ctr(t, "-n", ns, "image", "pull", "--plain-http", plain) // overlayfs
 	d.ctr(t, "-n", ns, "image", "pull", "--snapshotter", "socikit", "--plain-http", indexed)
@@ -215,7 +227,7 @@ func diffViews(t *testing.T, repo string, spanSize, lazy int, layers ...[]byte) 
 			t.Fatalf("view after a garbage collection (%s): %v", sn, err)
 		}
 	}
-	return walkTree(t, wantRoot), walkTree(t, gotRoot)
+	return walkTree(t, wantRoot), walkTree(t, gotRoot), d
 }
 
 // compareTrees reports every path whose description differs between the
