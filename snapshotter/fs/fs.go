@@ -121,6 +121,8 @@ type FS struct {
 	opens            map[*entry]*openState
 	contentErrLogged atomic.Bool
 	stats            stats
+
+	inos inoIndex // LookupNode (resume.go)
 }
 
 // New builds the tree of the layer indexed by z, reading file contents
@@ -235,6 +237,7 @@ func (f *FS) Mount(mountpoint string) (*Mount, error) {
 type Mount struct {
 	srv *fuse.Server
 	dir string
+	gen uint32 // servers of the connection before this one (resume.go)
 }
 
 // Dir returns the mountpoint.
