@@ -86,6 +86,33 @@ func (ms *Server) KernelSettings() *InitIn {
 	return &s
 }
 
+// DupFD returns a new file descriptor of the server's /dev/fuse
+// connection (close-on-exec), for keeping the connection alive outside
+// the process: while any descriptor of it is open, the kernel queues the
+// mount's requests instead of failing them, and ResumeServer can serve
+// them. The caller must not read from it.
+func (ms *Server) DupFD() (*os.File, error) {
+	var nfd int
+	var derr error
+	if err := ms.fuseFD.withFD(func(fd int) {
+		nfd, derr = fcntlDupCloexec(fd)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	return os.NewFile(uintptr(nfd), "/dev/fuse"), nil
+}
+
+func fcntlDupCloexec(fd int) (int, error) {
+	r, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
+
 const _MAX_NAME_LEN = 20
 
 // This type is deprecated.
