@@ -22,8 +22,8 @@ import (
 // The pipelined pull (docs/pull.md): the layers the snapshotter unpacks
 // itself (OpenLayer) are fetched with several range requests in flight
 // into a file under Root/pull, read back in order as each prefix arrives
-// and unpacked while the rest is fetched; when a layer is opened, the
-// next layers of its image the snapshotter will unpack start too, so the
+// and unpacked while the rest is fetched; once a layer is fetched, the
+// next layer of its image the snapshotter will unpack is fetched, so the
 // link stays busy while a layer is being applied.
 
 // Defaults of PullOptions.
@@ -48,8 +48,8 @@ type PullOptions struct {
 	// Download: range requests per layer, their size, the fetch budget
 	// (default the lazy layers' one).
 	Download remote.DownloadConfig
-	// Ahead is how many layers above the one being unpacked are fetched at
-	// the same time (0: none).
+	// Ahead is how many layers above the one being unpacked may be
+	// fetched before their Prepare, one after the other (0: none).
 	Ahead int
 }
 
@@ -94,12 +94,12 @@ func (f *FileSystem) SetPull(o PullOptions) error {
 }
 
 // open returns the body of layer desc of found: its download, started
-// ahead or now, read in order as it arrives. It starts the downloads of
-// the next layers of found that the snapshotter will unpack too.
+// ahead or now, read in order as it arrives. The next layers of found that
+// the snapshotter will unpack too are fetched after it (ahead).
 func (f *FileSystem) open(ctx context.Context, found *Found, desc ocispec.Descriptor) (io.ReadCloser, error) {
 	p := &f.pull
 	p.mu.Lock()
-	dl := p.pending[desc.Digest]
+	dl := p.pending[desc.Digest] // nil: none, or one being started
 	delete(p.pending, desc.Digest)
 	p.mu.Unlock()
 	if dl != nil {
@@ -110,61 +110,73 @@ func (f *FileSystem) open(ctx context.Context, found *Found, desc ocispec.Descri
 			return nil, err
 		}
 	}
-	f.ahead(ctx, found, desc.Digest)
+	if p.o.Ahead > 0 {
+		// Not the request's context: the downloads outlive this Prepare.
+		go f.ahead(log.WithLogger(context.Background(), log.G(ctx)), found, desc.Digest, dl)
+	}
 	return &pullBody{r: dl.d.Reader(ctx), dl: dl, c: &f.unpacked}, nil
 }
 
-// ahead starts the downloads of the p.o.Ahead layers of found above layer
-// d that the snapshotter unpacks (no zTOC, a media type it handles), unless
-// they are being fetched already.
-func (f *FileSystem) ahead(ctx context.Context, found *Found, d digest.Digest) {
+// ahead fetches the p.o.Ahead layers of found above layer d that the
+// snapshotter unpacks (no zTOC, a media type it handles), one after the
+// other: each starts when the one below it has been fetched (dl first),
+// so that the layer being unpacked has the link to itself and the next
+// one arrives while it is being applied. A layer fetched already, or
+// being fetched, is not fetched again.
+func (f *FileSystem) ahead(ctx context.Context, found *Found, d digest.Digest, dl *pullDownload) {
 	p := &f.pull
 	i := slices.IndexFunc(found.Layers, func(l ocispec.Descriptor) bool { return l.Digest == d })
-	if i < 0 || p.o.Ahead == 0 {
+	if i < 0 {
 		return
 	}
+	prev := dl
 	for _, l := range found.Layers[i+1 : min(len(found.Layers), i+1+p.o.Ahead)] {
 		if _, err := found.unindexed(l.Digest); err != nil {
 			continue
 		}
-		p.mu.Lock()
-		_, started := p.pending[l.Digest]
-		p.mu.Unlock()
-		if started {
-			continue
-		}
-		// Not the request's context: the download outlives this Prepare.
-		bg := log.WithLogger(context.Background(), log.G(ctx))
-		dl, err := f.start(bg, found, l)
-		if err != nil {
-			log.G(ctx).WithError(err).WithField("layer", l.Digest).Warn("fetch layer ahead")
-			continue
+		if err := prev.d.Wait(ctx); err != nil {
+			return // failed or cancelled: the unpack fails, containerd takes over
 		}
 		dg := l.Digest
-		dl.timer = time.AfterFunc(pullUnclaimed, func() {
+		p.mu.Lock()
+		if p.pending == nil {
+			p.pending = map[digest.Digest]*pullDownload{}
+		}
+		other, started := p.pending[dg]
+		if !started {
+			p.pending[dg] = nil // being started: nobody else starts it
+		}
+		p.mu.Unlock()
+		if started {
+			if other == nil {
+				return
+			}
+			prev = other
+			continue
+		}
+		next, err := f.start(ctx, found, l)
+		if err != nil {
 			p.mu.Lock()
-			mine := p.pending[dg] == dl
+			delete(p.pending, dg)
+			p.mu.Unlock()
+			log.G(ctx).WithError(err).WithField("layer", dg).Warn("fetch layer ahead")
+			return
+		}
+		next.timer = time.AfterFunc(pullUnclaimed, func() {
+			p.mu.Lock()
+			mine := p.pending[dg] == next
 			if mine {
 				delete(p.pending, dg)
 			}
 			p.mu.Unlock()
 			if mine {
-				dl.close()
+				next.close()
 			}
 		})
 		p.mu.Lock()
-		if p.pending == nil {
-			p.pending = map[digest.Digest]*pullDownload{}
-		}
-		_, started = p.pending[dg]
-		if !started {
-			p.pending[dg] = dl
-		}
+		p.pending[dg] = next
 		p.mu.Unlock()
-		if started {
-			dl.timer.Stop()
-			dl.close()
-		}
+		prev = next
 	}
 }
 
