@@ -43,6 +43,9 @@ type FileSystem struct {
 	unpacked unpackCounters
 	// pull fetches the layers OpenLayer opens (pull.go, SetPull).
 	pull puller
+	// gate keeps the local store's collection (persistgc.go) and Mounts
+	// apart.
+	gate mountGate
 }
 
 var _ snapshot.FileSystem = (*FileSystem)(nil)
@@ -74,6 +77,8 @@ func (f *FileSystem) Mount(ctx context.Context, mountpoint string, labels map[st
 	if f.m == nil {
 		return fmt.Errorf("no lazy layer filesystem in this daemon: %w", snapshot.ErrNotIndexed)
 	}
+	f.gate.begin()
+	defer f.gate.end()
 	if l, ok := f.store.layer(labels); ok {
 		l.Image = labels[snapshot.LabelImageRef]
 		return f.m.MountLayer(ctx, mountpoint, l)

@@ -32,8 +32,9 @@ import (
 //	                             that name it, layerKey)
 //
 // Files are written to a temporary name, synced and renamed, so a crash
-// leaves a file whole or absent. Nothing is removed yet: both grow by a few
-// percent of the layers pulled (docs/reliability.md, "Crash and restart").
+// leaves a file whole or absent. What no snapshot uses any more is removed
+// after each snapshot removal and at start, and the artifacts are capped
+// (persistgc.go; docs/reliability.md, "Memory and disk bounds").
 type localStore struct {
 	root string
 }

@@ -79,6 +79,19 @@ type LayerBlob struct {
 	Body io.ReadCloser
 }
 
+// Collector is an optional capability of a FileSystem that keeps things on
+// disk for layers beyond their mounts (their index, so that a restart
+// mounts them again without a registry): it drops what no snapshot uses
+// any more. The snapshotter calls Collect after each Cleanup (a
+// snapshot's removal, containerd's garbage collection) and once the
+// restore at start is over. labels lists the labels of every snapshot in
+// the metadata that names a layer (those being prepared included); the
+// Collector calls it when no Mount is in flight, so that what a Mount
+// writes is either named by a snapshot it lists or written after.
+type Collector interface {
+	Collect(ctx context.Context, labels func(context.Context) ([]map[string]string, error)) error
+}
+
 // ErrNotIndexed reports that a layer cannot be mounted lazily and must be
 // unpacked: the image has no SOCI index, or the index has no zTOC for it.
 var ErrNotIndexed = errors.New("layer is not indexed")

@@ -193,6 +193,9 @@ func (s *Snapshotter) restore(ctx context.Context, jobs int) {
 		log.G(ctx).WithError(err).Error("list remote snapshots to restore")
 	}
 	if err != nil || len(rs) == 0 {
+		if err == nil || errdefs.IsNotFound(err) {
+			s.collect(ctx)
+		}
 		close(s.restoreDone)
 		return
 	}
@@ -229,6 +232,9 @@ func (s *Snapshotter) restore(ctx context.Context, jobs int) {
 		_ = g.Wait()
 		log.G(ctx).WithField("snapshots", len(rs)).WithField("failed", failed.Load()).
 			WithField("took", time.Since(start).Round(time.Millisecond)).Info("remote snapshots restored")
+		if ctx.Err() == nil {
+			s.collect(ctx)
+		}
 	}()
 }
 
@@ -566,7 +572,42 @@ func (s *Snapshotter) Cleanup(ctx context.Context) error {
 			log.G(ctx).WithError(err).WithField("path", p).Warn("remove snapshot directory")
 		}
 	}
+	s.collect(ctx)
 	return nil
+}
+
+// collect lets a Collector FileSystem drop what it keeps for layers no
+// snapshot names any more. Failures are logged: what is left is collected
+// next time.
+func (s *Snapshotter) collect(ctx context.Context) {
+	c, ok := s.fs.(Collector)
+	if !ok {
+		return
+	}
+	if err := c.Collect(ctx, s.layerLabels); err != nil {
+		log.G(ctx).WithError(err).Warn("collect what the layer filesystem keeps for removed snapshots")
+	}
+}
+
+// layerLabels returns the labels of the snapshots that name a layer, of
+// any kind (a layer being prepared is an active snapshot).
+func (s *Snapshotter) layerLabels(ctx context.Context) ([]map[string]string, error) {
+	var ls []map[string]string
+	err := s.ms.WithTransaction(withNamespace(ctx), false, func(ctx context.Context) error {
+		return storage.WalkInfo(ctx, func(_ context.Context, info snapshots.Info) error {
+			if info.Labels[LabelLayerDigest] != "" {
+				ls = append(ls, info.Labels)
+			}
+			return nil
+		})
+	})
+	if errdefs.IsNotFound(err) { // a new metadata store has no buckets yet
+		err = nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	return ls, nil
 }
 
 // Close unmounts the remote layers (they are mounted again on the next
