@@ -153,6 +153,11 @@ func coldStart(ctx context.Context, c config, img *benchImage, ct contender, ite
 	}
 	ref := img.refs[ct.tag]
 	start := time.Now()
+	var fp *fusePoller // FUSE request counts over time (fuse.go)
+	if ct.snapshotter == "socikit" {
+		fp = startFUSEPoller(ctx, d, start)
+		defer fp.stop()
+	}
 	if err := d.pull(ctx, ct, ref); err != nil {
 		return s, err
 	}
@@ -172,6 +177,9 @@ func coldStart(ctx context.Context, c config, img *benchImage, ct contender, ite
 			return
 		}
 		s.BytesBeforeReady, s.Requests = st.bytes, st.requests
+		if fp != nil {
+			s.FUSEBeforeReady, _ = fp.sample(ctx) // a failure is logged by stop
+		}
 	})
 	exit := msSince(start)
 	if err != nil {
@@ -209,6 +217,9 @@ func coldStart(ctx context.Context, c config, img *benchImage, ct contender, ite
 		img.kinds[ct.tag] = kinds
 	}
 	s.Timeline = timeline(ev, start, kinds, s.PullMS, s.ReadyMS, exit)
+	if fp != nil {
+		s.Timeline.FUSE = fp.stop()
+	}
 	return s, nil
 }
 

@@ -10,13 +10,19 @@
 //     that CSVs from several runs can be concatenated.
 //   - summary.md: the Markdown summary (see Markdown): run header, one
 //     table per image with median (min–max) of every metric per
-//     contender, ratio tables, the goals table with PASS/FAIL, and the
-//     failures.
+//     contender (and of the FUSE requests before ready by kind, for the
+//     socikit contenders of runs that recorded them), ratio tables, the
+//     goals table with PASS/FAIL, and the failures.
 //   - chart.png: grouped bars of the median time to ready (seconds) per
 //     image and contender, whiskers from min to max.
 //   - chart-bytes.png: the same for the MB fetched from the registry
 //     before ready, with a dashed mark at the compressed size of the
 //     files read before ready.
+//   - timeline-<image>.png (images with timelines): the first cold
+//     start of each contender, its registry requests over time by kind,
+//     the end of the pull and the ready line; under a socikit contender,
+//     the FUSE requests socikit-snapshotter answered, by kind, as rates
+//     over ~100 ms intervals (WriteTimelineChart).
 //
 // Every figure is a median over the iterations of one (image,
 // contender) cell; with an even count it is the mean of the two middle

@@ -13,7 +13,8 @@ import (
 // summary.md): a header with the command, date, link, runs per cell and
 // host; the images; a table per image with, per contender, median
 // (min–max) of time to ready, pull, read everything, MB before ready, MB
-// total, requests before ready, index MB and peak RSS; ratio tables
+// total, requests before ready, index MB and peak RSS, and of the FUSE
+// requests before ready by kind where recorded; ratio tables
 // (time to ready against overlayfs and upstream SOCI, fetch
 // amplification, read everything against overlayfs); the goals with
 // PASS/FAIL; and the failures.
@@ -174,6 +175,7 @@ func (m *model) writeImage(b *strings.Builder, im results.Image) {
 		rows = append(rows, row)
 	}
 	table(b, 1, head, rows)
+	m.writeFUSE(b, im) // fuse.go
 }
 
 func (m *model) writeRatios(b *strings.Builder) {

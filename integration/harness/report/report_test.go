@@ -528,7 +528,7 @@ func TestFloor(t *testing.T) {
 }
 
 func TestTimelineChart(t *testing.T) {
-	r := floorRun()
+	r := fuseRun()
 	if rows := newModel(r).timelineRows("python"); len(rows) != 2 || rows[0].contender != results.Overlayfs {
 		t.Fatalf("timeline rows %+v", rows)
 	}
@@ -551,5 +551,91 @@ func TestTimelineChart(t *testing.T) {
 		if err := Write(*outDir, r); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// fuseRun is floorRun with FUSE request counts on socikit-reorder's
+// python samples: before ready, and over the first run's timeline.
+func fuseRun() *results.Run {
+	r := floorRun()
+	for i := range r.Samples {
+		s := &r.Samples[i]
+		if s.Image != "python" || s.Contender != results.SocikitReorder {
+			continue
+		}
+		k := int64(s.Iter + 1) // 1, 2, 3: medians of 2
+		s.FUSEBeforeReady = map[string]int64{"lookup": 100 * k, "readdirplus": 3, "releasedir": 1, "read": 50 * k, "forget": 0, "statfs": 2}
+		if s.Timeline != nil {
+			at := func(ms float64, lookups, reads int64) results.FUSESample {
+				return results.FUSESample{MS: ms, Ops: map[string]int64{"lookup": lookups, "read": reads, "open": 0}}
+			}
+			// 0-100 ms: 0; 100-200: 100 lookups + 20 reads (1200/s);
+			// 200-300: 50 reads, the sample at 230 too close to 200 to
+			// make an interval of its own (500/s); then counts out of
+			// order (no negative rate).
+			s.Timeline.FUSE = []results.FUSESample{at(0, 0, 0), at(100, 0, 0), at(200, 100, 20), at(230, 100, 40), at(300, 100, 70), at(400, 99, 70)}
+		}
+	}
+	return r
+}
+
+func TestFUSEBins(t *testing.T) {
+	var tl *results.Timeline
+	for _, s := range fuseRun().Samples {
+		if s.Timeline != nil && s.Contender == results.SocikitReorder {
+			tl = s.Timeline
+		}
+	}
+	bins := fuseBins(tl.FUSE)
+	lookup, read := 0, 3 // fuseGroups
+	if len(bins) != 4 {
+		t.Fatalf("bins %+v, want 4", bins)
+	}
+	for i, want := range []struct {
+		start, end, lookups, reads float64
+	}{{0, 100, 0, 0}, {100, 200, 1000, 200}, {200, 300, 0, 500}, {300, 400, 0, 0}} {
+		b := bins[i]
+		if b.startMS != want.start || b.endMS != want.end || b.perS[lookup] != want.lookups || b.perS[read] != want.reads {
+			t.Errorf("bin %d: %+v, want %+v", i, b, want)
+		}
+	}
+	if p := fusePeak(bins); p != 1200 {
+		t.Errorf("peak %v/s, want 1200", p)
+	}
+	if fuseBins(tl.FUSE[:1]) != nil || fuseBins(nil) != nil {
+		t.Error("bins from fewer than 2 samples")
+	}
+	if got := fuseGroupCounts(map[string]int64{"lookup": 1, "statx": 2, "getattr": 3, "flush": 4, "lseek": 5, "other": 6, "new-kind": 7}); got[0] != 1 || got[1] != 5 || got[4] != 4 || got[numFUSEGroups-1] != 18 {
+		t.Errorf("group counts %v", got)
+	}
+	if s := rateString(1234567.4); s != "1,234,567/s" {
+		t.Errorf("rateString: %q", s)
+	}
+}
+
+func TestMarkdownFUSE(t *testing.T) {
+	md := Markdown(fuseRun())
+	for _, want := range []string{
+		"FUSE requests before ready (socikit-snapshotter's count",
+		"| contender | total | lookup | read | readdir | other |",
+		"| socikit-reorder | 306 (156–456) | 200 (100–300) | 100 (50–150) | 4 | 2 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("summary lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(md)
+	}
+	if strings.Contains(Markdown(floorRun()), "FUSE requests") {
+		t.Error("a run without FUSE counts has a FUSE table")
+	}
+	rows := chartRowsOf(newModel(fuseRun()).timelineRows("python"))
+	var labels []string
+	for _, r := range rows {
+		labels = append(labels, r.label)
+	}
+	if want := []string{results.Overlayfs, results.SocikitReorder, results.SocikitReorder + " FUSE (peak 1,200/s)"}; !reflect.DeepEqual(labels, want) {
+		t.Errorf("chart rows %q, want %q", labels, want)
 	}
 }

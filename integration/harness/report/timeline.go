@@ -74,16 +74,52 @@ func (m *model) timelineRows(image string) []timelineRow {
 	return rows
 }
 
+// chartRow is one row of a timeline chart: a contender's registry
+// requests, or (fuse set) the FUSE requests socikit-snapshotter answered
+// during the same cold start.
+type chartRow struct {
+	label string
+	tl    *results.Timeline
+	fuse  []fuseBin
+	peak  float64 // of fuse, requests per second
+}
+
+// chartRowsOf returns the chart rows of contenders' timelines: each one's
+// registry requests, followed by its FUSE requests when it recorded any.
+func chartRowsOf(rows []timelineRow) []chartRow {
+	var out []chartRow
+	for _, row := range rows {
+		out = append(out, chartRow{label: row.contender, tl: row.tl})
+		bins := fuseBins(row.tl.FUSE)
+		if peak := fusePeak(bins); peak > 0 {
+			out = append(out, chartRow{label: row.contender + " FUSE (peak " + rateString(peak) + ")", tl: row.tl, fuse: bins, peak: peak})
+		}
+	}
+	return out
+}
+
 // WriteTimelineChart writes the timeline of one cold start per contender
 // of image (its first run): a row per contender, the registry requests as
 // bars from when they reached the registry to when it had answered,
 // coloured by kind (overlapping requests side by side), the end of the
 // pull (ctr run starts) as a black tick and the ready line as a red one.
-// The x axis ends a little after the slowest contender's ready line.
+// Under a socikit contender's row, when its run recorded them, a row of
+// the FUSE requests socikit-snapshotter answered: their rate over each
+// sampling interval (~100 ms), stacked by kind, scaled to the row's peak
+// (in its label). The x axis ends a little after the slowest contender's
+// ready line.
 func WriteTimelineChart(w io.Writer, r *results.Run, imageName string) error {
 	m := newModel(r)
-	rows := m.timelineRows(imageName)
-	img := image.NewRGBA(image.Rect(0, 0, ChartWidth, 120+60*max(len(rows), 1)))
+	rows := chartRowsOf(m.timelineRows(imageName))
+	height := 120 + 60*max(len(rows), 1)
+	var fuse bool
+	for _, row := range rows {
+		fuse = fuse || row.fuse != nil
+	}
+	if fuse {
+		height = max(height, 120+18*(len(fetchColors)+2+numFUSEGroups))
+	}
+	img := image.NewRGBA(image.Rect(0, 0, ChartWidth, height))
 	canvas := vgimg.NewWith(vgimg.UseImage(img), vgimg.UseDPI(chartDPI))
 	dc := draw.New(canvas)
 
@@ -97,7 +133,7 @@ func WriteTimelineChart(w io.Writer, r *results.Run, imageName string) error {
 	p.Add(grid)
 	names := make([]string, len(rows))
 	for i, row := range rows {
-		names[len(rows)-1-i] = row.contender // first contender on top
+		names[len(rows)-1-i] = row.label // first contender on top
 	}
 	if len(rows) > 0 {
 		p.NominalY(names...)
@@ -117,6 +153,11 @@ func WriteTimelineChart(w io.Writer, r *results.Run, imageName string) error {
 	}
 	leg.Add("pull done", tickThumb{pullStyle})
 	leg.Add("ready", tickThumb{readyStyle})
+	if fuse {
+		for _, g := range fuseGroups {
+			leg.Add("FUSE "+g.name, colorThumb{g.color})
+		}
+	}
 
 	legendWidth := leg.Rectangle(dc).Size().X + vg.Points(16)
 	p.Draw(draw.Crop(dc, 0, -legendWidth, 0, 0))
@@ -132,7 +173,7 @@ var (
 )
 
 // timelinePlot draws the rows of a timeline chart (plot.Plotter).
-type timelinePlot struct{ rows []timelineRow }
+type timelinePlot struct{ rows []chartRow }
 
 // xmax is the end of the x axis in seconds: 5% after the latest ready
 // line (or the latest fetch, if no row has one).
@@ -161,26 +202,10 @@ func (tp *timelinePlot) Plot(c draw.Canvas, p *plot.Plot) {
 	for i, row := range tp.rows {
 		y := float64(n - 1 - i)
 		y0, y1 := y-0.4, y+0.4
-		laneH := (y1 - y0) / timelineLanes
-		var laneEnd [timelineLanes]float64
-		fetches := slices.Clone(row.tl.Fetches)
-		slices.SortStableFunc(fetches, func(a, b results.Fetch) int { return cmp.Compare(a.StartMS, b.StartMS) })
-		for _, f := range fetches {
-			lane := timelineLanes - 1
-			for k := range laneEnd {
-				if laneEnd[k] <= f.StartMS {
-					lane = k
-					break
-				}
-			}
-			laneEnd[lane] = math.Max(laneEnd[lane], f.EndMS)
-			l, r := trX(f.StartMS/1000), trX(f.EndMS/1000)
-			if r-l < vg.Points(1) {
-				r = l + vg.Points(1)
-			}
-			b, t := trY(y0+laneH*float64(lane)), trY(y0+laneH*float64(lane+1))-vg.Points(0.5)
-			pts := []vg.Point{{X: l, Y: b}, {X: r, Y: b}, {X: r, Y: t}, {X: l, Y: t}}
-			c.FillPolygon(fetchColor(f.Kind), c.ClipPolygonX(pts))
+		if row.fuse != nil {
+			plotFUSE(c, trX, trY, row, y0, y1)
+		} else {
+			plotFetches(c, trX, trY, row.tl, y0, y1)
 		}
 		for _, mk := range []struct {
 			ms    float64
@@ -195,6 +220,50 @@ func (tp *timelinePlot) Plot(c draw.Canvas, p *plot.Plot) {
 			}
 			c.StrokeLine2(mk.style, x, trY(y0-0.05), x, trY(y1+0.05))
 		}
+	}
+}
+
+// plotFUSE draws a row's FUSE request rates between y0 and y1: a bar per
+// sampling interval, stacked by group, the row's peak at y1.
+func plotFUSE(c draw.Canvas, trX, trY func(float64) vg.Length, row chartRow, y0, y1 float64) {
+	for _, bin := range row.fuse {
+		l, r := trX(bin.startMS/1000), trX(bin.endMS/1000)
+		y := y0
+		for g, perS := range bin.perS {
+			if perS <= 0 {
+				continue
+			}
+			top := y + (y1-y0)*perS/row.peak
+			pts := []vg.Point{{X: l, Y: trY(y)}, {X: r, Y: trY(y)}, {X: r, Y: trY(top)}, {X: l, Y: trY(top)}}
+			c.FillPolygon(fuseGroups[g].color, c.ClipPolygonX(pts))
+			y = top
+		}
+	}
+}
+
+// plotFetches draws a row's registry requests between y0 and y1, in
+// timelineLanes sub-lanes.
+func plotFetches(c draw.Canvas, trX, trY func(float64) vg.Length, tl *results.Timeline, y0, y1 float64) {
+	laneH := (y1 - y0) / timelineLanes
+	var laneEnd [timelineLanes]float64
+	fetches := slices.Clone(tl.Fetches)
+	slices.SortStableFunc(fetches, func(a, b results.Fetch) int { return cmp.Compare(a.StartMS, b.StartMS) })
+	for _, f := range fetches {
+		lane := timelineLanes - 1
+		for k := range laneEnd {
+			if laneEnd[k] <= f.StartMS {
+				lane = k
+				break
+			}
+		}
+		laneEnd[lane] = math.Max(laneEnd[lane], f.EndMS)
+		l, r := trX(f.StartMS/1000), trX(f.EndMS/1000)
+		if r-l < vg.Points(1) {
+			r = l + vg.Points(1)
+		}
+		b, t := trY(y0+laneH*float64(lane)), trY(y0+laneH*float64(lane+1))-vg.Points(0.5)
+		pts := []vg.Point{{X: l, Y: b}, {X: r, Y: b}, {X: r, Y: t}, {X: l, Y: t}}
+		c.FillPolygon(fetchColor(f.Kind), c.ClipPolygonX(pts))
 	}
 }
 

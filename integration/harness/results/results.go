@@ -135,6 +135,11 @@ type Sample struct {
 	// Timeline is what the registry served during the sample and when
 	// (nil in runs made before timelines were recorded).
 	Timeline *Timeline `json:"timeline,omitempty"`
+	// FUSEBeforeReady counts, by kind, the FUSE requests
+	// socikit-snapshotter's lazy mounts answered from the start of the
+	// pull to the ready line (its /fuse-ops at the ready line; nil for
+	// other snapshotters and in runs made before they were recorded).
+	FUSEBeforeReady map[string]int64 `json:"fuse_before_ready,omitempty"`
 }
 
 // Timeline is one cold start as the registry saw it, in milliseconds from
@@ -145,6 +150,19 @@ type Timeline struct {
 	ExitMS    float64 `json:"exit_ms"`     // the container exited
 	Fetches   []Fetch `json:"fetches"`     // registry requests, in start order
 	Dropped   int64   `json:"dropped,omitempty"`
+	// FUSE samples socikit-snapshotter's FUSE request counts during the
+	// cold start (every 100 ms, and at the ready line), in time order;
+	// empty for other snapshotters.
+	FUSE []FUSESample `json:"fuse,omitempty"`
+}
+
+// FUSESample is socikit-snapshotter's count of FUSE requests by kind
+// ("lookup", "getattr", "open", "read", "readdirplus", "release", ...)
+// at one moment of a Timeline: since the daemon started, which is just
+// before the pull.
+type FUSESample struct {
+	MS  float64          `json:"ms"`
+	Ops map[string]int64 `json:"ops"`
 }
 
 // Fetch kinds: what a registry request was for.
