@@ -177,6 +177,9 @@ var (
 	descUnpackedLayers = prometheus.NewDesc("socikit_unpacked_layers_total",
 		"Layers without a zTOC fetched whole and unpacked by the snapshotter (containerd fetched neither them nor the layers above).", nil, nil)
 	descUnpackedBytes = prometheus.NewDesc("socikit_unpacked_bytes_total", "Compressed bytes of those layers fetched from registries.", nil, nil)
+	descCacheBytes    = prometheus.NewDesc("socikit_cache_bytes", "Bytes of span and content files in the span cache.", nil, nil)
+	descCacheEvicted  = prometheus.NewDesc("socikit_cache_evicted_bytes_total",
+		"Bytes of span and content files of mounted layers evicted by the cache's size limit.", nil, nil)
 )
 
 // metricsCollector is the prometheus.Collector of a daemon: it reads the
@@ -195,7 +198,8 @@ var _ prometheus.Collector = (*metricsCollector)(nil)
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFetches, descFetchErrors, descFetchedSpans, descFetchedBytes, descFetchSeconds,
 		descCacheHits, descCacheMisses, descVerifyFailures, descRetries, descStalls, descHedges, descHedgeWins, descWholeBlobs,
-		descSlowFetches, descArtifacts, descArtifactBytes, descLazyLayers, descUnpackedLayers, descUnpackedBytes} {
+		descSlowFetches, descArtifacts, descArtifactBytes, descLazyLayers, descUnpackedLayers, descUnpackedBytes,
+		descCacheBytes, descCacheEvicted} {
 		ch <- d
 	}
 	c.m.fetchLatency().Describe(ch)
@@ -239,6 +243,10 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		c.layers.mu.Unlock()
 	}
 	ch <- prometheus.MustNewConstMetric(descLazyLayers, prometheus.GaugeValue, float64(mounted))
+	if c.layers != nil && c.layers.cache != nil {
+		ch <- prometheus.MustNewConstMetric(descCacheBytes, prometheus.GaugeValue, float64(c.layers.cache.Size()))
+		counter(descCacheEvicted, float64(c.layers.cache.Evicted().Bytes))
+	}
 	var unpackedLayers, unpackedBytes int64
 	if c.unpacked != nil {
 		unpackedLayers, unpackedBytes = c.unpacked.layers.Load(), c.unpacked.bytes.Load()
