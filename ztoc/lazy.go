@@ -348,6 +348,10 @@ func (w *LazyWindows) Fetched() int64 { return w.fetched.Load() }
 // Verified reports whether Complete checked the whole blob.
 func (w *LazyWindows) Verified() bool { return w.done.Load() }
 
+// Err returns the error of a failed Complete that found the blob not to
+// be the zTOC, or nil.
+func (w *LazyWindows) Err() error { return w.failed() }
+
 func (w *LazyWindows) failed() error {
 	if p := w.bad.Load(); p != nil {
 		return *p

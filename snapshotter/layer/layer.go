@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -29,6 +30,15 @@ type Source struct {
 	// Blob reads the layer blob's compressed bytes (remote.HTTPBlob for a
 	// registry).
 	Blob remote.Blob
+	// Index, when set, is the span index to use instead of one made from
+	// Ztoc (which may then be nil): a lazily read zTOC's
+	// (ztoc.Lazy.NewIndex), which fetches checkpoint windows when a span
+	// needs one and keeps them where its caller said.
+	Index *ztoc.Index
+	// Closer, when set, is closed when the layer is unmounted or Mount
+	// fails: what Index needs (its window store, the fetch of the rest
+	// of its zTOC).
+	Closer io.Closer
 }
 
 // Option configures Mount.
@@ -113,7 +123,8 @@ type Mounted struct {
 	fetcher *remote.Fetcher
 	mnt     *fs.Mount
 	cl      *cache.Layer
-	windows *os.File // checkpoint windows (offloadWindows), or nil
+	windows *os.File  // checkpoint windows (offloadWindows), or nil
+	closer  io.Closer // Source.Closer, or nil
 
 	bgCancel context.CancelFunc
 	bgDone   chan struct{}
@@ -134,15 +145,26 @@ func Mount(ctx context.Context, mountpoint string, src Source, c *cache.Cache, o
 			return nil, err
 		}
 	}
-	if src.Ztoc == nil || src.Blob == nil {
+	if src.Closer != nil {
+		defer func() {
+			if retErr != nil {
+				src.Closer.Close()
+			}
+		}()
+	}
+	if (src.Ztoc == nil && src.Index == nil) || src.Blob == nil {
 		return nil, errors.New("mount layer: source has no ztoc or blob")
 	}
-	ix, err := ztoc.NewIndex(src.Ztoc)
-	if err != nil {
-		return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
-	}
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("layer", src.Digest.String()))
-	ix, windows := offloadWindows(ctx, ix, c.Dir())
+	ix := src.Index
+	var windows *os.File
+	if ix == nil {
+		var err error
+		if ix, err = ztoc.NewIndex(src.Ztoc); err != nil {
+			return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
+		}
+		ix, windows = offloadWindows(ctx, ix, c.Dir())
+	}
 	defer func() {
 		if retErr != nil && windows != nil {
 			windows.Close()
@@ -190,7 +212,7 @@ func Mount(ctx context.Context, mountpoint string, src Source, c *cache.Cache, o
 	if err != nil {
 		return nil, err
 	}
-	m := &Mounted{dir: mountpoint, fs: lfs, fetcher: f, mnt: mnt, cl: cl, windows: windows, bgDone: make(chan struct{})}
+	m := &Mounted{dir: mountpoint, fs: lfs, fetcher: f, mnt: mnt, cl: cl, windows: windows, closer: src.Closer, bgDone: make(chan struct{})}
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.bgCancel = cancel
 	if o.background != nil {
@@ -285,11 +307,14 @@ func (m *Mounted) Unmount() error {
 		uerr := m.mnt.Unmount()
 		<-m.bgDone
 		m.fetcher.Close()
-		var werr error
+		var werr, cerr error
 		if m.windows != nil {
 			werr = m.windows.Close()
 		}
-		m.unmounted = errors.Join(uerr, m.cl.Release(), werr)
+		if m.closer != nil {
+			cerr = m.closer.Close()
+		}
+		m.unmounted = errors.Join(uerr, m.cl.Release(), werr, cerr)
 		returnMemory()
 	})
 	return m.unmounted

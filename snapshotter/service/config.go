@@ -79,6 +79,7 @@ const (
 //	background_rate = 0                  # bytes/s; 0: no background fetch
 //	background_delay = "5s"
 //	read_ahead = 16777216                # bytes fetched ahead of sequential reads; 0: off
+//	whole_ztoc = false                   # true: zTOCs read whole and checked before the mount
 //	disable_passthrough = false          # true: every read goes through FUSE
 //	passthrough_min_size = 1048576       # bytes; smaller files read through FUSE
 //	unpack_unindexed = true              # layers without a zTOC: fetched and unpacked here
@@ -179,6 +180,12 @@ type LazyConfig struct {
 	// reads (a checksum or copy of whole files); 0 turns read-ahead off
 	// (default remote.DefaultReadAhead, 16 MiB).
 	ReadAhead int64 `toml:"read_ahead"`
+	// WholeZtoc reads each zTOC whole and checks its digest before the
+	// layer is mounted. By default a zTOC is read lazily: its TOC and
+	// checkpoint headers before the mount, a checkpoint window when a
+	// span needs one, the rest BackgroundDelay after the mount, when the
+	// whole is checked (docs/ztoc.md, "Reading a zTOC lazily").
+	WholeZtoc bool `toml:"whole_ztoc"`
 	// DisablePassthrough turns FUSE passthrough off: every read of a lazy
 	// layer goes through the daemon (default false: passthrough where
 	// the kernel allows it).

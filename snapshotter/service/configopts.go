@@ -34,6 +34,7 @@ func layersConfigOptions(c Config, rt http.RoundTripper) []LayersOption {
 		LayersReadAhead(c.Lazy.ReadAhead),
 		LayersPrefetchWait(time.Duration(c.Lazy.PrefetchWait)),
 		LayersPassthrough(!c.Lazy.DisablePassthrough, c.Lazy.PassthroughMinSize),
+		LayersZtoc(c.Lazy.WholeZtoc, max(0, time.Duration(c.Lazy.BackgroundDelay))),
 	}
 	if c.Lazy.CacheMaxSize > 0 {
 		opts = append(opts, LayersCacheMaxSize(c.Lazy.CacheMaxSize))

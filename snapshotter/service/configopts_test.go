@@ -90,6 +90,7 @@ func TestConfigOptions(t *testing.T) {
 	c.Lazy.BackgroundRate = 8 << 20
 	c.Lazy.BackgroundDelay = Duration(2 * time.Second)
 	c.Lazy.DisablePassthrough = true
+	c.Lazy.WholeZtoc = true
 	c.Containerd.Address = "/run/x.sock"
 	c.Profile.Record = true
 	rt := &rangeCounter{}
@@ -111,7 +112,7 @@ func TestConfigOptions(t *testing.T) {
 	}
 	want := layersOptions{cacheMaxSize: 1 << 30, transport: rt, containerd: "/run/x.sock", record: ptr(recordOptions(c.Profile)),
 		readAhead: 1 << 20, prefetchWait: time.Second, background: &remote.BackgroundOptions{Rate: 8 << 20, Delay: 2 * time.Second},
-		passthrough: false, passthroughMinSize: DefaultPassthroughMinSize}
+		passthrough: false, passthroughMinSize: DefaultPassthroughMinSize, wholeZtoc: true, ztocDelay: 2 * time.Second}
 	if diff := cmp.Diff(want, o, cmp.AllowUnexported(layersOptions{}), cmp.Comparer(func(a, b http.RoundTripper) bool { return a == b })); diff != "" {
 		t.Errorf("layers options (-want +got):\n%s", diff)
 	}

@@ -69,6 +69,8 @@ type layersOptions struct {
 	background         *remote.BackgroundOptions
 	passthrough        bool
 	passthroughMinSize int64
+	wholeZtoc          bool
+	ztocDelay          time.Duration
 }
 
 // LayersCacheMaxSize caps the span cache (see cache.WithMaxSize). Default
@@ -167,11 +169,25 @@ func LayersPassthrough(on bool, minSize int64) LayersOption {
 	}
 }
 
+// LayersZtoc says how zTOCs are read: whole, their digest checked before
+// the mount, or lazily, the rest fetched and the whole checked
+// completeDelay after the mount (lazyztoc.go). Default lazily, 5 s.
+func LayersZtoc(whole bool, completeDelay time.Duration) LayersOption {
+	return func(o *layersOptions) error {
+		if completeDelay < 0 {
+			return fmt.Errorf("zTOC completion delay %v is negative", completeDelay)
+		}
+		o.wholeZtoc, o.ztocDelay = whole, completeDelay
+		return nil
+	}
+}
+
 // NewLayers opens the span cache under root/cache and returns the lazy
 // layer filesystem, keeping what it needs across restarts under root. The
 // daemon's options come from its Config (LayersFromConfig, configopts.go).
 func NewLayers(_ context.Context, root string, opts ...LayersOption) (*Layers, error) {
-	o := layersOptions{readAhead: remote.DefaultReadAhead, passthrough: true, passthroughMinSize: DefaultPassthroughMinSize}
+	o := layersOptions{readAhead: remote.DefaultReadAhead, passthrough: true, passthroughMinSize: DefaultPassthroughMinSize,
+		ztocDelay: defaultZtocCompleteDelay}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, fmt.Errorf("layer filesystem: %w", err)
@@ -203,20 +219,23 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 	if err != nil {
 		return err
 	}
-	zb, err := ls.readArtifact(ctx, reg, l.Ztoc, l.Index, image.MaxZtocSize)
+	src, err := ls.readZtoc(ctx, reg, l)
 	if err != nil {
-		return fmt.Errorf("fetch zTOC %s: %w", l.Ztoc.Digest, err)
+		return err
 	}
-	z, err := ztoc.Unmarshal(zb)
-	if err != nil {
-		return fmt.Errorf("zTOC %s: %w", l.Ztoc.Digest, err)
-	}
+	z := src.Ztoc
 	if z.CompressedArchiveSize != l.Desc.Size {
+		if src.Closer != nil {
+			src.Closer.Close()
+		}
 		return fmt.Errorf("zTOC %s describes %d compressed bytes, layer %s has %d", l.Ztoc.Digest, z.CompressedArchiveSize, l.Desc.Digest, l.Desc.Size)
 	}
+	src.Digest = l.Desc.Digest
 	lm := &layerMetrics{parent: ls.metrics}
-	blob, err := ls.spanBlob(ctx, l, lm)
-	if err != nil {
+	if src.Blob, err = ls.spanBlob(ctx, l, lm); err != nil {
+		if src.Closer != nil {
+			src.Closer.Close()
+		}
 		return err
 	}
 	opts := []layer.Option{layer.WithFetchOptions(remote.WithMetrics(lm), remote.WithReadAhead(ls.o.readAhead), remote.WithBudget(ls.budget)),
@@ -240,7 +259,7 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 		obs = ls.rec.Layer(l.Desc.Digest.String())
 		opts = append(opts, layer.WithFSOptions(fs.WithReadObserver(obs)))
 	}
-	m, err := layer.Mount(ctx, mountpoint, layer.Source{Digest: l.Desc.Digest, Ztoc: z, Blob: blob}, ls.cache, opts...)
+	m, err := layer.Mount(ctx, mountpoint, src, ls.cache, opts...)
 	if err != nil {
 		if obs != nil {
 			obs.Close()
@@ -252,6 +271,45 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 	ls.mu.Unlock()
 	log.G(ctx).WithField("layer", l.Desc.Digest).WithField("mountpoint", mountpoint).WithField("index", l.Index.Digest).Info("layer mounted lazily")
 	return nil
+}
+
+// readZtoc returns l's zTOC (Source.Ztoc) and, when it was read lazily,
+// its index and what to close with the mount: the daemon's copy of the
+// zTOC if it has one whole, else containerd's if containerd has it or is
+// fetching it, else the registry's, read lazily (lazyztoc.go; read whole
+// when the config says so or the lazy read fails).
+func (ls *Layers) readZtoc(ctx context.Context, reg *image.Registry, l Layer) (layer.Source, error) {
+	var zb []byte
+	if b, ok := ls.store.blob(l.Ztoc, image.MaxZtocSize); ok {
+		ls.metrics.artifactRead(sourceDisk, len(b))
+		zb = b
+	} else if b, ok := ls.local.read(ctx, l.Ztoc, l.Index.Digest, image.MaxZtocSize); ok {
+		ls.metrics.artifactRead(sourceContainerd, len(b))
+		if err := ls.store.putBlob(l.Ztoc, b); err != nil {
+			log.G(ctx).WithError(err).WithField("blob", l.Ztoc.Digest).Warn("keep SOCI artifact on disk: a restart will fetch it again")
+		}
+		zb = b
+	} else if !ls.o.wholeZtoc {
+		lz, z, err := ls.readZtocLazily(ctx, l)
+		switch {
+		case err == nil && lz != nil:
+			return layer.Source{Ztoc: z, Index: lz.ix, Closer: lz}, nil
+		case err == nil:
+			return layer.Source{Ztoc: z}, nil
+		}
+		log.G(ctx).WithError(err).WithField("ztoc", l.Ztoc.Digest).Warn("read the zTOC whole")
+	}
+	if zb == nil {
+		var err error
+		if zb, err = ls.readArtifact(ctx, reg, l.Ztoc, l.Index, image.MaxZtocSize); err != nil {
+			return layer.Source{}, fmt.Errorf("fetch zTOC %s: %w", l.Ztoc.Digest, err)
+		}
+	}
+	z, err := ztoc.Unmarshal(zb)
+	if err != nil {
+		return layer.Source{}, fmt.Errorf("zTOC %s: %w", l.Ztoc.Digest, err)
+	}
+	return layer.Source{Ztoc: z}, nil
 }
 
 // spanBlob returns the layer blob spans are fetched from: through the
