@@ -8,11 +8,14 @@ import (
 	"sync"
 )
 
-// Defaults of DownloadConfig: four range requests of 8 MiB in flight per
-// blob, 32 MiB of compressed bytes at most.
+// Defaults of DownloadConfig: four range requests of 4 MiB in flight per
+// blob, 16 MiB of compressed bytes at most. The reader waits for whole
+// chunks, in order: the smaller they are, the sooner the unpack starts
+// and the less of it is left after the last byte; the larger, the fewer
+// round trips.
 const (
 	DefaultDownloadJobs  = 4
-	DefaultDownloadChunk = 8 << 20
+	DefaultDownloadChunk = 4 << 20
 )
 
 // DownloadConfig says how a Download fetches its blob.

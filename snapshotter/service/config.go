@@ -87,7 +87,7 @@ const (
 //	[pull]                               # layers the snapshotter unpacks itself (docs/pull.md)
 //	disable_unindexed = false            # true: images without a SOCI index are containerd's to pull
 //	jobs = 4                             # range requests in flight per layer
-//	chunk_size = 8388608                 # bytes per range request
+//	chunk_size = 4194304                 # bytes per range request
 //	layers_ahead = 2                     # layers fetched while the one below is unpacked
 //
 //	[profile]
@@ -222,7 +222,7 @@ type PullConfig struct {
 	// remote.DefaultDownloadJobs).
 	Jobs int `toml:"jobs"`
 	// ChunkSize is the size in bytes of each range request (default
-	// remote.DefaultDownloadChunk, 8 MiB).
+	// remote.DefaultDownloadChunk, 4 MiB).
 	ChunkSize int64 `toml:"chunk_size"`
 	// LayersAhead is how many layers above the one being unpacked are
 	// fetched at the same time (default DefaultPullAhead; 0: none).
