@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 
@@ -30,8 +31,8 @@ func (m memSource) ReadRanges(_ context.Context, rs []ByteRange) error {
 func lazySeeds(t testing.TB) [][]byte {
 	var tb bytes.Buffer
 	tw := tar.NewWriter(&tb)
-	for i := range 6 {
-		data := bytes.Repeat([]byte(fmt.Sprintf("file %d ", i)), 3000+i*500)
+	for i := range 4 {
+		data := bytes.Repeat([]byte(fmt.Sprintf("file %d ", i)), 2500+i*100)
 		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("d/f%d", i), Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
 			t.Fatal(err)
 		}
@@ -141,4 +142,37 @@ func FuzzReadLazy(f *testing.F) {
 		smallHead(t)
 		checkLazy(t, b)
 	})
+}
+
+// TestReadLazyMutations runs checkLazy over seeded random mutations of the
+// seeds, header bytes mostly (where the tables and offsets are): the fuzz
+// engine runs few inputs of this size per second.
+func TestReadLazyMutations(t *testing.T) {
+	smallHead(t)
+	seeds := lazySeeds(t)
+	r := rand.New(rand.NewPCG(1, 1))
+	n := 2000
+	if testing.Short() {
+		n = 300
+	}
+	lazy := 0
+	for i := range n {
+		s := bytes.Clone(seeds[i%len(seeds)])
+		for range 1 + r.IntN(4) {
+			p := r.IntN(len(s))
+			if r.IntN(2) == 0 {
+				p = r.IntN(min(len(s), 600))
+			}
+			s[p] = byte(r.IntN(256))
+		}
+		if r.IntN(5) == 0 {
+			s = s[:r.IntN(len(s))]
+		}
+		if checkLazy(t, s) {
+			lazy++
+		}
+	}
+	if lazy == 0 {
+		t.Error("no mutation read lazily")
+	}
 }
