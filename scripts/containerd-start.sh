@@ -34,6 +34,11 @@
 # host without the scheme silently turns upstream's lazy pull into a full one.
 # SOCI_CONFIG names an upstream TOML config to use instead (copied to
 # DIR/soci-config.toml as is); SOCI_LOG_LEVEL defaults to info (upstream's).
+# SOCI_PARALLEL_PULL=1 adds upstream's parallel pull mode to that config
+# ([pull_modes.parallel_pull_unpack] with the settings upstream's
+# docs/parallel-mode.md gives for ECR: 10 downloads per image of 8 MiB
+# chunks, 10 unpacks per image, layers discarded once unpacked), the
+# harness's upstream-parallel contender (docs/pull.md).
 #
 # --cri (containerd 2.4 only) enables containerd's CRI plugin with "socikit"
 # as the snapshotter of the images it pulls (examples/containerd/
@@ -117,6 +122,11 @@ if [ -n "$soci" ]; then
         [ -n "$h" ] || continue
         printf '\n[[resolver.host."%s".mirrors]]\n  host = "http://%s"\n  insecure = true\n' "$h" "$h"
       done
+      if [ -n "${SOCI_PARALLEL_PULL:-}" ] && [ "$SOCI_PARALLEL_PULL" != 0 ]; then
+        printf '\n[pull_modes.parallel_pull_unpack]\n  enable = true\n  max_concurrent_downloads = 50\n'
+        printf '  max_concurrent_downloads_per_image = 10\n  concurrent_download_chunk_size = "8mb"\n'
+        printf '  max_concurrent_unpacks = 20\n  max_concurrent_unpacks_per_image = 10\n  discard_unpacked_layers = true\n'
+      fi
     } >"$dir/soci-config.toml"
   fi
 fi

@@ -38,6 +38,7 @@ func startDaemons(ctx context.Context, c config, ct contender) (*daemons, error)
 	if ct.upstream {
 		cmd.Env = append(cmd.Env, "SOCI_UPSTREAM=1")
 	}
+	cmd.Env = append(cmd.Env, contenderEnv[ct.name]...)
 	if c.socikitConfig != "" {
 		cmd.Env = append(cmd.Env, "SOCIKIT_CONFIG="+c.socikitConfig)
 	}

@@ -216,6 +216,12 @@ func (m *model) writeRatios(b *strings.Builder) {
 	if m.measured(results.SocikitProfiled) || m.measured(results.SocikitLazyProfile) {
 		byImage("Time to ready / socikit-reorder", "", others(results.SocikitReorder), medianOf(readyS, results.SocikitReorder))
 	}
+	if m.measured(results.SocikitPull) || m.measured(results.UpstreamParallel) {
+		byImage("Full pull + unpack / overlayfs",
+			"Pull s (`ctr image pull` of the plain image until it returns: every layer fetched and unpacked) over containerd's own pull into overlayfs; docs/pull.md.",
+			[]string{results.SocikitPull, results.UpstreamParallel}, medianOf(pullS, results.Overlayfs))
+		byImage("Full pull + unpack / upstream parallel pull", "", []string{results.SocikitPull}, medianOf(pullS, results.UpstreamParallel))
+	}
 	byImage("Fetch amplification",
 		"Bytes before ready / compressed size of the files read before ready.",
 		m.contenders, m.fetchAmplification)

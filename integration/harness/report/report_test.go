@@ -255,6 +255,34 @@ func TestMarkdown(t *testing.T) {
 	}
 }
 
+// TestMarkdownFullPull: with the full-pull contenders, their pull times
+// over overlayfs's and upstream parallel's.
+func TestMarkdownFullPull(t *testing.T) {
+	r := syntheticRun()
+	for _, c := range []struct {
+		name string
+		pull float64
+	}{{results.SocikitPull, 6000}, {results.UpstreamParallel, 8000}} {
+		r.Samples = append(r.Samples, results.Sample{Image: "python", Contender: c.name, PullMS: c.pull, ReadyMS: c.pull + 500})
+	}
+	md := Markdown(r)
+	for _, want := range []string{
+		"### Full pull + unpack / overlayfs\n\nPull s",
+		"| image | socikit-pull | upstream-parallel |\n| --- | ---: | ---: |\n| python | 0.67× | 0.89× |",
+		"### Full pull + unpack / upstream parallel pull\n\n| image | socikit-pull |\n| --- | ---: |\n| python | 0.75× |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("summary lacks %q", want)
+		}
+	}
+	if strings.Contains(Markdown(syntheticRun()), "Full pull + unpack") {
+		t.Error("full-pull ratios in a run without full-pull contenders")
+	}
+	if t.Failed() {
+		t.Log(md)
+	}
+}
+
 func TestCSV(t *testing.T) {
 	r := syntheticRun()
 	var buf bytes.Buffer
