@@ -107,6 +107,9 @@ type FS struct {
 	o      options
 	root   *entry
 	hdrOff []int64
+	// noXattrs: no entry has an extended attribute, none is an opaque
+	// directory (xattrs.go).
+	noXattrs bool
 
 	mu      sync.Mutex
 	lastErr error
@@ -144,7 +147,7 @@ func New(z *ztoc.Ztoc, r Reader, opts ...Option) (*FS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build the layer's tree: %w", err)
 	}
-	return &FS{z: z, r: r, o: o, root: root, hdrOff: headerOffsets(z.Files), skipped: skipped}, nil
+	return &FS{z: z, r: r, o: o, root: root, hdrOff: headerOffsets(z.Files), skipped: skipped, noXattrs: !anyXattr(root)}, nil
 }
 
 // anyFileOf reports whether z has a regular file of at least minSize

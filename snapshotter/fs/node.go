@@ -236,8 +236,12 @@ func (n *node) xattr(name string) ([]byte, bool) {
 	return v, ok
 }
 
-// Getxattr implements fusefs.NodeGetxattrer.
+// Getxattr implements fusefs.NodeGetxattrer. In a layer without any
+// extended attribute it answers ENOSYS (xattrs.go).
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if n.fs.noXattrs {
+		return 0, syscall.ENOSYS
+	}
 	v, ok := n.xattr(attr)
 	if !ok {
 		return 0, syscall.ENODATA
@@ -248,8 +252,12 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(copy(dest, v)), 0
 }
 
-// Listxattr implements fusefs.NodeListxattrer.
+// Listxattr implements fusefs.NodeListxattrer. In a layer without any
+// extended attribute it answers ENOSYS (xattrs.go).
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if n.fs.noXattrs {
+		return 0, syscall.ENOSYS
+	}
 	var names []string
 	for k := range n.e.xattrs {
 		names = append(names, k)

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/socikit/socikit/snapshotter/fs"
 	"github.com/socikit/socikit/snapshotter/fs/fstest"
 	"github.com/socikit/socikit/snapshotter/remote"
 )
@@ -26,7 +27,9 @@ const (
 // a directory on the same disk. One op is one file; each sub-benchmark
 // after a local one reports x-local, its ns/op over that local one's.
 //
-// OpenReadClose: open(2), read(2) to EOF, close(2) by path.
+// OpenReadClose: open(2), read(2) to EOF, close(2) by path. The
+// fresh-mount sub-benchmarks also report the FUSE requests per op, by
+// kind (fs.OpCounters).
 //
 //   - local: the files on disk, page cache warm (as after an unpack);
 //   - mount-pagecache: the mount with its page cache and dentries warm
@@ -40,7 +43,16 @@ const (
 //     also has a file of 2 MiB, mounted with passthrough (the daemon's
 //     default): the kernel must send an OPEN (and a RELEASE) per file for
 //     passthrough to be offered, where a layer without any file
-//     passthrough could serve needs none (fs.node.Open).
+//     passthrough could serve needs none (fs.node.Open);
+//   - overlay-local: a fresh overlayfs over the local files before each
+//     pass (their page cache warm): a container's first start after an
+//     unpack; the overlay- sub-benchmarks after it report x-local against
+//     it;
+//   - overlay-fresh, overlay-fresh-pt: a fresh mount and a fresh overlayfs
+//     over it before each pass, as a container's first start on a lazy
+//     layer: overlayfs's lookup of each file adds a GETXATTR
+//     (trusted.overlay.metacopy) unless the layer has no extended
+//     attributes (fs, xattrs.go).
 //
 // Missing: stat(2) of a name that does not exist, in a directory that
 // does.
@@ -180,25 +192,90 @@ func BenchmarkSmallFile(b *testing.B) {
 			report(b, false)
 		})
 	}
-	b.Run("OpenReadClose/mount-fresh", func(b *testing.B) {
-		var m *Mounted
+	// fresh runs b.N ops over the files in turn; before each pass over all
+	// files it calls mount (outside the timer) for a new root to read,
+	// and after it the undo mount returned.
+	fresh := func(b *testing.B, mount func(b *testing.B) (string, func())) {
+		var root string
+		undo := func() {}
 		b.ResetTimer()
 		for i := range b.N {
 			j := i % len(names)
 			if j == 0 {
 				b.StopTimer()
-				if m != nil {
-					if err := m.Unmount(); err != nil {
-						b.Fatal(err)
-					}
-				}
-				m = lf.mount(b, c)
+				undo()
+				root, undo = mount(b)
 				b.StartTimer()
 			}
-			readFile(b, filepath.Join(m.Dir(), names[j]))
+			readFile(b, filepath.Join(root, names[j]))
 		}
 		b.StopTimer()
+		undo()
+	}
+	// layerMount mounts a fresh copy of the layer.
+	layerMount := func(lf *layerFixture, opts ...Option) func(b *testing.B) (string, func()) {
+		return func(b *testing.B) (string, func()) {
+			m := lf.mount(b, c, opts...)
+			return m.Dir(), func() {
+				if err := m.Unmount(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	// overlayOn mounts an overlayfs whose lower directory is what mount
+	// gives, as a container's root filesystem.
+	overlayOn := func(mount func(b *testing.B) (string, func())) func(b *testing.B) (string, func()) {
+		return func(b *testing.B) (string, func()) {
+			lower, undoLower := mount(b)
+			upper, work, merged := b.TempDir(), b.TempDir(), b.TempDir()
+			if err := unix.Mount("overlay", merged, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work); err != nil {
+				b.Fatalf("mount overlay: %v", err)
+			}
+			return merged, func() {
+				if err := unix.Unmount(merged, 0); err != nil {
+					b.Fatal(err)
+				}
+				undoLower()
+			}
+		}
+	}
+	// requests reports the FUSE requests per op counted in oc, by kind.
+	requests := func(b *testing.B, oc *fs.OpCounters) {
+		var all int64
+		for op := fs.Op(0); op < fs.NumOps; op++ {
+			n := oc.Count(op)
+			all += n
+			if op == fs.OpLookup || op == fs.OpGetxattr || op == fs.OpOpen || op == fs.OpRead {
+				b.ReportMetric(float64(n)/float64(b.N), op.String()+"/op")
+			}
+		}
+		b.ReportMetric(float64(all)/float64(b.N), "fuse-req/op")
+	}
+	counted := func(oc *fs.OpCounters, opts ...Option) []Option {
+		return append(opts, WithFSOptions(fs.WithOpCounters(oc)))
+	}
+	b.Run("OpenReadClose/mount-fresh", func(b *testing.B) {
+		var oc fs.OpCounters
+		fresh(b, layerMount(lf, counted(&oc)...))
 		report(b, false)
+		requests(b, &oc)
+	})
+	b.Run("OpenReadClose/overlay-local", func(b *testing.B) {
+		fresh(b, overlayOn(func(*testing.B) (string, func()) { return local, func() {} }))
+		report(b, true)
+	})
+	b.Run("OpenReadClose/overlay-fresh", func(b *testing.B) {
+		var oc fs.OpCounters
+		fresh(b, overlayOn(layerMount(lf, counted(&oc)...)))
+		report(b, false)
+		requests(b, &oc)
+	})
+	b.Run("OpenReadClose/overlay-fresh-pt", func(b *testing.B) {
+		var oc fs.OpCounters
+		fresh(b, overlayOn(layerMount(lfPT, counted(&oc, WithPassthrough(0))...)))
+		report(b, false)
+		requests(b, &oc)
 	})
 
 	// missingBase is the next unused name number, by root.

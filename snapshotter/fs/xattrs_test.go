@@ -1,0 +1,101 @@
+package fs
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/socikit/socikit/snapshotter/fs/fstest"
+)
+
+// plainLayer is a layer without extended attributes or opaque
+// directories.
+func plainLayer() []fstest.Entry {
+	t0 := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	return []fstest.Entry{
+		{Hdr: tar.Header{Typeflag: tar.TypeDir, Name: "d/", Mode: 0o755, ModTime: t0, Format: tar.FormatPAX}},
+		{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: "d/f", Mode: 0o644, Size: 3, ModTime: t0, Format: tar.FormatPAX}, Data: []byte("abc")},
+		{Hdr: tar.Header{Typeflag: tar.TypeChar, Name: "d/.wh.gone", ModTime: t0, Format: tar.FormatPAX}},
+	}
+}
+
+// TestNoXattrs: a layer without extended attributes answers ENOSYS to
+// GETXATTR and LISTXATTR (the kernel stops asking); one with an
+// attribute anywhere, or an opaque directory, answers them.
+func TestNoXattrs(t *testing.T) {
+	ctx := context.Background()
+	withXattr := append(plainLayer(), fstest.Entry{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: "d/cap", Mode: 0o755,
+		PAXRecords: map[string]string{"SCHILY.xattr.security.capability": "x"}, Format: tar.FormatPAX}})
+	opaque := append(plainLayer(), fstest.Entry{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: "d/.wh..wh..opq", Format: tar.FormatPAX}})
+	for _, tc := range []struct {
+		name    string
+		entries []fstest.Entry
+		file    string
+		want    syscall.Errno // of getxattr user.x on file
+	}{
+		{"plain", plainLayer(), "d/f", syscall.ENOSYS},
+		{"xattr", withXattr, "d/f", syscall.ENODATA},
+		{"opaque", opaque, "d/f", syscall.ENODATA},
+		{"tricky", fstest.Tricky(t.Name(), 1000), "a/file", syscall.ENODATA},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			z, tb := build(t, tc.entries)
+			_, root := newTestFS(t, &memReader{b: tb}, z)
+			f, errno := walk(t, root, tc.file)
+			if errno != 0 {
+				t.Fatal(errno)
+			}
+			if _, errno := f.Getxattr(ctx, "user.x", make([]byte, 8)); errno != tc.want {
+				t.Errorf("getxattr: %v, want %v", errno, tc.want)
+			}
+			_, errno = f.Listxattr(ctx, make([]byte, 64))
+			if tc.want == syscall.ENOSYS && errno != syscall.ENOSYS || tc.want != syscall.ENOSYS && errno != 0 {
+				t.Errorf("listxattr: %v", errno)
+			}
+		})
+	}
+}
+
+// TestNoXattrsMount: through a mount of a layer without extended
+// attributes, getxattr fails with EOPNOTSUPP and only the first one is a
+// request (root only).
+func TestNoXattrsMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	z, tb := build(t, plainLayer())
+	var c OpCounters
+	f, err := New(z, syncReader{bytes.NewReader(tb)}, WithOpCounters(&c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	m, err := f.Mount(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := m.Unmount(); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, p := range []string{"d/f", "d", "d/f", "d/gone"} {
+		if _, err := unix.Lgetxattr(filepath.Join(dir, p), "trusted.overlay.metacopy", make([]byte, 8)); !errors.Is(err, unix.EOPNOTSUPP) {
+			t.Errorf("getxattr %s: %v, want EOPNOTSUPP", p, err)
+		}
+	}
+	if n := c.Count(OpGetxattr); n != 1 {
+		t.Errorf("%d GETXATTR requests, want 1", n)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "d/f")); err != nil || string(b) != "abc" {
+		t.Errorf("read: %q, %v", b, err)
+	}
+}
