@@ -62,7 +62,9 @@ func TestOpCountersConcurrent(t *testing.T) {
 // requests of a mount.
 type syncReader struct{ r *bytes.Reader }
 
-func (s syncReader) ReadAt(_ context.Context, p []byte, off int64) (int, error) { return s.r.ReadAt(p, off) }
+func (s syncReader) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
+	return s.r.ReadAt(p, off)
+}
 
 // TestOpCountersMount counts the requests of a real mount (root only):
 // each kind a read-only start-up sends is counted, a name looked up once
