@@ -43,7 +43,7 @@ type File interface {
 }
 
 // Download fetches a whole blob with several range requests in flight,
-// chunk after chunk in blob order, into a File, and reads it back in order
+// chunk after chunk in blob order (the first few smaller), into a File, and reads it back in order
 // as soon as each prefix has arrived: the reader of a layer unpacks while
 // the rest of the layer is still being fetched. It does not check what it
 // fetched against the blob's digest: its reader does that (the snapshotter
@@ -55,8 +55,11 @@ type Download struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	ends []int64 // chunk i is bytes [ends[i-1], ends[i])
+
 	mu     sync.Mutex
 	done   []bool // chunk i written
+	next   int    // the first chunk not written
 	contig int64  // bytes [0, contig) written
 	err    error  // the first failure (or cancellation)
 	wake   chan struct{}
@@ -75,9 +78,10 @@ func StartDownload(ctx context.Context, blob Blob, f File, cfg DownloadConfig) (
 	if size < 0 {
 		return nil, fmt.Errorf("download: blob size %d is negative", size)
 	}
-	n := (size + cfg.Chunk - 1) / cfg.Chunk
+	ends := chunkEnds(size, cfg.Chunk)
+	n := int64(len(ends))
 	ctx, cancel := context.WithCancel(ctx)
-	d := &Download{blob: blob, f: f, cfg: cfg, cancel: cancel, done: make([]bool, n), wake: make(chan struct{})}
+	d := &Download{blob: blob, f: f, cfg: cfg, cancel: cancel, ends: ends, done: make([]bool, n), wake: make(chan struct{})}
 	next := make(chan int64)
 	d.wg.Add(1)
 	go func() { // hands out chunks in blob order
@@ -108,10 +112,41 @@ func StartDownload(ctx context.Context, blob Blob, f File, cfg DownloadConfig) (
 	return d, nil
 }
 
+// rampChunks is how many chunks at the start of a blob are smaller than
+// Chunk: halving towards the start (Chunk/8, /4, /2), so that the reader
+// has its first bytes after a small request rather than after Jobs full
+// ones sharing the link, and the unpack starts at once.
+const rampChunks = 3
+
+// minChunk is the smallest chunk of the ramp.
+const minChunk = 64 << 10
+
+// chunkEnds returns the end offsets of the chunks of a blob of size bytes.
+func chunkEnds(size, chunk int64) []int64 {
+	var ends []int64
+	for off, i := int64(0), 0; off < size; i++ {
+		n := chunk
+		if i < rampChunks {
+			n = min(chunk, max(minChunk, chunk>>(rampChunks-i)))
+		}
+		off = min(off+n, size)
+		ends = append(ends, off)
+	}
+	return ends
+}
+
+// start returns the offset of chunk i.
+func (d *Download) start(i int64) int64 {
+	if i == 0 {
+		return 0
+	}
+	return d.ends[i-1]
+}
+
 // fetch reads chunk i into buf and writes it to the file.
 func (d *Download) fetch(ctx context.Context, i int64, buf []byte) error {
-	off := i * d.cfg.Chunk
-	buf = buf[:min(d.cfg.Chunk, d.blob.Size()-off)]
+	off := d.start(i)
+	buf = buf[:d.ends[i]-off]
 	release, err := d.cfg.Budget.acquire(ctx, int64(len(buf)))
 	if err != nil {
 		return err
@@ -128,8 +163,8 @@ func (d *Download) fetch(ctx context.Context, i int64, buf []byte) error {
 	}
 	d.mu.Lock()
 	d.done[i] = true
-	for j := d.contig / d.cfg.Chunk; j < int64(len(d.done)) && d.done[j]; j++ {
-		d.contig = min((j+1)*d.cfg.Chunk, d.blob.Size())
+	for j := d.next; j < len(d.done) && d.done[j]; j++ {
+		d.contig, d.next = d.ends[j], j+1
 	}
 	d.broadcast()
 	d.mu.Unlock()

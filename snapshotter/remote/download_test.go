@@ -9,6 +9,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -272,4 +273,37 @@ func (l *latencyBlob) ReadRanges(_ context.Context, rs []Range) error {
 		copy(r.Buf, l.b[r.Off:])
 	}
 	return nil
+}
+
+// TestChunkEnds: the first chunks ramp up (Chunk/8, /4, /2, at least
+// 64 KiB, at most Chunk), the rest are Chunk, the last ends at the size.
+func TestChunkEnds(t *testing.T) {
+	const k, m = 1 << 10, 1 << 20
+	for _, tc := range []struct {
+		size, chunk int64
+		want        []int64
+	}{
+		{0, 4 * m, nil},
+		{100, 4 * m, []int64{100}},
+		{10 * m, 4 * m, []int64{512 * k, 1536 * k, 3584 * k, 7680 * k, 10 * m}},
+		{300 * k, 256 * k, []int64{64 * k, 128 * k, 256 * k, 300 * k}},
+		{5000, 1000, []int64{1000, 2000, 3000, 4000, 5000}},
+	} {
+		if got := chunkEnds(tc.size, tc.chunk); !slices.Equal(got, tc.want) {
+			t.Errorf("chunkEnds(%d, %d) = %v, want %v", tc.size, tc.chunk, got, tc.want)
+		}
+	}
+	// Read back in order through the ramp.
+	b := &orderBlob{b: randomBytes(t, 3*m+7)}
+	d, err := StartDownload(context.Background(), b, tempFile(t), DownloadConfig{Jobs: 4, Chunk: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Cancel()
+	if got, err := io.ReadAll(d.Reader(context.Background())); err != nil || !bytes.Equal(got, b.b) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+	if n := b.reads.Load(); n != 6 { // 128K, 256K, 512K, then 1M, 1M, 128K+7
+		t.Errorf("%d requests, want 6", n)
+	}
 }
