@@ -77,16 +77,6 @@ func fetchedAhead(f *FileSystem, d digest.Digest) bool {
 	return f.pull.pending[d] != nil
 }
 
-func TestExampleConfigPull(t *testing.T) {
-	c, err := LoadConfig("../../examples/containerd/socikit-snapshotter.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Pull != DefaultConfig().Pull {
-		t.Errorf("example [pull] %+v, defaults %+v", c.Pull, DefaultConfig().Pull)
-	}
-}
-
 func TestLoadConfigPull(t *testing.T) {
 	c := DefaultConfig()
 	if c.Pull.DisableUnindexed || c.Pull.Jobs != remote.DefaultDownloadJobs || c.Pull.ChunkSize != remote.DefaultDownloadChunk ||

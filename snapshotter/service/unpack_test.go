@@ -124,4 +124,7 @@ func TestExampleConfigLazy(t *testing.T) {
 	if c.Lazy != DefaultConfig().Lazy {
 		t.Errorf("example [lazy] %+v, defaults %+v", c.Lazy, DefaultConfig().Lazy)
 	}
+	if c.Pull != DefaultConfig().Pull {
+		t.Errorf("example [pull] %+v, defaults %+v", c.Pull, DefaultConfig().Pull)
+	}
 }

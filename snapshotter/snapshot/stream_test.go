@@ -76,13 +76,17 @@ func TestAsyncReader(t *testing.T) {
 	c.Close() // not read at all
 }
 
-// streamLayer is testLayer with the tar of entries compressed by c.
-func streamLayer(t *testing.T, c func(io.Writer) io.WriteCloser, entries ...tarEntry) testLayer {
+// streamLayer is testLayer with the tar of entries compressed by c (nil:
+// none) and media type mt.
+func streamLayer(t *testing.T, mt string, c func(io.Writer) io.WriteCloser, entries ...tarEntry) testLayer {
 	t.Helper()
 	var tb bytes.Buffer
 	tw := tar.NewWriter(&tb)
 	for _, e := range entries {
 		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: 0o644, Size: int64(len(e.body))}
+		if e.typ == tar.TypeDir {
+			h.Mode = 0o755
+		}
 		if err := tw.WriteHeader(h); err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +98,6 @@ func streamLayer(t *testing.T, c func(io.Writer) io.WriteCloser, entries ...tarE
 		t.Fatal(err)
 	}
 	blob := tb.Bytes()
-	mt := ocispec.MediaTypeImageLayer
 	if c != nil {
 		var cb bytes.Buffer
 		w := c(&cb)
@@ -104,7 +107,7 @@ func streamLayer(t *testing.T, c func(io.Writer) io.WriteCloser, entries ...tarE
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		blob, mt = cb.Bytes(), ocispec.MediaTypeImageLayerGzip
+		blob = cb.Bytes()
 	}
 	return testLayer{blob: blob, diffID: digest.FromBytes(tb.Bytes()),
 		desc: ocispec.Descriptor{MediaType: mt, Digest: digest.FromBytes(blob), Size: int64(len(blob))}}
@@ -133,10 +136,10 @@ func TestUnpackStream(t *testing.T) {
 	entries := []tarEntry{{name: "etc/", typ: tar.TypeDir}, {name: "etc/big", body: big, typ: tar.TypeReg},
 		{name: "etc/small", body: "small\n", typ: tar.TypeReg}}
 	good := map[string]testLayer{
-		"gzip":  streamLayer(t, gzipLevel(6), entries...),
-		"zstd":  streamLayer(t, zstdWriter, entries...),
-		"tar":   streamLayer(t, nil, entries...),
-		"gzip1": streamLayer(t, gzipLevel(1), entries...),
+		"gzip":  streamLayer(t, ocispec.MediaTypeImageLayerGzip, gzipLevel(6), entries...),
+		"zstd":  streamLayer(t, ocispec.MediaTypeImageLayerZstd, zstdWriter, entries...),
+		"tar":   streamLayer(t, ocispec.MediaTypeImageLayer, nil, entries...),
+		"gzip1": streamLayer(t, ocispec.MediaTypeImageLayerGzip, gzipLevel(1), entries...),
 	}
 	fsys := &sourceFS{layers: map[string]testLayer{}}
 	s := newTestSnapshotter(t, t.TempDir(), fsys)

@@ -64,30 +64,7 @@ type tarEntry struct {
 // gzipLayer makes a gzip tar layer of entries.
 func gzipLayer(t *testing.T, entries ...tarEntry) testLayer {
 	t.Helper()
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	for _, e := range entries {
-		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: 0o644, Size: int64(len(e.body))}
-		if e.typ == tar.TypeDir {
-			h.Mode = 0o755
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(e.body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	var gb bytes.Buffer
-	zw := gzip.NewWriter(&gb)
-	zw.Write(tb.Bytes())
-	zw.Close()
-	dg := digest.FromBytes(gb.Bytes())
-	return testLayer{blob: gb.Bytes(), diffID: digest.FromBytes(tb.Bytes()),
-		desc: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: dg, Size: int64(gb.Len())}}
+	return streamLayer(t, ocispec.MediaTypeImageLayerGzip, func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) }, entries...)
 }
 
 func requireRoot(t *testing.T) {
