@@ -214,6 +214,9 @@ func (f *FS) Options() *fusefs.Options {
 			MaxReadAhead:         1 << 20,
 			MaxWrite:             1 << 20, // also max_read: fewer, larger FUSE reads
 			DisabledCapabilities: disabled,
+			// The kernel keeps symlink targets (FUSE_CACHE_SYMLINKS): a
+			// path through /lib -> usr/lib cost a READLINK each time.
+			EnableSymlinkCaching: true,
 		},
 	}
 }

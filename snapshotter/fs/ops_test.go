@@ -68,8 +68,9 @@ func (s syncReader) ReadAt(_ context.Context, p []byte, off int64) (int, error) 
 
 // TestOpCountersMount counts the requests of a real mount (root only):
 // each kind a read-only start-up sends is counted, a name looked up once
-// is one LOOKUP and its negative entry none, and nothing is counted as a
-// request the mount should not get.
+// is one LOOKUP and its negative entry none, a symlink read once is not
+// read again, and nothing is counted as a request the mount should not
+// get.
 func TestOpCountersMount(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root")
@@ -126,6 +127,16 @@ func TestOpCountersMount(t *testing.T) {
 	}
 	if n := c.Count(OpOther); n != 0 {
 		t.Errorf("%d requests of other kinds", n)
+	}
+	// Symlink targets are cached (EnableSymlinkCaching).
+	readlinks := c.Count(OpReadlink)
+	for range 3 {
+		if _, err := os.Stat(filepath.Join(dir, "a/sym")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := c.Count(OpReadlink) - readlinks; got != 0 {
+		t.Errorf("three stats through a symlink read before: %d READLINKs, want 0", got)
 	}
 	before := c.Count(OpLookup)
 	for range 3 {
