@@ -199,3 +199,159 @@ func TestCacheFull(t *testing.T) {
 	t.Logf("SUMMARY cache full: %d of %d files failed with EIO, %d wrong; after space returned: every file right; span cache %d bytes",
 		failed, len(want), wrong, dirSize(t, cacheDir))
 }
+
+// TestCacheLimitMounted gives the span cache a size limit of a quarter
+// of an image's data layer and starts a container that checksums every
+// file twice (the second pass opens files through passthrough where all
+// their spans are still cached), with a background fetch on: the layer
+// is mounted the whole time, so the cache can keep within its limit only
+// by evicting the mounted layer's spans and content files. Every file
+// must read right both times; the span cache, polled during the run
+// (named files, and files evicted but still held open by the daemon),
+// must stay within the limit plus the spans reads in flight pin (at most
+// 6 per FUSE read of 1 MiB over spans of 256 KiB), a content file being
+// made (a quarter of the limit) and the span just written. After the
+// image's removal and containerd's garbage collection, the cache and the
+// daemon's store of zTOCs, prefetch lists and discovery records are
+// empty.
+func TestCacheLimitMounted(t *testing.T) {
+	requireRoot(t)
+	f := flavours[0]
+	requireExecutable(t, f.ctr)
+	useSnapshotterFrom(t, os.Getenv("SOCIKIT_BIN"))
+	const (
+		dataSize = 24 << 20
+		limit    = dataSize / 4
+		spanSize = 256 << 10
+	)
+	reg := newRegistry(t)
+	bb := busyboxTar(t)
+	data := uniqueTar(t, "limit", dataSize)
+	plain, _ := reg.pushImage(t, "socikit/limit", bb, data)
+	ref := convertWith(t, plain, plain+"-soci", "-span-size", strconv.Itoa(spanSize))
+	want := fileSums(t, bb, data)
+
+	d := startContainerd(t, f, fmt.Sprintf("[lazy]\ncache_max_size = %d\npassthrough_min_size = 16384\nbackground_rate = 50000000\nbackground_delay = \"0s\"", limit))
+	root := filepath.Join(d.dir, "socikit")
+	cacheDir := filepath.Join(root, "cache")
+	const ns = "socikit-limit"
+	if _, err := d.ctrFor(5*time.Minute, "-n", ns, "image", "pull", "--snapshotter", "socikit", "--plain-http", ref); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.lazyMounts(t); got != 2 {
+		t.Fatalf("%d lazy mounts, want 2", got)
+	}
+	if n := len(storeFiles(t, root)); n == 0 {
+		t.Fatal("the daemon's store holds nothing after a lazy pull")
+	}
+
+	// Poll the cache's bytes on disk while the container reads.
+	pid := d.pid(t, "socikit")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var maxNamed, maxHeld, polls int64
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			named := dirSize(t, cacheDir)
+			held := heldDeleted(pid, cacheDir)
+			maxNamed, maxHeld = max(maxNamed, named), max(maxHeld, named+held)
+			polls++
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	script := "for pass in 1 2; do /bin/busybox find /data -type f -print0 | /bin/busybox xargs -0 /bin/busybox sha256sum || exit 1; done; " +
+		"/bin/busybox sha256sum /bin/busybox /etc/socikit-test"
+	out, err := d.ctrFor(10*time.Minute, "-n", ns, "run", "--rm", "--snapshotter", "socikit", ref,
+		fmt.Sprintf("socikit-limit-%d", time.Now().UnixNano()), "/bin/busybox", "sh", "-c", script)
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatalf("container: %v", firstLines(err.Error(), 8))
+	}
+	// Both passes: every line must be right, and every file listed.
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for _, l := range lines {
+		sum, name, ok := strings.Cut(l, "  ")
+		if !ok || want[name] != sum {
+			t.Fatalf("read wrong with the cache limited: %q", l)
+		}
+	}
+	if n := len(want) - 2; len(lines) != 2*n+2 {
+		t.Fatalf("%d lines of sha256sum, want %d (every data file twice, busybox, the test file)", len(lines), 2*n+2)
+	}
+	checkSums(t, out, want)
+	m := d.metricsMap(t)
+	evicted := m["socikit_cache_evicted_bytes_total"]
+	bound := int64(limit + limit/4 + (2*6+1)*(spanSize+8))
+	t.Logf("cache limit %d bytes, data layer %d: max on disk %d named, %d with evicted files still open (%d polls); evicted %.0f bytes of mounted layers; fetched %.0f spans, %.0f bytes; bound %d",
+		limit, dataSize, maxNamed, maxHeld, polls, evicted, m["socikit_fetched_spans_total"], m["socikit_fetched_bytes_total"], bound)
+	if evicted == 0 {
+		t.Fatal("nothing of the mounted layers evicted: the limit was not reached")
+	}
+	if maxHeld > bound {
+		t.Errorf("the span cache reached %d bytes on disk, over the bound %d", maxHeld, bound)
+	}
+
+	if _, err := d.ctrFor(5*time.Minute, "-n", ns, "image", "rm", "--sync", ref); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for (d.lazyMounts(t) > 0 || len(storeFiles(t, root)) > 0) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if left := storeFiles(t, root); len(left) > 0 {
+		t.Errorf("the daemon's store holds %d files after the image's removal: %.5q", len(left), left)
+	}
+	if left := dirSize(t, cacheDir); left > 0 {
+		t.Errorf("span cache holds %d bytes after the image's removal", left)
+	}
+	t.Logf("SUMMARY cache limit %d MiB, %d MiB data layer read twice: every file right; max on disk %.1f MiB (%.1f MiB with evicted files still open), bound %.1f MiB; after removal: cache and store empty",
+		limit>>20, dataSize>>20, float64(maxNamed)/(1<<20), float64(maxHeld)/(1<<20), float64(bound)/(1<<20))
+}
+
+// storeFiles returns the files of the daemon's store under root: zTOCs and
+// prefetch lists (artifacts/), discovery records (layers/).
+func storeFiles(t testing.TB, root string) []string {
+	t.Helper()
+	var out []string
+	for _, sub := range []string{"artifacts", "layers"} {
+		filepath.Walk(filepath.Join(root, sub), func(p string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() {
+				out = append(out, p)
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+// heldDeleted returns the bytes of the files under dir that process pid
+// holds open after they were removed (evicted span and content files
+// still read), leaving out the checkpoint windows of mounted zTOCs
+// (.windows-*, removed as soon as made, by design).
+func heldDeleted(pid int, dir string) int64 {
+	fds := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(fds)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, e := range ents {
+		p := filepath.Join(fds, e.Name())
+		tgt, err := os.Readlink(p)
+		if err != nil || !strings.HasPrefix(tgt, dir+"/") || !strings.HasSuffix(tgt, " (deleted)") || strings.Contains(tgt, "/.windows-") {
+			continue
+		}
+		if fi, err := os.Stat(p); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}

@@ -246,6 +246,9 @@ func defaultMaxSize(dir string) int64 {
 // MaxSize returns the cache's size limit (0: none).
 func (c *Cache) MaxSize() int64 { return c.opts.maxSize }
 
+// MaxSize returns the size limit of the layer's cache (0: none).
+func (l *Layer) MaxSize() int64 { return l.shared.c.opts.maxSize }
+
 // Open opens (creating it if needed) the cache in dir and scans what an
 // earlier process left there.
 func Open(dir string, opts ...Option) (*Cache, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"sync"
@@ -253,9 +254,17 @@ func (f *Fetcher) readAhead(first, last SpanID) {
 		return
 	}
 	f.raWin = max(readAheadFirst, 2*f.raWin)
+	// The window's decompressed spans stay within a quarter of the
+	// cache's size limit: a window the cache cannot hold would evict
+	// its own spans before they are read.
+	room := int64(math.MaxInt64)
+	if n := f.cache.MaxSize(); n > 0 {
+		room = n / 4
+	}
 	end := last
 	for end+1 < SpanID(len(spans)) && int(end-last) < f.raWin &&
-		spans[end+1].CompressedEnd-spans[last+1].CompressedStart <= f.o.readAhead {
+		spans[end+1].CompressedEnd-spans[last+1].CompressedStart <= f.o.readAhead &&
+		spans[end+1].UncompressedEnd-spans[last+1].UncompressedStart <= room {
 		end++
 	}
 	f.raWin = int(end - last)
