@@ -45,8 +45,11 @@ var flavours = []flavour{
 // TestPullRun pulls a busybox image from a registry on loopback through
 // socikit-snapshotter and runs a container from it, with containerd 2.4.2
 // and Debian's 1.6, in two forms:
-//   - plain: no SOCI index, so every layer takes the fallback path
-//     (socikit prepares the snapshot, containerd unpacks it);
+//   - plain: no SOCI index. containerd 2.4's transfer service passes the
+//     labels, so the snapshotter pulls and unpacks the layer itself (the
+//     pipelined pull, docs/pull.md: socikit_unpacked_layers_total); 1.6's
+//     ctr does not, so socikit prepares the snapshot and containerd
+//     unpacks it;
 //   - soci: the same image converted by `socikit convert` (v2 index, every
 //     layer indexed). containerd 2.4's transfer service passes the remote
 //     snapshot labels, so the layer is mounted lazily over FUSE and nothing
@@ -95,6 +98,13 @@ func TestPullRun(t *testing.T) {
 					hits, _ := filepath.Glob(filepath.Join(d.dir, "socikit/snapshots/*/fs/bin/busybox"))
 					if len(hits) != 1 {
 						t.Errorf("found the unpacked layer %d times under %s/socikit, want once", len(hits), d.dir)
+					}
+					want := "0"
+					if f.name == "containerd-2.4" {
+						want = "1"
+					}
+					if v := d.metric(t, "socikit_unpacked_layers_total"); v != want {
+						t.Errorf("socikit_unpacked_layers_total = %s, want %s (the snapshotter pulls images without an index when it has the labels)", v, want)
 					}
 				}
 
