@@ -175,8 +175,8 @@ var (
 	descArtifactBytes  = prometheus.NewDesc("socikit_index_artifact_bytes_total", "Bytes of SOCI artifacts read, by source.", []string{"source"}, nil)
 	descLazyLayers     = prometheus.NewDesc("socikit_lazy_layers", "Layers mounted lazily.", nil, nil)
 	descUnpackedLayers = prometheus.NewDesc("socikit_unpacked_layers_total",
-		"Layers without a zTOC fetched whole and unpacked by the snapshotter (containerd fetched neither them nor the layers above).", nil, nil)
-	descUnpackedBytes = prometheus.NewDesc("socikit_unpacked_bytes_total", "Compressed bytes of those layers fetched from registries.", nil, nil)
+		"Layers fetched whole and unpacked by the snapshotter, pipelined: layers without a zTOC, and the layers of images without a SOCI index (containerd fetched none of them).", nil, nil)
+	descUnpackedBytes = prometheus.NewDesc("socikit_unpacked_bytes_total", "Compressed bytes fetched from registries for those layers (layers fetched ahead included).", nil, nil)
 	descCacheBytes    = prometheus.NewDesc("socikit_cache_bytes", "Bytes of span and content files in the span cache.", nil, nil)
 	descCacheEvicted  = prometheus.NewDesc("socikit_cache_evicted_bytes_total",
 		"Bytes of span and content files of mounted layers evicted by the cache's size limit.", nil, nil)
