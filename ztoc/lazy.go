@@ -132,7 +132,7 @@ func ReadLazy(ctx context.Context, src RangeSource, d digest.Digest, size int64)
 		return nil, err
 	}
 	hole := [2]int64{l.blobAt, l.blobAt + cp.n}
-	z, _, err := unmarshal(b, &hole)
+	z, err := unmarshal(b, &hole)
 	if err != nil {
 		return nil, err
 	}

@@ -270,25 +270,22 @@ func buildTOC(b *flatbuffers.Builder, files []FileEntry) flatbuffers.UOffsetT {
 // most len(b) bytes, and entries and PAX records at most len(b)/12 and
 // len(b)/8.
 func Unmarshal(b []byte) (*Ztoc, error) {
-	z, _, err := unmarshal(b, nil)
-	return z, err
+	return unmarshal(b, nil)
 }
 
 // unmarshal decodes b as Unmarshal does. With hole set (a lazily read
 // zTOC, lazy.go), b holds zeros in place of the checkpoint blob: no
 // structure may be read from hole (the elements of the checkpoints
 // vector), the vector must be exactly hole, and its bytes are not copied.
-// It returns the reader for the caller's checks.
-func unmarshal(b []byte, hole *[2]int64) (*Ztoc, *fbReader, error) {
+func unmarshal(b []byte, hole *[2]int64) (*Ztoc, error) {
 	if len(b) > MaxZtocSize {
-		return nil, nil, fmt.Errorf("%w: ztoc is %d bytes (max %d)", ErrTooLarge, len(b), MaxZtocSize)
+		return nil, fmt.Errorf("%w: ztoc is %d bytes (max %d)", ErrTooLarge, len(b), MaxZtocSize)
 	}
 	r := &fbReader{b: b, what: "ztoc", strBudget: int64(len(b))}
 	if hole != nil {
 		r.hole = *hole
 	}
-	z, err := r.ztoc()
-	return z, r, err
+	return r.ztoc()
 }
 
 func (r *fbReader) ztoc() (*Ztoc, error) {
