@@ -92,7 +92,7 @@ func ReadLazy(ctx context.Context, src RangeSource, d digest.Digest, size int64)
 	}
 	l := &Lazy{Digest: d, Size: size}
 	if size < lazyMinSize {
-		return l, l.readWhole(ctx, src, nil)
+		return l.readWhole(ctx, src, nil)
 	}
 	b := make([]byte, size)
 	head := b[:headSize(size)]
@@ -111,7 +111,7 @@ func ReadLazy(ctx context.Context, src RangeSource, d digest.Digest, size int64)
 		cp, ok = locateCheckpoints(head, size)
 	}
 	if !ok {
-		return l, l.readWhole(ctx, src, b)
+		return l.readWhole(ctx, src, b)
 	}
 	l.lazy, l.blobAt, l.recs = true, cp.pos+4, cp.pos+4+zinfoHeaderSize
 	l.nrecs = (cp.n - zinfoHeaderSize) / zinfoRecordSize
@@ -173,7 +173,7 @@ func (l *Lazy) read(ctx context.Context, src RangeSource, ranges []ByteRange) er
 // readWhole reads the whole blob into b (nil: a new buffer; its first
 // LazyHeadSize bytes are already read when b is given), checks it against
 // the digest and decodes it.
-func (l *Lazy) readWhole(ctx context.Context, src RangeSource, b []byte) error {
+func (l *Lazy) readWhole(ctx context.Context, src RangeSource, b []byte) (*Lazy, error) {
 	from := int64(0)
 	if b == nil {
 		b = make([]byte, l.Size)
@@ -181,17 +181,17 @@ func (l *Lazy) readWhole(ctx context.Context, src RangeSource, b []byte) error {
 		from = headSize(l.Size)
 	}
 	if err := l.read(ctx, src, []ByteRange{{Off: from, Buf: b[from:]}}); err != nil {
-		return err
+		return nil, err
 	}
 	if got := l.Digest.Algorithm().FromBytes(b); got != l.Digest {
-		return fmt.Errorf("ztoc %s: content has digest %s", l.Digest, got)
+		return nil, fmt.Errorf("ztoc %s: content has digest %s", l.Digest, got)
 	}
 	z, err := Unmarshal(b)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	l.Ztoc = z
-	return nil
+	return l, nil
 }
 
 // cpVector is where the checkpoint blob lies: its length field at pos,
