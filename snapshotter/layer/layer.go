@@ -52,6 +52,7 @@ type options struct {
 	fs           []fs.Option
 	passthrough  bool
 	ptMinSize    int64
+	resume       *resumeFrom // WithResume
 }
 
 // WithPrefetch names spans whose fetches start before Mount returns, and
@@ -208,7 +209,7 @@ func Mount(ctx context.Context, mountpoint string, src Source, c *cache.Cache, o
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("mount layer %s: %w", src.Digest, err)
 	}
-	mnt, err := lfs.Mount(mountpoint)
+	mnt, err := mountOrResume(lfs, mountpoint, o.resume) // resume.go
 	if err != nil {
 		return nil, err
 	}
