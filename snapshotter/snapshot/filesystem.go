@@ -28,7 +28,8 @@ import (
 // other errors fall back too but are logged as warnings.
 //
 // Optional capabilities are separate interfaces found by type assertion
-// ([StartObserver], [LayerSource]), so this one stays at three methods.
+// ([StartObserver], [LayerSource], [Resumer]), so this one stays at three
+// methods.
 type FileSystem interface {
 	Mount(ctx context.Context, mountpoint string, labels map[string]string) error
 	Check(ctx context.Context, mountpoint string, labels map[string]string) error
@@ -45,6 +46,23 @@ type StartObserver interface {
 	// the mountpoints of the snapshot's remote parents, topmost first. It
 	// runs on the request's path: it must return quickly.
 	Started(ctx context.Context, key string, mountpoints []string)
+}
+
+// Resumer is an optional capability of a FileSystem: it serves again the
+// mounts an earlier process of the daemon left mounted and kept alive (a
+// FUSE mount whose /dev/fuse descriptor was kept outside the process, so
+// that the containers reading it wait instead of failing), rather than the
+// restore clearing them and mounting anew.
+type Resumer interface {
+	// Resume is called by the restore before anything touches mountpoint.
+	// It reports false when it has nothing kept for mountpoint (the
+	// restore clears and mounts as usual). An error with true means it had
+	// a kept mount but could not serve it: it has given it up, and the
+	// restore clears it and mounts again.
+	Resume(ctx context.Context, mountpoint string, labels map[string]string) (bool, error)
+	// RestoreDone is called once the restore is over: kept mounts no
+	// snapshot resumed are given up.
+	RestoreDone(ctx context.Context)
 }
 
 // LayerSource is an optional capability of a FileSystem: it opens the blob

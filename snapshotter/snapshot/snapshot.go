@@ -192,8 +192,12 @@ func (s *Snapshotter) restore(ctx context.Context, jobs int) {
 	if err != nil && !errdefs.IsNotFound(err) { // a new metadata store has no buckets yet
 		log.G(ctx).WithError(err).Error("list remote snapshots to restore")
 	}
+	resumer, _ := s.fs.(Resumer)
 	if err != nil || len(rs) == 0 {
 		if err == nil || errdefs.IsNotFound(err) {
+			if resumer != nil {
+				resumer.RestoreDone(ctx)
+			}
 			s.collect(ctx)
 		}
 		close(s.restoreDone)
@@ -209,6 +213,7 @@ func (s *Snapshotter) restore(ctx context.Context, jobs int) {
 	start := time.Now()
 	go func() {
 		defer close(s.restoreDone)
+		var resumed atomic.Int32
 		var g errgroup.Group
 		g.SetLimit(jobs)
 		var failed atomic.Int32
@@ -220,6 +225,19 @@ func (s *Snapshotter) restore(ctx context.Context, jobs int) {
 					failed.Add(1)
 					return nil
 				}
+				if resumer != nil {
+					ok, err := resumer.Resume(ctx, r.mp, r.labels)
+					if err != nil {
+						lg.WithError(err).Warn("kept mount not resumed; mounting again")
+					} else if ok {
+						s.mu.Lock()
+						s.mounted[r.mp] = true
+						s.mu.Unlock()
+						resumed.Add(1)
+						lg.Info("resumed remote snapshot")
+						return nil
+					}
+				}
 				if err := s.mountRemote(ctx, r.mp, r.labels); err != nil {
 					failed.Add(1)
 					lg.WithError(err).Warn("restore remote snapshot")
@@ -230,7 +248,10 @@ func (s *Snapshotter) restore(ctx context.Context, jobs int) {
 			})
 		}
 		_ = g.Wait()
-		log.G(ctx).WithField("snapshots", len(rs)).WithField("failed", failed.Load()).
+		if resumer != nil && ctx.Err() == nil {
+			resumer.RestoreDone(ctx)
+		}
+		log.G(ctx).WithField("snapshots", len(rs)).WithField("failed", failed.Load()).WithField("resumed", resumed.Load()).
 			WithField("took", time.Since(start).Round(time.Millisecond)).Info("remote snapshots restored")
 		if ctx.Err() == nil {
 			s.collect(ctx)
