@@ -19,6 +19,10 @@ for name in containerd socikit soci; do
   fi
   rm -f "$f"
 done
+# socikit-snapshotter's fd holder, if it still runs (it exits by itself once
+# the daemon has unmounted its layers and gone): what it keeps ends with it.
+f=$dir/socikit/fdstore.sock.pid
+[ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null
 # Leftover mounts (container rootfs, lazy layers of a killed daemon), deepest first.
 awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r | while read -r m; do
   umount -l "$m" 2>/dev/null || true

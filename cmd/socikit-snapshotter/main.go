@@ -19,6 +19,16 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "fdstore" {
+		if err := runFDStore(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "socikit-snapshotter fdstore:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if exe, err := os.Executable(); err == nil {
+		service.FDHolderCommand = []string{exe, "fdstore"}
+	}
 	config := flag.String("config", "", "TOML configuration file (default: "+service.DefaultConfigPath+" if it exists, else built-in defaults)")
 	root := flag.String("root", "", "state directory (overrides the config; default "+service.DefaultRoot+")")
 	address := flag.String("address", "", "gRPC unix socket (overrides the config; default "+service.DefaultAddress+")")

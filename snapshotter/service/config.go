@@ -83,6 +83,7 @@ const (
 //	disable_passthrough = false          # true: every read goes through FUSE
 //	passthrough_min_size = 1048576       # bytes; smaller files read through FUSE
 //	unpack_unindexed = true              # layers without a zTOC: fetched and unpacked here
+//	fd_store = "auto"                    # mounts' /dev/fuse fds kept across a crash: auto, holder, systemd, off
 //
 //	[pull]                               # layers the snapshotter unpacks itself (docs/pull.md)
 //	disable_unindexed = false            # true: images without a SOCI index are containerd's to pull
@@ -196,6 +197,14 @@ type LazyConfig struct {
 	// through FUSE passthrough; smaller files are read through FUSE
 	// (default DefaultPassthroughMinSize; 0 means the default).
 	PassthroughMinSize int64 `toml:"passthrough_min_size"`
+	// FDStore keeps the /dev/fuse descriptors of the lazy mounts outside
+	// the daemon, so that running containers keep reading through a
+	// crash and restart of it (docs/snapshotter.md, "Crash and restart"):
+	// "holder" (a socikit-snapshotter fdstore process on Root/fdstore.sock),
+	// "systemd" (the unit's fd store: FileDescriptorStoreMax=), "off", or
+	// "auto" (systemd when $NOTIFY_SOCKET is set, else holder; "" means
+	// auto, the default).
+	FDStore string `toml:"fd_store"`
 	// UnpackUnindexed makes the snapshotter fetch and unpack, itself, a
 	// layer that has no zTOC in an image that has a SOCI index (layers
 	// under the index's min layer size, such as a small base layer), and
@@ -299,7 +308,7 @@ func DefaultConfig() Config {
 		Discovery:      DiscoveryConfig{Timeout: DefaultDiscoveryTimeout},
 		Containerd:     ContainerdConfig{Address: DefaultContainerdAddress},
 		Lazy: LazyConfig{BackgroundDelay: Duration(5 * time.Second), ReadAhead: remote.DefaultReadAhead,
-			PassthroughMinSize: DefaultPassthroughMinSize, UnpackUnindexed: true},
+			PassthroughMinSize: DefaultPassthroughMinSize, UnpackUnindexed: true, FDStore: FDStoreAuto},
 		Pull: PullConfig{Jobs: remote.DefaultDownloadJobs, ChunkSize: remote.DefaultDownloadChunk, LayersAhead: DefaultPullAhead},
 		Profile: ProfileConfig{Record: true, Window: Duration(record.DefaultWindow), MaxFiles: record.DefaultMaxFiles,
 			MaxRanges: record.DefaultMaxRanges, MaxImages: record.DefaultMaxImages},
@@ -362,6 +371,11 @@ func (c Config) Validate() error {
 	}
 	if c.Lazy.ReadAhead < 0 {
 		return fmt.Errorf("config: lazy.read_ahead must not be negative")
+	}
+	switch c.Lazy.FDStore {
+	case "", FDStoreAuto, FDStoreHolder, FDStoreSystemd, FDStoreOff:
+	default:
+		return fmt.Errorf("config: lazy.fd_store %q: want auto, holder, systemd or off", c.Lazy.FDStore)
 	}
 	if c.Lazy.PassthroughMinSize < 0 {
 		return fmt.Errorf("config: lazy.passthrough_min_size must not be negative")

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/containerd/log"
+
 	"github.com/socikit/socikit/snapshotter/record"
 	"github.com/socikit/socikit/snapshotter/remote"
 )
@@ -19,7 +21,13 @@ import (
 // with the [lazy], [profile] and [containerd] settings of c, every registry
 // request (span fetches included) going through rt.
 func LayersFromConfig(ctx context.Context, c Config, rt http.RoundTripper) (LayerMounter, error) {
-	ls, err := NewLayers(ctx, c.Root, layersConfigOptions(c, rt)...)
+	opts := layersConfigOptions(c, rt)
+	if s, err := openFDStore(ctx, c); err != nil { // keep.go
+		log.G(ctx).WithError(err).Warn("no fd store: running containers will not survive a crash of the daemon")
+	} else if s != nil {
+		opts = append(opts, LayersKeep(s))
+	}
+	ls, err := NewLayers(ctx, c.Root, opts...)
 	if err != nil {
 		return nil, err
 	}

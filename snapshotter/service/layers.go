@@ -15,6 +15,7 @@ import (
 	"github.com/socikit/socikit/internal/httprange"
 	"github.com/socikit/socikit/internal/image"
 	"github.com/socikit/socikit/snapshotter/cache"
+	"github.com/socikit/socikit/snapshotter/fdstore"
 	"github.com/socikit/socikit/snapshotter/fs"
 	"github.com/socikit/socikit/snapshotter/layer"
 	"github.com/socikit/socikit/snapshotter/record"
@@ -39,6 +40,9 @@ type Layers struct {
 	rec *record.Recorder
 	// store keeps zTOCs and prefetch lists on disk (persist.go).
 	store *localStore
+	// keep keeps the mounts' FUSE descriptors outside the daemon
+	// (keep.go; nil: not kept).
+	keep *keeper
 
 	mu        sync.Mutex
 	mounts    map[string]*mountedLayer
@@ -71,6 +75,7 @@ type layersOptions struct {
 	passthroughMinSize int64
 	wholeZtoc          bool
 	ztocDelay          time.Duration
+	keep               fdstore.Store // keep.go
 }
 
 // LayersCacheMaxSize caps the span cache (see cache.WithMaxSize). Default
@@ -185,7 +190,7 @@ func LayersZtoc(whole bool, completeDelay time.Duration) LayersOption {
 // NewLayers opens the span cache under root/cache and returns the lazy
 // layer filesystem, keeping what it needs across restarts under root. The
 // daemon's options come from its Config (LayersFromConfig, configopts.go).
-func NewLayers(_ context.Context, root string, opts ...LayersOption) (*Layers, error) {
+func NewLayers(ctx context.Context, root string, opts ...LayersOption) (*Layers, error) {
 	o := layersOptions{readAhead: remote.DefaultReadAhead, passthrough: true, passthroughMinSize: DefaultPassthroughMinSize,
 		ztocDelay: defaultZtocCompleteDelay}
 	for _, opt := range opts {
@@ -210,11 +215,20 @@ func NewLayers(_ context.Context, root string, opts ...LayersOption) (*Layers, e
 	if o.record != nil {
 		ls.rec = record.New(*o.record)
 	}
+	if o.keep != nil {
+		ls.keep = newKeeper(ctx, o.keep)
+	}
 	return ls, nil
 }
 
 // MountLayer fetches the layer's zTOC (and prefetch list) and mounts it.
 func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) error {
+	return ls.mountLayer(ctx, mountpoint, l, nil)
+}
+
+// mountLayer is MountLayer with extra layer options (keep.go: resume),
+// and keeps the mount's FUSE descriptor (LayersKeep).
+func (ls *Layers) mountLayer(ctx context.Context, mountpoint string, l Layer, extra []layer.Option) error {
 	reg, err := image.OpenRegistry(l.Repo.Digest(l.Desc.Digest.String()), ls.rt)
 	if err != nil {
 		return err
@@ -259,7 +273,7 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 		obs = ls.rec.Layer(l.Desc.Digest.String())
 		opts = append(opts, layer.WithFSOptions(fs.WithReadObserver(obs)))
 	}
-	m, err := layer.Mount(ctx, mountpoint, src, ls.cache, opts...)
+	m, err := layer.Mount(ctx, mountpoint, src, ls.cache, append(opts, extra...)...)
 	if err != nil {
 		if obs != nil {
 			obs.Close()
@@ -269,6 +283,9 @@ func (ls *Layers) MountLayer(ctx context.Context, mountpoint string, l Layer) er
 	ls.mu.Lock()
 	ls.mounts[mountpoint] = &mountedLayer{m: m, l: l, metrics: lm, at: time.Now(), obs: obs}
 	ls.mu.Unlock()
+	if ls.keep != nil {
+		ls.keep.keep(ctx, mountpoint, m)
+	}
 	log.G(ctx).WithField("layer", l.Desc.Digest).WithField("mountpoint", mountpoint).WithField("index", l.Index.Digest).Info("layer mounted lazily")
 	return nil
 }
@@ -396,6 +413,9 @@ func (ls *Layers) Unmount(ctx context.Context, mountpoint string) error {
 		m.obs.Close()
 	}
 	err := m.m.Unmount()
+	if ls.keep != nil {
+		ls.keep.forget(ctx, mountpoint)
+	}
 	if err == nil && snapshot.IsRemoval(ctx) {
 		// Remove refuses a layer another mount has acquired.
 		if rerr := ls.cache.Remove(m.l.Desc.Digest); rerr != nil {
