@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 
@@ -266,4 +269,72 @@ func TestReadLazyTampered(t *testing.T) {
 			t.Error("a tampered small zTOC read whole was accepted")
 		}
 	})
+}
+
+// TestLazyFigures prints what a lazy read of real layers' zTOCs costs
+// before the mount (docs/performance.md): SOCIKIT_LAZY_TARS lists tar
+// files (one per layer), each compressed by Compress (1 MiB and 4 MiB
+// spans) and indexed as upstream does (gzip -6, Build, 4 MiB spans).
+func TestLazyFigures(t *testing.T) {
+	tars := os.Getenv("SOCIKIT_LAZY_TARS")
+	if tars == "" {
+		t.Skip("SOCIKIT_LAZY_TARS not set")
+	}
+	type sum struct{ layers, ztocs, lazy int64 }
+	sums := map[string]*sum{}
+	var names []string
+	for _, p := range strings.Split(tars, ",") {
+		tarball, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range []struct {
+			name string
+			make func() (blob []byte, z *ztoc.Ztoc, err error)
+		}{
+			{"compress-1MiB", func() ([]byte, *ztoc.Ztoc, error) {
+				var b bytes.Buffer
+				z, err := ztoc.Compress(&b, bytes.NewReader(tarball), ztoc.WithSpanSize(1<<20))
+				return b.Bytes(), z, err
+			}},
+			{"compress-4MiB", func() ([]byte, *ztoc.Ztoc, error) {
+				var b bytes.Buffer
+				z, err := ztoc.Compress(&b, bytes.NewReader(tarball), ztoc.WithSpanSize(4<<20))
+				return b.Bytes(), z, err
+			}},
+			{"upstream-4MiB", func() ([]byte, *ztoc.Ztoc, error) {
+				blob := gzipStd(t, tarball, 6)
+				z, err := ztoc.Build(bytes.NewReader(blob), ztoc.WithSpanSize(4<<20))
+				return blob, z, err
+			}},
+		} {
+			blob, z, err := v.make()
+			if err != nil {
+				t.Fatal(err)
+			}
+			zb := mustMarshal(t, z)
+			src := &rangeSource{blob: zb}
+			l, err := ztoc.ReadLazy(context.Background(), src, digest.FromBytes(zb), int64(len(zb)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s %s: layer %d B, %d files, %d spans, zTOC %d B, read before the mount %d B in %d reads (%.1f%% of the zTOC, %.2f%% of the layer)",
+				filepath.Base(p), v.name, len(blob), len(z.Files), z.MaxSpanID+1, len(zb), l.Fetched, l.Reads,
+				100*float64(l.Fetched)/float64(len(zb)), 100*float64(l.Fetched)/float64(len(blob)))
+			s := sums[v.name]
+			if s == nil {
+				s = &sum{}
+				sums[v.name] = s
+				names = append(names, v.name)
+			}
+			s.layers += int64(len(blob))
+			s.ztocs += int64(len(zb))
+			s.lazy += l.Fetched
+		}
+	}
+	for _, n := range names {
+		s := sums[n]
+		t.Logf("all layers, %s: layers %d B, zTOCs %d B (%.2f%%), read before the mount %d B (%.2f%% of the layers)",
+			n, s.layers, s.ztocs, 100*float64(s.ztocs)/float64(s.layers), s.lazy, 100*float64(s.lazy)/float64(s.layers))
+	}
 }
