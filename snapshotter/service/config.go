@@ -160,9 +160,10 @@ type LazyConfig struct {
 	// Disable turns lazy loading off: every layer is unpacked (default
 	// false).
 	Disable bool `toml:"disable"`
-	// CacheMaxSize is the soft size limit in bytes of the span cache under
-	// Root/cache; layers not mounted are evicted past it, least recently
-	// used first (default 0: the smaller of 10 GiB and half the
+	// CacheMaxSize is the size limit in bytes of the span cache under
+	// Root/cache: past it, layers not mounted are evicted, least recently
+	// used first, then mounted layers' spans and content files, least
+	// recently read first (default 0: the smaller of 10 GiB and half the
 	// filesystem holding the cache, cache.DefaultMaxSizeCap).
 	CacheMaxSize int64 `toml:"cache_max_size"`
 	// PrefetchWait bounds the wait for the index's prefetch spans before a
