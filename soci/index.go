@@ -3,6 +3,7 @@ package soci
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/opencontainers/go-digest"
@@ -38,6 +39,19 @@ type LayerPrefetch struct {
 	Prefetch ocispec.Descriptor
 }
 
+// LazyZtoc binds a zTOC to its lazy zTOC: the gzip of the zTOC blob with
+// every checkpoint window's bytes zeroed (ztoc.EncodeLazy), which a
+// runtime decodes before the mount instead of reading the zTOC, verified
+// by the index's digest of it; the windows come from the zTOC when a span
+// needs one. A socikit extension: upstream ignores the descriptor.
+type LazyZtoc struct {
+	// Ztoc is the zTOC's digest; it must be one of the index's zTOCs.
+	Ztoc digest.Digest
+	// Blob is the lazy zTOC. Only Digest and Size are written; ParseIndex
+	// returns MediaType MediaTypeLazyZtoc, Digest and Size.
+	Blob ocispec.Descriptor
+}
+
 // Index is a SOCI index. See [Index.Marshal] for the wire form.
 type Index struct {
 	// Version is V1 or V2.
@@ -49,6 +63,8 @@ type Index struct {
 	// Prefetches are written after the zTOCs, in this order (upstream uses
 	// image-layer order).
 	Prefetches []LayerPrefetch
+	// LazyZtocs are written after the prefetch blobs, in this order.
+	LazyZtocs []LazyZtoc
 	// Subject is the platform image manifest, required for V1 and forbidden
 	// for V2. Only MediaType, Digest and Size are written.
 	Subject *ocispec.Descriptor
@@ -66,7 +82,7 @@ type Index struct {
 // ocispec.Manifest with schemaVersion 2, mediaType
 // application/vnd.oci.image.manifest.v1+json, no artifactType, config =
 // Version.ConfigDescriptor(), layers = the zTOC descriptors then the prefetch
-// descriptors, subject (V1 only), annotations. The config blob
+// descriptors then the lazy zTOC descriptors, subject (V1 only), annotations. The config blob
 // (EmptyConfigJSON) must be pushed as well.
 //
 // Marshal validates its output with [ParseIndex], so whatever it writes parses.
@@ -78,7 +94,7 @@ func (ix *Index) Marshal() ([]byte, ocispec.Descriptor, error) {
 		Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageManifest,
 		Config:    ix.Version.ConfigDescriptor(),
-		Layers:    make([]ocispec.Descriptor, 0, len(ix.Layers)+len(ix.Prefetches)),
+		Layers:    make([]ocispec.Descriptor, 0, len(ix.Layers)+len(ix.Prefetches)+len(ix.LazyZtocs)),
 	}
 	for _, l := range ix.Layers {
 		a := map[string]string{AnnotationImageLayerDigest: l.LayerDigest.String()}
@@ -99,6 +115,14 @@ func (ix *Index) Marshal() ([]byte, ocispec.Descriptor, error) {
 			Digest:      p.Prefetch.Digest,
 			Size:        p.Prefetch.Size,
 			Annotations: map[string]string{AnnotationImageLayerDigest: p.Layer.String()},
+		})
+	}
+	for _, lz := range ix.LazyZtocs {
+		m.Layers = append(m.Layers, ocispec.Descriptor{
+			MediaType:   MediaTypeLazyZtoc,
+			Digest:      lz.Blob.Digest,
+			Size:        lz.Blob.Size,
+			Annotations: map[string]string{AnnotationZtocDigest: lz.Ztoc.String()},
 		})
 	}
 	if ix.Subject != nil {
@@ -137,9 +161,12 @@ func (ix *Index) Marshal() ([]byte, ocispec.Descriptor, error) {
 //     artifactType empty or equal to the config media type;
 //   - config: media type MediaTypeIndexV1 or MediaTypeIndexV2 (else
 //     ErrUnsupportedVersion), digest EmptyConfigDigest, size 2;
-//   - at least one zTOC; every layer descriptor is a zTOC or a prefetch blob;
-//     digests parse; sizes > 0;
-//   - AnnotationImageLayerDigest present and a valid digest on each;
+//   - at least one zTOC; every layer descriptor is a zTOC, a prefetch blob
+//     or a lazy zTOC; digests parse; sizes > 0;
+//   - AnnotationImageLayerDigest present and a valid digest on each zTOC
+//     and prefetch blob; AnnotationZtocDigest on each lazy zTOC, naming a
+//     zTOC of the index, at most one lazy zTOC per zTOC (except as an exact
+//     repeat);
 //     AnnotationSpanSize, when present, a canonical decimal > 0;
 //     AnnotationDisableXattrs, when present, a strconv.ParseBool value;
 //   - a layer digest appears at most once among the zTOCs (and among the
@@ -189,6 +216,7 @@ func parseIndex(b []byte) (*Index, error) {
 	ix := &Index{Version: v}
 	ztocs := make(map[digest.Digest]LayerZtoc)
 	prefetches := make(map[digest.Digest]LayerPrefetch)
+	lazies := make(map[digest.Digest]LazyZtoc)
 	for i, d := range m.Layers {
 		field := fmt.Sprintf("layers[%d]", i)
 		dg, err := parseDigest(field+".digest", string(d.Digest))
@@ -197,6 +225,23 @@ func parseIndex(b []byte) (*Index, error) {
 		}
 		if d.Size <= 0 {
 			return nil, fieldErr(field+".size", "%d (want > 0)", d.Size)
+		}
+		if d.MediaType == MediaTypeLazyZtoc {
+			key := annotationField(field, AnnotationZtocDigest)
+			if _, ok := d.Annotations[AnnotationZtocDigest]; !ok {
+				return nil, fieldErr(key, "missing")
+			}
+			zd, err := parseDigest(key, d.Annotations[AnnotationZtocDigest])
+			if err != nil {
+				return nil, err
+			}
+			lz := LazyZtoc{Ztoc: zd, Blob: ocispec.Descriptor{MediaType: MediaTypeLazyZtoc, Digest: dg, Size: d.Size}}
+			if prev, ok := lazies[zd]; ok && !sameDescriptor(prev.Blob, lz.Blob) {
+				return nil, fieldErr(key, "zTOC %s has two different lazy zTOCs", zd)
+			}
+			lazies[zd] = lz
+			ix.LazyZtocs = append(ix.LazyZtocs, lz)
+			continue
 		}
 		layer, err := parseDigest(annotationField(field, AnnotationImageLayerDigest), d.Annotations[AnnotationImageLayerDigest])
 		if err != nil {
@@ -239,7 +284,7 @@ func parseIndex(b []byte) (*Index, error) {
 			prefetches[layer] = lp
 			ix.Prefetches = append(ix.Prefetches, lp)
 		default:
-			return nil, fieldErr(field+".mediaType", "%q (want %q or %q)", d.MediaType, MediaTypeZtoc, MediaTypePrefetch)
+			return nil, fieldErr(field+".mediaType", "%q (want %q, %q or %q)", d.MediaType, MediaTypeZtoc, MediaTypePrefetch, MediaTypeLazyZtoc)
 		}
 	}
 	if len(ix.Layers) == 0 {
@@ -248,6 +293,11 @@ func parseIndex(b []byte) (*Index, error) {
 	for i, p := range ix.Prefetches {
 		if _, ok := ztocs[p.Layer]; !ok {
 			return nil, fieldErr(fmt.Sprintf("prefetch for layer %s (descriptor %d)", p.Layer, i), "layer has no zTOC in the index")
+		}
+	}
+	for i, lz := range ix.LazyZtocs {
+		if !slices.ContainsFunc(ix.Layers, func(l LayerZtoc) bool { return l.Ztoc.Digest == lz.Ztoc }) {
+			return nil, fieldErr(fmt.Sprintf("lazy zTOC of zTOC %s (descriptor %d)", lz.Ztoc, i), "not a zTOC of the index")
 		}
 	}
 

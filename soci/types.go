@@ -26,6 +26,12 @@ const (
 	// MediaTypePrefetch is the media type of a prefetch blob descriptor in a
 	// SOCI index.
 	MediaTypePrefetch = "application/vnd.amazon.soci.prefetch.v1+json"
+	// MediaTypeLazyZtoc is the media type of a lazy zTOC descriptor in a
+	// SOCI index (socikit's, see [LazyZtoc]): gzip of a zTOC blob with its
+	// checkpoint windows zeroed. Upstream takes only descriptors of
+	// MediaTypeZtoc and MediaTypePrefetch, so it fetches this blob with the
+	// index's others and ignores it.
+	MediaTypeLazyZtoc = "application/vnd.socikit.ztoc.lazy.v1+gzip"
 
 	mediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
 	mediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -47,6 +53,11 @@ const (
 	// AnnotationDisableXattrs (bool, only ever "true") is set on zTOC
 	// descriptors whose layer has no xattrs and no opaque directories.
 	AnnotationDisableXattrs = "com.amazon.soci.disable-xattrs"
+	// AnnotationZtocDigest (digest string, required) is set on every lazy
+	// zTOC descriptor: the zTOC it is made from, which must be in the
+	// index. Lazy zTOC descriptors carry no AnnotationImageLayerDigest, so
+	// that nothing takes them for a zTOC.
+	AnnotationZtocDigest = "dev.socikit.ztoc-digest"
 	// AnnotationBuildToolIdentifier (free text) is set on the SOCI index
 	// manifest: the tool that built it.
 	AnnotationBuildToolIdentifier = "com.amazon.soci.build-tool-identifier"
