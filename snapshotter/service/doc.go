@@ -41,6 +41,10 @@
 // daemon and unpacked by the snapshotter ([FileSystem.OpenLayer],
 // snapshot.LayerSource) unless Config.Lazy.UnpackUnindexed is off: left to
 // containerd, its unpacker would also fetch every layer above it whole.
+// Every layer of an image without a SOCI index is too, unless
+// Config.Pull.DisableUnindexed. The fetch is pipelined (pull.go,
+// docs/pull.md): several range requests per layer, read back in order and
+// unpacked as they arrive, the next layer fetched while one is unpacked.
 //
 // # Registry credentials
 //

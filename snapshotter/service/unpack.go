@@ -27,7 +27,9 @@ import (
 // during the pull, and their spans fetched again at run time. OpenLayer
 // lets the snapshotter fetch and unpack such a layer itself (snapshot.
 // LayerSource), so that containerd unpacks nothing and fetches no layer, as
-// upstream SOCI's "local" snapshots do (Config.Lazy.UnpackUnindexed).
+// upstream SOCI's "local" snapshots do (Config.Lazy.UnpackUnindexed). The
+// layers of images without a SOCI index take the same path
+// (Config.Pull.DisableUnindexed); pull.go fetches them.
 
 var _ snapshot.LayerSource = (*FileSystem)(nil)
 
