@@ -66,18 +66,15 @@ func (s syncReader) ReadAt(_ context.Context, p []byte, off int64) (int, error) 
 	return s.r.ReadAt(p, off)
 }
 
-// TestOpCountersMount counts the requests of a real mount (root only):
-// each kind a read-only start-up sends is counted, a name looked up once
-// is one LOOKUP and its negative entry none, a symlink read once is not
-// read again, and nothing is counted as a request the mount should not
-// get.
-func TestOpCountersMount(t *testing.T) {
+// mountCounted mounts a layer of entries, its requests counted in c, and
+// returns the mountpoint; it skips the test unless run as root.
+func mountCounted(t *testing.T, entries []fstest.Entry, c *OpCounters) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root")
 	}
-	z, tb := build(t, fstest.Tricky(t.Name(), 1000))
-	var c OpCounters
-	f, err := New(z, syncReader{bytes.NewReader(tb)}, WithOpCounters(&c))
+	z, tb := build(t, entries)
+	f, err := New(z, syncReader{bytes.NewReader(tb)}, WithOpCounters(c))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +88,17 @@ func TestOpCountersMount(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	return dir
+}
+
+// TestOpCountersMount counts the requests of a real mount (root only):
+// each kind a read-only start-up sends is counted, a name looked up once
+// is one LOOKUP and its negative entry none, a symlink read once is not
+// read again, and nothing is counted as a request the mount should not
+// get.
+func TestOpCountersMount(t *testing.T) {
+	var c OpCounters
+	dir := mountCounted(t, fstest.Tricky(t.Name(), 1000), &c)
 	if _, err := os.ReadFile(filepath.Join(dir, "a/file")); err != nil {
 		t.Fatal(err)
 	}

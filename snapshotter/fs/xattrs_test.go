@@ -2,7 +2,6 @@ package fs
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -68,25 +67,8 @@ func TestNoXattrs(t *testing.T) {
 // attributes, getxattr fails with EOPNOTSUPP and only the first one is a
 // request (root only).
 func TestNoXattrsMount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting needs root")
-	}
-	z, tb := build(t, plainLayer())
 	var c OpCounters
-	f, err := New(z, syncReader{bytes.NewReader(tb)}, WithOpCounters(&c))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	m, err := f.Mount(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := m.Unmount(); err != nil {
-			t.Error(err)
-		}
-	})
+	dir := mountCounted(t, plainLayer(), &c)
 	for _, p := range []string{"d/f", "d", "d/f", "d/gone"} {
 		if _, err := unix.Lgetxattr(filepath.Join(dir, p), "trusted.overlay.metacopy", make([]byte, 8)); !errors.Is(err, unix.EOPNOTSUPP) {
 			t.Errorf("getxattr %s: %v, want EOPNOTSUPP", p, err)
