@@ -22,22 +22,26 @@ import (
 // snapshotter (a snapshot's removal, containerd's garbage collection) and
 // once the restore at start is over, the records of layers no snapshot
 // names are removed, then the artifacts (zTOCs, prefetch lists) no record
-// names, and the temporary files a crash left. What is left is capped at
-// storeMaxSize: past it, whole artifacts go oldest first (a layer whose
+// names, and the temporary files a crash left. What is left is capped
+// (storeMaxSize): past the cap, whole artifacts go oldest first (a layer whose
 // zTOC went fetches it again at its next mount, as at a first one).
 
 // DefaultStoreMaxSize caps the local store's artifacts when the span cache
-// has no size limit; with one, the cap is a quarter of it if that is less.
-// zTOCs are 1-3% of their layers (32 KiB of checkpoint window per span),
-// so this keeps those of some tens of GB of lazily mounted layers.
-const DefaultStoreMaxSize = 1 << 30
+// has no size limit; with one, the cap is a quarter of it if that is less,
+// but at least MinStoreMaxSize. zTOCs are 1-3% of their layers with spans
+// of 1-4 MiB (32 KiB of checkpoint window per span), so this keeps those
+// of some tens of GB of lazily mounted layers.
+const (
+	DefaultStoreMaxSize = 1 << 30
+	MinStoreMaxSize     = 64 << 20
+)
 
 // storeMaxSize returns the cap of the local store of ls.
 func storeMaxSize(ls *Layers) int64 {
 	if ls == nil || ls.cache == nil || ls.cache.MaxSize() == 0 {
 		return DefaultStoreMaxSize
 	}
-	return min(DefaultStoreMaxSize, ls.cache.MaxSize()/4)
+	return max(MinStoreMaxSize, min(DefaultStoreMaxSize, ls.cache.MaxSize()/4))
 }
 
 // mountGate keeps collections and Mounts apart: a collection lists the

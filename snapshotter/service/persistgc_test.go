@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/socikit/socikit/snapshotter/cache"
 	"github.com/socikit/socikit/snapshotter/snapshot"
 )
 
@@ -251,5 +252,24 @@ func TestCollectPutOffDuringMount(t *testing.T) {
 	close(m.release)
 	if err := <-mounted; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStoreMaxSize: the store's cap is a quarter of the span cache's
+// limit, within [MinStoreMaxSize, DefaultStoreMaxSize].
+func TestStoreMaxSize(t *testing.T) {
+	for _, tc := range []struct{ limit, want int64 }{
+		{0, DefaultStoreMaxSize},
+		{10 << 30, DefaultStoreMaxSize},
+		{1 << 30, 256 << 20},
+		{16 << 20, MinStoreMaxSize},
+	} {
+		c, err := cache.Open(t.TempDir(), cache.WithMaxSize(tc.limit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := storeMaxSize(&Layers{cache: c}); got != tc.want {
+			t.Errorf("cache limit %d: store cap %d, want %d", tc.limit, got, tc.want)
+		}
 	}
 }
