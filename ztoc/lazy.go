@@ -59,6 +59,12 @@ type Lazy struct {
 	// Reads calls of ReadRanges.
 	Fetched int64
 	Reads   int
+	// Checked is true when the decoded zTOC was checked against a digest
+	// before use: read whole (against Digest), or decoded from a lazy zTOC
+	// the SOCI index names by digest (DecodeLazy). Else its TOC and span
+	// digests are the registry's unchecked bytes until
+	// LazyWindows.Complete checks the whole blob.
+	Checked bool
 
 	lazy   bool
 	index  *Index // spans, checkpoints without windows (lazy only)
@@ -113,8 +119,7 @@ func ReadLazy(ctx context.Context, src RangeSource, d digest.Digest, size int64)
 	if !ok {
 		return l.readWhole(ctx, src, b)
 	}
-	l.lazy, l.blobAt, l.recs = true, cp.pos+4, cp.pos+4+zinfoHeaderSize
-	l.nrecs = (cp.n - zinfoHeaderSize) / zinfoRecordSize
+	recs, nrecs := cp.pos+4+zinfoHeaderSize, (cp.n-zinfoHeaderSize)/zinfoRecordSize
 	var ranges []ByteRange
 	cursor := int64(len(head))
 	add := func(end int64) {
@@ -122,8 +127,8 @@ func ReadLazy(ctx context.Context, src RangeSource, d digest.Digest, size int64)
 			ranges = append(ranges, ByteRange{Off: cursor, Buf: b[cursor:end]})
 		}
 	}
-	for k := range l.nrecs {
-		w := l.recs + k*zinfoRecordSize + zinfoRecordSize - WindowSize
+	for k := range nrecs {
+		w := recs + k*zinfoRecordSize + zinfoRecordSize - WindowSize
 		add(w)
 		cursor = max(cursor, w+WindowSize)
 	}
@@ -131,6 +136,15 @@ func ReadLazy(ctx context.Context, src RangeSource, d digest.Digest, size int64)
 	if err := l.read(ctx, src, ranges); err != nil {
 		return nil, err
 	}
+	return l.decode(b, cp)
+}
+
+// decode decodes the lazy buffer b (the zTOC's bytes but its checkpoint
+// windows, which may hold anything) whose checkpoint blob is at cp,
+// validating it as Unmarshal and NewIndex validate a whole blob.
+func (l *Lazy) decode(b []byte, cp cpVector) (*Lazy, error) {
+	l.lazy, l.blobAt, l.recs = true, cp.pos+4, cp.pos+4+zinfoHeaderSize
+	l.nrecs = (cp.n - zinfoHeaderSize) / zinfoRecordSize
 	hole := [2]int64{l.blobAt, l.blobAt + cp.n}
 	z, err := unmarshal(b, &hole)
 	if err != nil {
@@ -190,7 +204,7 @@ func (l *Lazy) readWhole(ctx context.Context, src RangeSource, b []byte) (*Lazy,
 	if err != nil {
 		return nil, err
 	}
-	l.Ztoc = z
+	l.Ztoc, l.Checked = z, true
 	return l, nil
 }
 

@@ -280,7 +280,7 @@ func TestLazyFigures(t *testing.T) {
 	if tars == "" {
 		t.Skip("SOCIKIT_LAZY_TARS not set")
 	}
-	type sum struct{ layers, ztocs, lazy int64 }
+	type sum struct{ layers, ztocs, lazy, gz int64 }
 	sums := map[string]*sum{}
 	var names []string
 	for _, p := range strings.Split(tars, ",") {
@@ -318,9 +318,13 @@ func TestLazyFigures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%s %s: layer %d B, %d files, %d spans, zTOC %d B, read before the mount %d B in %d reads (%.1f%% of the zTOC, %.2f%% of the layer)",
+			gz, err := ztoc.EncodeLazy(zb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s %s: layer %d B, %d files, %d spans, zTOC %d B, read before the mount %d B in %d reads (%.1f%% of the zTOC, %.2f%% of the layer), lazy zTOC %d B (%.2f%% of the layer)",
 				filepath.Base(p), v.name, len(blob), len(z.Files), z.MaxSpanID+1, len(zb), l.Fetched, l.Reads,
-				100*float64(l.Fetched)/float64(len(zb)), 100*float64(l.Fetched)/float64(len(blob)))
+				100*float64(l.Fetched)/float64(len(zb)), 100*float64(l.Fetched)/float64(len(blob)), len(gz), 100*float64(len(gz))/float64(len(blob)))
 			s := sums[v.name]
 			if s == nil {
 				s = &sum{}
@@ -330,11 +334,13 @@ func TestLazyFigures(t *testing.T) {
 			s.layers += int64(len(blob))
 			s.ztocs += int64(len(zb))
 			s.lazy += l.Fetched
+			s.gz += int64(len(gz))
 		}
 	}
 	for _, n := range names {
 		s := sums[n]
-		t.Logf("all layers, %s: layers %d B, zTOCs %d B (%.2f%%), read before the mount %d B (%.2f%% of the layers)",
-			n, s.layers, s.ztocs, 100*float64(s.ztocs)/float64(s.layers), s.lazy, 100*float64(s.lazy)/float64(s.layers))
+		t.Logf("all layers, %s: layers %d B, zTOCs %d B (%.2f%%), read before the mount %d B (%.2f%% of the layers), lazy zTOCs %d B (%.2f%% of the layers)",
+			n, s.layers, s.ztocs, 100*float64(s.ztocs)/float64(s.layers), s.lazy, 100*float64(s.lazy)/float64(s.layers),
+			s.gz, 100*float64(s.gz)/float64(s.layers))
 	}
 }
