@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 
 	"github.com/containerd/platforms"
 	"github.com/opencontainers/go-digest"
@@ -126,6 +127,11 @@ type Request struct {
 	// attestations with the image manifest's digest; FindProfile), so
 	// later builds and tools find it.
 	StoreProfile bool
+	// NoLazyZtoc leaves out the lazy zTOCs (soci.LazyZtoc), which by
+	// default go in the index beside every zTOC in upstream's layout: a
+	// runtime reads one before the mount instead of the zTOC, its TOC
+	// checked by the index's digest (ztoc.EncodeLazy).
+	NoLazyZtoc bool
 }
 
 // PrefetchNotFoundError reports a prefetch path that no indexed layer of
@@ -315,6 +321,17 @@ func buildIndex(req *Request, im *ImageManifest, addBlob func(ocispec.Descriptor
 		addBlob(zdesc, li.Blob)
 		ix.Layers = append(ix.Layers, soci.LayerZtoc{LayerDigest: l.Digest, LayerMediaType: l.MediaType,
 			Ztoc: zdesc, SpanSize: span, DisableXattrs: NoXattrs(li.Ztoc)})
+		if !req.NoLazyZtoc && !slices.ContainsFunc(ix.LazyZtocs, func(z soci.LazyZtoc) bool { return z.Ztoc == zdesc.Digest }) {
+			gz, err := ztoc.EncodeLazy(li.Blob)
+			switch {
+			case err == nil:
+				ldesc := ocispec.Descriptor{MediaType: soci.MediaTypeLazyZtoc, Digest: digest.FromBytes(gz), Size: int64(len(gz))}
+				addBlob(ldesc, gz)
+				ix.LazyZtocs = append(ix.LazyZtocs, soci.LazyZtoc{Ztoc: zdesc.Digest, Blob: ldesc})
+			case !errors.Is(err, ztoc.ErrNotLazy):
+				return ocispec.Descriptor{}, nil, fmt.Errorf("assemble: lazy zTOC of layer %s: %w", l.Digest, err)
+			}
+		}
 		layers = append(layers, indexed{layer: l, li: li})
 	}
 	if len(ix.Layers) == 0 {

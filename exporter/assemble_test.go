@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/socikit/socikit/internal/image"
 	"github.com/socikit/socikit/soci"
+	"github.com/socikit/socikit/ztoc"
 )
 
 // testImage is an image index with one platform image of two layers and a
@@ -121,6 +123,7 @@ func TestAssemble(t *testing.T) {
 					t.Error(err)
 				}
 			}
+			checkLazyZtocs(t, ix, blobs)
 			if v == soci.V1 {
 				if out.Root.Desc.Digest != ti.root.Digest || len(out.Referrers) != 1 || out.Referrers[0].Subject != ti.images[0].Desc.Digest || ix.Subject.Digest != ti.images[0].Desc.Digest {
 					t.Errorf("v1 output: root %s, referrers %+v", out.Root.Desc.Digest, out.Referrers)
@@ -193,5 +196,62 @@ func TestAssembleErrors(t *testing.T) {
 	r.Version = 3
 	if _, err := Assemble(&r); err == nil {
 		t.Error("version 3: no error")
+	}
+}
+
+// checkLazyZtocs: every zTOC of ix has one lazy zTOC, linked to it by
+// digest, stored among blobs, and decoding (ztoc.DecodeLazy) to the zTOC
+// but its windows, which are zeros.
+func checkLazyZtocs(t *testing.T, ix *soci.Index, blobs map[digest.Digest][]byte) {
+	t.Helper()
+	if len(ix.LazyZtocs) != len(ix.Layers) {
+		t.Fatalf("%d lazy zTOCs for %d zTOCs", len(ix.LazyZtocs), len(ix.Layers))
+	}
+	for i, lz := range ix.LazyZtocs {
+		l := ix.Layers[i]
+		zb := blobs[l.Ztoc.Digest]
+		gz := blobs[lz.Blob.Digest]
+		if lz.Ztoc != l.Ztoc.Digest || gz == nil || int64(len(gz)) != lz.Blob.Size || lz.Blob.MediaType != soci.MediaTypeLazyZtoc {
+			t.Fatalf("lazy zTOC %d: %+v for zTOC %s", i, lz, l.Ztoc.Digest)
+		}
+		want, err := ztoc.EncodeLazy(zb)
+		if err != nil || !bytes.Equal(want, gz) {
+			t.Fatalf("lazy zTOC %d is not EncodeLazy of its zTOC (%v)", i, err)
+		}
+		got, err := ztoc.DecodeLazy(gz, l.Ztoc.Digest, l.Ztoc.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole, err := ztoc.Unmarshal(zb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole.Checkpoints = nil
+		if g := *got.Ztoc; !reflect.DeepEqual(&g, whole) {
+			t.Errorf("lazy zTOC %d decodes to another zTOC", i)
+		}
+	}
+}
+
+func TestAssembleNoLazyZtoc(t *testing.T) {
+	t.Parallel()
+	ti := newTestImage(t)
+	req := &Request{Version: soci.V2, BuildTool: "test", Root: ti.root, RootBody: ti.rootBody, Images: ti.images,
+		Layers: ti.layers, NoLazyZtoc: true}
+	out, err := Assemble(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := soci.ParseIndex(out.Indexed[0].IndexBody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ix.LazyZtocs) != 0 {
+		t.Errorf("%d lazy zTOCs with NoLazyZtoc", len(ix.LazyZtocs))
+	}
+	for _, b := range out.Blobs {
+		if b.Desc.MediaType == soci.MediaTypeLazyZtoc {
+			t.Errorf("lazy zTOC blob %s written", b.Desc.Digest)
+		}
 	}
 }

@@ -80,31 +80,39 @@ func EncodeLazy(blob []byte) ([]byte, error) {
 // from the zTOC blob (Windows), and LazyWindows.Complete still checks
 // the whole blob, and so the windows, against d.
 func DecodeLazy(gz []byte, d digest.Digest, size int64) (*Lazy, error) {
+	l, _, err := DecodeLazyBuffer(gz, d, size)
+	return l, err
+}
+
+// DecodeLazyBuffer is DecodeLazy, returning the inflated bytes too: the
+// zTOC blob's but its windows (zeros), for the caller's store of the
+// blob (LazyWindows' store).
+func DecodeLazyBuffer(gz []byte, d digest.Digest, size int64) (*Lazy, []byte, error) {
 	if err := d.Validate(); err != nil {
-		return nil, fmt.Errorf("ztoc digest: %w", err)
+		return nil, nil, fmt.Errorf("ztoc digest: %w", err)
 	}
 	if size <= 0 || size > MaxZtocSize {
-		return nil, fmt.Errorf("%w: ztoc of %d bytes (max %d)", ErrTooLarge, size, MaxZtocSize)
+		return nil, nil, fmt.Errorf("%w: ztoc of %d bytes (max %d)", ErrTooLarge, size, MaxZtocSize)
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(gz))
 	if err != nil {
-		return nil, fmt.Errorf("lazy zTOC of %s: %w", d, err)
+		return nil, nil, fmt.Errorf("lazy zTOC of %s: %w", d, err)
 	}
 	zr.Multistream(false)
 	b := make([]byte, size)
 	if _, err := io.ReadFull(zr, b); err != nil {
-		return nil, fmt.Errorf("lazy zTOC of %s: shorter than the zTOC's %d bytes: %w", d, size, err)
+		return nil, nil, fmt.Errorf("lazy zTOC of %s: shorter than the zTOC's %d bytes: %w", d, size, err)
 	}
 	if n, err := zr.Read(make([]byte, 1)); n > 0 || (err != nil && !errors.Is(err, io.EOF)) {
-		return nil, fmt.Errorf("lazy zTOC of %s: longer than the zTOC's %d bytes (%v)", d, size, err)
+		return nil, nil, fmt.Errorf("lazy zTOC of %s: longer than the zTOC's %d bytes (%v)", d, size, err)
 	}
 	cp, ok := locateCheckpoints(b, size)
 	if !ok || cp.n == 0 {
-		return nil, fmt.Errorf("lazy zTOC of %s: %w", d, ErrNotLazy)
+		return nil, nil, fmt.Errorf("lazy zTOC of %s: %w", d, ErrNotLazy)
 	}
 	l := &Lazy{Digest: d, Size: size, Fetched: int64(len(gz)), Reads: 1, Checked: true}
 	if _, err := l.decode(b, cp); err != nil {
-		return nil, fmt.Errorf("lazy zTOC of %s: %w", d, err)
+		return nil, nil, fmt.Errorf("lazy zTOC of %s: %w", d, err)
 	}
-	return l, nil
+	return l, b, nil
 }

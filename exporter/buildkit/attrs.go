@@ -39,6 +39,9 @@ const (
 	// made. Builds through the frontend can instead name a build context
 	// (`# socikit:profile-context=NAME`), which needs no file on the builder.
 	AttrProfile = "soci-profile"
+	// AttrLazyZtoc (bool, default true) puts a lazy zTOC beside every zTOC
+	// in the index (exporter.Request.NoLazyZtoc).
+	AttrLazyZtoc = "soci-lazy-ztoc"
 
 	attrPrefix = "soci-"
 )
@@ -65,6 +68,8 @@ type Options struct {
 	// Profile is the start-up profile (AttrProfile, or the frontend's, see
 	// exportOptions); nil if none.
 	Profile *profile.Profile
+	// NoLazyZtoc leaves the lazy zTOCs out (AttrLazyZtoc=false).
+	NoLazyZtoc bool
 }
 
 // check reports an option set that cannot be exported.
@@ -130,9 +135,13 @@ func ParseOptions(attrs map[string]string) (Options, map[string]string, error) {
 			}
 		case AttrProfile:
 			o.Profile, err = readProfileFile(v)
+		case AttrLazyZtoc:
+			var on bool
+			on, err = strconv.ParseBool(v)
+			o.NoLazyZtoc = !on
 		default:
-			return Options{}, nil, fmt.Errorf("unknown soci exporter attribute %q (known: %s, %s, %s, %s, %s, %s)",
-				k, AttrIndex, AttrSpanSize, AttrMinLayerSize, AttrPrefetch, AttrReorder, AttrProfile)
+			return Options{}, nil, fmt.Errorf("unknown soci exporter attribute %q (known: %s, %s, %s, %s, %s, %s, %s)",
+				k, AttrIndex, AttrSpanSize, AttrMinLayerSize, AttrPrefetch, AttrReorder, AttrProfile, AttrLazyZtoc)
 		}
 		if err != nil {
 			return Options{}, nil, fmt.Errorf("invalid value %q for %s: %w", v, k, err)

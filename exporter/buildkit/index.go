@@ -49,7 +49,8 @@ func addIndexes(ctx context.Context, cs content.Store, root ocispecs.Descriptor,
 		return nil, err
 	}
 	req := &exporter.Request{Version: o.Version, BuildTool: BuildTool, Root: root, RootBody: rootBody,
-		Layers: map[digest.Digest]*exporter.LayerIndex{}, Prefetch: o.Prefetch, Profile: o.Profile, StoreProfile: true}
+		Layers: map[digest.Digest]*exporter.LayerIndex{}, Prefetch: o.Prefetch, Profile: o.Profile, StoreProfile: true,
+		NoLazyZtoc: o.NoLazyZtoc}
 	switch root.MediaType {
 	case ocispecs.MediaTypeImageIndex, images.MediaTypeDockerSchema2ManifestList:
 		var idx ocispecs.Index

@@ -34,6 +34,7 @@ type convertOptions struct {
 	plainHTTP    bool
 	jobs         int
 	buildTool    string
+	noLazyZtoc   bool
 }
 
 func runConvert(ctx context.Context, e *env, args []string) error {
@@ -65,6 +66,7 @@ blobs are kept, so spans are not cut around the hot ranges.
 	fs.Int64Var(&o.minLayerSize, "min-layer-size", exporter.DefaultMinLayerSize, "layers smaller than this many bytes get no zTOC")
 	pl := (*platformList)(&o.platforms)
 	fs.Var(pl, "platform", "platform os/arch[/variant] to index (repeatable; default the host platform)")
+	lazyZtoc := fs.Bool("lazy-ztoc", true, "put a lazy zTOC (the zTOC without its checkpoint windows, gzip) beside each zTOC: socikit-snapshotter mounts from it, checked, without reading the zTOC")
 	fs.BoolVar(&o.allPlatforms, "all-platforms", false, "index every platform of an image index")
 	fs.Var((*stringList)(&o.prefetch), "prefetch", "file path whose spans go in the prefetch artifact of its layers (repeatable)")
 	profilePath := fs.String("profile", "", "start-up profile (JSON, optionally gzip; package profile): the spans holding its hot byte ranges go in the prefetch artifacts, each path in the topmost layer holding it; merged with --prefetch")
@@ -84,6 +86,7 @@ blobs are kept, so spans are not cut around the hot ranges.
 	if o.version, err = soci.ParseVersion(*version); err != nil {
 		return fmt.Errorf("convert: --index-version: %w", err)
 	}
+	o.noLazyZtoc = !*lazyZtoc
 	if o.jobs < 1 {
 		return fmt.Errorf("convert: --jobs %d: must be at least 1", o.jobs)
 	}
@@ -271,7 +274,7 @@ func (c *converter) run(ctx context.Context, rootDesc ocispec.Descriptor, rootBo
 		return "", err
 	}
 	req := &exporter.Request{Version: c.o.version, BuildTool: c.o.buildTool, Root: rootDesc, RootBody: rootBody,
-		Layers: c.results, Prefetch: c.o.prefetch}
+		Layers: c.results, Prefetch: c.o.prefetch, NoLazyZtoc: c.o.noLazyZtoc}
 	for _, im := range images {
 		req.Images = append(req.Images, exporter.ImageManifest{Desc: im.desc, Body: im.body, Platform: im.platform, Skip: !im.index})
 	}

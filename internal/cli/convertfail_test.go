@@ -440,7 +440,12 @@ func TestInconsistentIndex(t *testing.T) {
 		if err := json.Unmarshal(b, &m); err != nil {
 			t.Fatal(err)
 		}
-		last := &m.Layers[len(m.Layers)-1]
+		var last *ocispec.Descriptor // the last zTOC (lazy zTOCs follow the zTOCs)
+		for i := range m.Layers {
+			if m.Layers[i].MediaType == soci.MediaTypeZtoc {
+				last = &m.Layers[i]
+			}
+		}
 		if last.Annotations[soci.AnnotationImageLayerDigest] != im.layers[2].desc.Digest.String() {
 			t.Fatalf("last zTOC of the index is for %s, want %s", last.Annotations[soci.AnnotationImageLayerDigest], im.layers[2].desc.Digest)
 		}

@@ -52,6 +52,9 @@ type Layer struct {
 	DisableXattrs bool
 	// Prefetch is the layer's prefetch blob, if the index has one.
 	Prefetch *ocispec.Descriptor
+	// LazyZtoc is the zTOC's lazy zTOC (soci.LazyZtoc), if the index has
+	// one: read before the mount instead of the zTOC (lazyztoc.go).
+	LazyZtoc *ocispec.Descriptor
 	// Index is the SOCI index the layer comes from.
 	Index ocispec.Descriptor
 	// Manifest is the digest of the image manifest the layer was found
@@ -86,6 +89,12 @@ func (f *Found) Layer(d digest.Digest) (Layer, error) {
 			if p.Layer == d {
 				pd := p.Prefetch
 				l.Prefetch = &pd
+			}
+		}
+		for _, lz := range f.Index.LazyZtocs {
+			if lz.Ztoc == z.Ztoc.Digest {
+				ld := lz.Blob
+				l.LazyZtoc = &ld
 			}
 		}
 		return l, nil

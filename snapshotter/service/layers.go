@@ -307,7 +307,7 @@ func (ls *Layers) readZtoc(ctx context.Context, reg *image.Registry, l Layer) (l
 		}
 		zb = b
 	} else if !ls.o.wholeZtoc {
-		lz, z, err := ls.readZtocLazily(ctx, l)
+		lz, z, err := ls.readZtocLazily(ctx, reg, l)
 		switch {
 		case err == nil && lz != nil:
 			return layer.Source{Ztoc: z, Index: lz.ix, Closer: lz}, nil

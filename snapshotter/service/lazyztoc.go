@@ -62,7 +62,7 @@ func (s *localStore) partPath(path string) string { return path + ".part" }
 // mount left one, else from the registry. It returns (nil, z, nil) for a
 // zTOC read whole (small, or not in upstream's layout): checked against
 // its digest and kept in the store.
-func (ls *Layers) readZtocLazily(ctx context.Context, l Layer) (*lazyZtoc, *ztoc.Ztoc, error) {
+func (ls *Layers) readZtocLazily(ctx context.Context, reg *image.Registry, l Layer) (*lazyZtoc, *ztoc.Ztoc, error) {
 	d := l.Ztoc
 	if d.Size > image.MaxZtocSize {
 		return nil, nil, fmt.Errorf("zTOC of %d bytes exceeds %d", d.Size, image.MaxZtocSize)
@@ -95,7 +95,16 @@ func (ls *Layers) readZtocLazily(ctx context.Context, l Layer) (*lazyZtoc, *ztoc
 		}
 		src = teeSource{remoteSrc, f}
 	}
-	lz, err := ztoc.ReadLazy(ctx, src, d.Digest, d.Size)
+	var lz *ztoc.Lazy
+	if !restored && l.LazyZtoc != nil {
+		lz = ls.decodeLazyZtoc(ctx, reg, l, f)
+	}
+	if lz == nil {
+		lz, err = ztoc.ReadLazy(ctx, src, d.Digest, d.Size)
+		if err == nil {
+			ls.metrics.artifactRead(source(restored), int(lz.Fetched))
+		}
+	}
 	if err == nil && !restored {
 		err = f.Sync()
 		if err == nil && lz.IsLazy() {
@@ -113,11 +122,6 @@ func (ls *Layers) readZtocLazily(ctx context.Context, l Layer) (*lazyZtoc, *ztoc
 		}
 		return nil, nil, err
 	}
-	source := sourceRegistry
-	if restored {
-		source = sourceDisk
-	}
-	ls.metrics.artifactRead(source, int(lz.Fetched))
 	if !lz.IsLazy() {
 		f.Close()
 		return nil, lz.Ztoc, nil
@@ -132,9 +136,50 @@ func (ls *Layers) readZtocLazily(ctx context.Context, l Layer) (*lazyZtoc, *ztoc
 	}
 	z := &lazyZtoc{lz: lz, w: w, ix: ix, f: f, part: part, whole: whole, cancel: cancel, done: make(chan struct{}), ls: ls}
 	log.G(ctx).WithField("ztoc", d.Digest).WithField("read", lz.Fetched).WithField("size", d.Size).
-		WithField("from", source.String()).Debug("zTOC read lazily")
+		WithField("from", source(restored).String()).WithField("checked", lz.Checked).Debug("zTOC read lazily")
 	go z.complete(log.WithLogger(life, log.G(ctx).WithField("ztoc", d.Digest)), ls.o.ztocDelay)
 	return z, lz.Ztoc, nil
+}
+
+// source is where readZtocLazily read a zTOC from.
+func source(restored bool) artifactSource {
+	if restored {
+		return sourceDisk
+	}
+	return sourceRegistry
+}
+
+// maxLazyZtocOverhead is how much larger than its zTOC a lazy zTOC may be
+// (gzip's framing of incompressible bytes); a larger one is not fetched.
+const maxLazyZtocOverhead = 64 << 10
+
+// decodeLazyZtoc reads l's lazy zTOC (readArtifact: the local store,
+// containerd's, or one registry request; checked against the index's
+// digest) and decodes it (ztoc.DecodeLazyBuffer: no more than the zTOC's
+// size inflated) into the part file f. It returns nil, logged, when the
+// lazy zTOC cannot be read or is not the zTOC's: then the zTOC is read
+// as without one.
+func (ls *Layers) decodeLazyZtoc(ctx context.Context, reg *image.Registry, l Layer, f *os.File) *ztoc.Lazy {
+	ld := *l.LazyZtoc
+	lg := log.G(ctx).WithField("ztoc", l.Ztoc.Digest).WithField("lazy ztoc", ld.Digest)
+	if ld.Size > l.Ztoc.Size+maxLazyZtocOverhead {
+		lg.WithField("size", ld.Size).Warn("lazy zTOC larger than its zTOC: the zTOC is read instead")
+		return nil
+	}
+	gz, err := ls.readArtifact(ctx, reg, ld, l.Index, ld.Size)
+	var lz *ztoc.Lazy
+	var b []byte
+	if err == nil {
+		lz, b, err = ztoc.DecodeLazyBuffer(gz, l.Ztoc.Digest, l.Ztoc.Size)
+	}
+	if err == nil {
+		_, err = f.WriteAt(b, 0)
+	}
+	if err != nil {
+		lg.WithError(err).Warn("lazy zTOC not used: the zTOC is read instead")
+		return nil
+	}
+	return lz
 }
 
 // complete fetches the rest of the zTOC after delay and checks it (with

@@ -154,7 +154,7 @@ func TestReadZtocLazily(t *testing.T) {
 			}
 			rr.sent.Store(0)
 			rr.reqs.Store(0)
-			lz, z, err := ls.readZtocLazily(ctx, l)
+			lz, z, err := ls.readZtocLazily(ctx, nil, l)
 			if err != nil || lz == nil {
 				t.Fatalf("lazy read: %v (lazily: %v)", err, lz != nil)
 			}
@@ -178,7 +178,7 @@ func TestReadZtocLazily(t *testing.T) {
 				t.Fatal(err)
 			}
 			rr.reqs.Store(0)
-			lz, _, err = ls.readZtocLazily(ctx, l)
+			lz, _, err = ls.readZtocLazily(ctx, nil, l)
 			if err != nil || lz == nil {
 				t.Fatalf("lazy read from the part file: %v", err)
 			}

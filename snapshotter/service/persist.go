@@ -25,8 +25,9 @@ import (
 // registry round trip (and without containerd's content store, whatever
 // namespace pulled the image: CRI pulls into k8s.io):
 //
-//	Root/artifacts/<alg>/<hex>   zTOCs and prefetch lists as fetched,
-//	                             checked against their digest when read
+//	Root/artifacts/<alg>/<hex>   zTOCs, lazy zTOCs and prefetch lists as
+//	                             fetched, checked against their digest
+//	                             when read
 //	Root/layers/<hex>.json       the Layer discovery found for the labels
 //	                             of a snapshot (hex: sha256 of the labels
 //	                             that name it, layerKey)
@@ -81,6 +82,7 @@ type layerRecord struct {
 	SpanSize      int64               `json:"spanSize,omitempty"`
 	DisableXattrs bool                `json:"disableXattrs,omitempty"`
 	Prefetch      *ocispec.Descriptor `json:"prefetch,omitempty"`
+	LazyZtoc      *ocispec.Descriptor `json:"lazyZtoc,omitempty"`
 	Index         ocispec.Descriptor  `json:"index"`
 	Manifest      digest.Digest       `json:"manifest"`
 }
@@ -124,7 +126,7 @@ func (s *localStore) layer(labels map[string]string) (Layer, bool) {
 		return Layer{}, false
 	}
 	return Layer{Repo: repo, Desc: r.Desc, Ztoc: r.Ztoc, SpanSize: r.SpanSize, DisableXattrs: r.DisableXattrs,
-		Prefetch: r.Prefetch, Index: r.Index, Manifest: r.Manifest, stored: true}, true
+		Prefetch: r.Prefetch, LazyZtoc: r.LazyZtoc, Index: r.Index, Manifest: r.Manifest, stored: true}, true
 }
 
 // putLayer stores the Layer found for the labels.
@@ -134,7 +136,7 @@ func (s *localStore) putLayer(labels map[string]string, l Layer) error {
 		return nil
 	}
 	b, err := json.Marshal(layerRecord{Repo: l.Repo.Name(), PlainHTTP: l.Repo.Scheme() == "http", Desc: l.Desc, Ztoc: l.Ztoc,
-		SpanSize: l.SpanSize, DisableXattrs: l.DisableXattrs, Prefetch: l.Prefetch, Index: l.Index, Manifest: l.Manifest})
+		SpanSize: l.SpanSize, DisableXattrs: l.DisableXattrs, Prefetch: l.Prefetch, LazyZtoc: l.LazyZtoc, Index: l.Index, Manifest: l.Manifest})
 	if err != nil {
 		return fmt.Errorf("store layer %s: %w", l.Desc.Digest, err)
 	}

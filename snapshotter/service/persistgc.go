@@ -180,6 +180,9 @@ func (s *localStore) collect(live map[string]bool, maxSize int64) (collectStats,
 		if r.Prefetch != nil {
 			named[r.Prefetch.Digest] = true
 		}
+		if r.LazyZtoc != nil {
+			named[r.LazyZtoc.Digest] = true
+		}
 	}
 
 	type artifact struct {
