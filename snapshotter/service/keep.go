@@ -133,6 +133,7 @@ func newKeeper(ctx context.Context, s fdstore.Store) *keeper {
 		}
 		k.prev[r.Mountpoint] = keptConn{name: e.Name, f: e.File, state: r.State}
 	}
+	log.G(ctx).Info("fd store: lazy mounts are kept across a crash of the daemon; FUSE passthrough is off for them")
 	if len(k.prev) > 0 {
 		log.G(ctx).WithField("mounts", len(k.prev)).Info("fd store: mounts kept by the previous daemon")
 	}

@@ -246,6 +246,9 @@ func (ls *Layers) mountLayer(ctx context.Context, mountpoint string, l Layer, ex
 	}
 	src.Digest = l.Desc.Digest
 	lm := &layerMetrics{parent: ls.metrics}
+	if lz, ok := src.Closer.(*lazyZtoc); ok {
+		lz.start(func() int64 { return lm.FetchedBytes.Load() + lm.Hits.Load() + lm.Misses.Load() })
+	}
 	if src.Blob, err = ls.spanBlob(ctx, l, lm); err != nil {
 		if src.Closer != nil {
 			src.Closer.Close()
@@ -265,7 +268,11 @@ func (ls *Layers) mountLayer(ctx context.Context, mountpoint string, l Layer, ex
 	if ls.o.background != nil {
 		opts = append(opts, layer.WithBackground(*ls.o.background))
 	}
-	if ls.o.passthrough {
+	if ls.o.passthrough && ls.keep == nil {
+		// Not with kept mounts (keep.go): a file a container holds open
+		// in passthrough mode keeps the dead daemon's backing file in the
+		// kernel, and an open of it through the resumed server, with a
+		// backing file of its own, fails with EIO.
 		opts = append(opts, layer.WithPassthrough(ls.o.passthroughMinSize))
 	}
 	var obs *record.Layer
