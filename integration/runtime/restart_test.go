@@ -7,14 +7,17 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -22,6 +25,7 @@ import (
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
@@ -279,17 +283,20 @@ func (d *daemons) startReader(t *testing.T, ref string, names []string, want map
 		`; do sha256sum $f >> cur 2>>errors || echo "fail $f" >> log; done; if cmp -s cur want; then echo "ok $n" >> log; else echo "bad $n" >> log; fi; n=$((n+1)); usleep 20000; done`
 	d.ctr(t, "-n", restartNS, "run", "-d", "--snapshotter", "socikit", "--mount", "type=bind,src="+r.dir+",dst=/out,options=rbind:rw",
 		ref, r.id, "/bin/busybox", "sh", "-c", script)
-	t.Cleanup(func() {
-		_, _ = d.tryCtr("-n", restartNS, "task", "kill", "-s", "KILL", r.id)
-		for i := 0; i < 100; i++ {
-			if _, err := d.tryCtr("-n", restartNS, "task", "rm", r.id); err == nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		_, _ = d.tryCtr("-n", restartNS, "container", "rm", r.id)
-	})
+	t.Cleanup(r.remove)
 	return r
+}
+
+// remove kills the reader's task and removes its container.
+func (r *reader) remove() {
+	_, _ = r.d.tryCtr("-n", restartNS, "task", "kill", "-s", "KILL", r.id)
+	for i := 0; i < 100; i++ {
+		if _, err := r.d.tryCtr("-n", restartNS, "task", "rm", r.id); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, _ = r.d.tryCtr("-n", restartNS, "container", "rm", r.id)
 }
 
 // counts returns the passes that read every file right, the passes that
@@ -353,10 +360,16 @@ func (r *reader) errors(t *testing.T) string {
 //   - once the registry is back, a file never read is fetched and read
 //     right.
 //
-// A container that was reading files in a loop through the kill is
-// measured (reads failed during and after the gap): that part of issue 11
-// (running containers surviving a crash) is not done, see
-// docs/snapshotter.md.
+// A container reading files in a loop (each checksummed) runs through the
+// kill: the /dev/fuse descriptors of the mounts are kept by the fd holder,
+// so its reads wait in the kernel while no daemon serves them, and the
+// restarted daemon resumes the same mounts (same mount ids, no remount):
+// no read fails, and its passes go on. The test drops the page cache of
+// the reader's files in a loop from the host, so that its reads are FUSE
+// requests (served from the page cache, they would need no daemon). The
+// gap (no pass completing) and the reads in it are logged. Once the image
+// is removed, the holder's descriptors are back to what it had before the
+// pull.
 func TestRestartRegistryDown(t *testing.T) {
 	requireRoot(t)
 	f := flavours[0]
@@ -364,6 +377,7 @@ func TestRestartRegistryDown(t *testing.T) {
 	useSnapshotterFrom(t, os.Getenv("SOCIKIT_BIN"))
 	im := pushRestartImage(t)
 	d := startContainerd(t, f)
+	holderBase := d.holderFDs(t)
 	d.ctr(t, "-n", restartNS, "image", "pull", "--snapshotter", "socikit", "--plain-http", im.ref)
 	if got := d.lazyMounts(t); got != im.layers {
 		t.Fatalf("%d lazy layer mounts after the pull, want %d", got, im.layers)
@@ -380,10 +394,19 @@ func TestRestartRegistryDown(t *testing.T) {
 		t.Fatalf("reader before the kill: %d passes ok, %d bad, %d reads failed: %s", ok, bad, failed, rd.errors(t))
 	}
 	artifacts0 := d.metricsMap(t)
+	if got := d.holderFDs(t); got != holderBase+im.layers {
+		t.Errorf("fd holder has %d descriptors with %d lazy mounts, %d before the pull", got, im.layers, holderBase)
+	}
+	ids0 := d.lazyMountIDs(t)
+	paths := d.hostPaths(t, read)
+	stopEvict := make(chan struct{})
+	evicted := make(chan int, 1)
+	go func() { evicted <- evictLoop(paths, stopEvict) }()
+	passes := watchPasses(rd)
 
 	im.gate.down.Store(true)
 	servedBefore, _ := im.reg.Served("")
-	_, _, failed0 := rd.counts(t)
+	ok0, bad0, failed0 := rd.counts(t)
 	d.killSnapshotter(t)
 	killed := time.Now()
 	serve := d.startSnapshotter(t)
@@ -421,10 +444,28 @@ func TestRestartRegistryDown(t *testing.T) {
 		t.Errorf("%d requests to the registry while it was down (restore and cached reads need none)", n)
 	}
 
-	// The container that read through the kill.
+	// The container that read through the kill: its reads waited in the
+	// kernel and went on with the resumed mounts.
+	rd.waitPasses(t, 3, time.Minute)
+	close(stopEvict)
+	evictions := <-evicted
 	ok, bad, failed := rd.counts(t)
-	t.Logf("reader running through the kill: %d reads failed since the kill (%v ago); %d passes ok, %d bad in all; last errors: %q",
-		failed-failed0, time.Since(killed).Round(time.Millisecond), ok, bad, lastLine(rd.errors(t)))
+	gap, inGap := passes.stop(killed)
+	fuseReads := d.metricsMap(t)[`socikit_fuse_requests_total{op="read"}`]
+	t.Logf("reader running through the kill: %d reads failed, %d passes ok and %d bad since the kill; longest time without a pass around the kill %v (socket answered %v after the start), %d passes (%d file reads) completed from the kill to the end of that gap; %v FUSE reads served by the restarted daemon (page cache of the %d files dropped %d times)",
+		failed-failed0, ok-ok0, bad-bad0, gap.Round(time.Millisecond), serve.Round(time.Millisecond), inGap, inGap*len(read), fuseReads, len(read), evictions)
+	if failed != failed0 || bad != bad0 {
+		t.Errorf("reader through the kill: %d reads failed, %d passes bad; its errors: %s", failed-failed0, bad-bad0, rd.errors(t))
+	}
+	if fuseReads == 0 {
+		t.Error("no FUSE read reached the restarted daemon: the test did not read through the resumed mounts")
+	}
+	if ids := d.lazyMountIDs(t); !maps.Equal(ids, ids0) {
+		t.Errorf("lazy mounts changed across the restart (not resumed): before %v, after %v", ids0, ids)
+	}
+	if got := d.holderFDs(t); got != holderBase+im.layers {
+		t.Errorf("fd holder has %d descriptors after the restart, want %d", got, holderBase+im.layers)
+	}
 
 	// The registry is back: a file never read is fetched.
 	im.gate.down.Store(false)
@@ -437,6 +478,156 @@ func TestRestartRegistryDown(t *testing.T) {
 	if after, _ := im.reg.Served(""); after <= servedBefore {
 		t.Errorf("reading files never read fetched nothing from the registry (%d bytes served before, %d after)", servedBefore, after)
 	}
+
+	// The image and its containers removed: the mounts go, and their
+	// descriptors with them.
+	rd.remove()
+	d.ctr(t, "-n", restartNS, "image", "rm", "--sync", im.ref)
+	deadline := time.Now().Add(time.Minute)
+	for d.lazyMounts(t) > 0 || d.holderFDs(t) != holderBase {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the image's removal: %d lazy mounts, fd holder has %d descriptors, want 0 and %d", d.lazyMounts(t), d.holderFDs(t), holderBase)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// holderFDs counts the descriptors the fd holder of the snapshotter has
+// open.
+func (d *daemons) holderFDs(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(d.dir, "socikit", "fdstore.sock.pid"))
+	if err != nil {
+		t.Fatalf("fd holder: %v", err)
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatalf("fd holder: %v", err)
+	}
+	return len(ents)
+}
+
+// lazyMountIDs returns the mount id of each lazy layer mount, by
+// mountpoint (/proc/self/mountinfo): a mount resumed keeps its id, a
+// mount made again gets a new one.
+func (d *daemons) lazyMountIDs(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		i := slices.Index(f, "-")
+		if i < 5 || i+1 >= len(f) || !strings.HasPrefix(f[4], filepath.Join(d.dir, "socikit")+"/") || !strings.HasPrefix(f[i+1], "fuse") {
+			continue
+		}
+		ids[f[4]] = f[0]
+	}
+	return ids
+}
+
+// hostPaths returns the path of each of names (absolute in the image)
+// through the lazy mount that has it.
+func (d *daemons) hostPaths(t *testing.T, names []string) []string {
+	t.Helper()
+	var paths []string
+	for _, n := range names {
+		found := ""
+		for mp := range d.lazyMountIDs(t) {
+			if _, err := os.Stat(filepath.Join(mp, n)); err == nil {
+				found = filepath.Join(mp, n)
+			}
+		}
+		if found == "" {
+			t.Fatalf("%s is in no lazy mount", n)
+		}
+		paths = append(paths, found)
+	}
+	return paths
+}
+
+// evictLoop drops the page cache of paths, every few milliseconds, until
+// stop is closed, and returns how many rounds it made. A round may wait
+// while no daemon serves the mounts.
+func evictLoop(paths []string, stop <-chan struct{}) int {
+	n := 0
+	for {
+		select {
+		case <-stop:
+			return n
+		case <-time.After(5 * time.Millisecond):
+		}
+		for _, p := range paths {
+			if f, err := os.Open(p); err == nil {
+				_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+				f.Close()
+			}
+		}
+		n++
+	}
+}
+
+// passWatch records when the reader completes passes.
+type passWatch struct {
+	done  chan struct{}
+	mu    sync.Mutex
+	times []time.Time
+}
+
+// watchPasses polls the reader's log every few milliseconds.
+func watchPasses(r *reader) *passWatch {
+	w := &passWatch{done: make(chan struct{})}
+	go func() {
+		last := -1
+		for {
+			select {
+			case <-w.done:
+				return
+			case <-time.After(3 * time.Millisecond):
+			}
+			b, err := os.ReadFile(filepath.Join(r.dir, "log"))
+			if err != nil {
+				continue
+			}
+			n := strings.Count(string(b), "ok ") + strings.Count(string(b), "bad ")
+			if n != last {
+				w.mu.Lock()
+				w.times = append(w.times, time.Now())
+				w.mu.Unlock()
+				last = n
+			}
+		}
+	}()
+	return w
+}
+
+// stop ends the watch and returns the longest time without a pass that
+// ends after the kill at killed, and the passes completed from killed to
+// the end of that interval.
+func (w *passWatch) stop(killed time.Time) (time.Duration, int) {
+	close(w.done)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var gap time.Duration
+	end := killed
+	for i := 1; i < len(w.times); i++ {
+		if w.times[i].After(killed) && w.times[i].Sub(w.times[i-1]) > gap {
+			gap, end = w.times[i].Sub(w.times[i-1]), w.times[i]
+		}
+	}
+	n := 0
+	for _, at := range w.times {
+		if at.After(killed) && !at.After(end) {
+			n++
+		}
+	}
+	return gap, n
 }
 
 // TestContainerdRestart: containerd is killed (kill -9) and started again
@@ -506,12 +697,4 @@ func (d *daemons) startContainerd(t *testing.T) {
 		t.Fatal(err)
 	}
 	go cmd.Wait() //nolint:errcheck // reaped here; containerd-stop.sh stops it
-}
-
-func lastLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return s[i+1:]
-	}
-	return s
 }
