@@ -173,7 +173,8 @@ func TestReadZtocLazily(t *testing.T) {
 			}
 
 			// A restarted daemon: the part file, no request.
-			ls, err = NewLayers(ctx, root, LayersZtoc(false, 0))
+			const delay = 100 * time.Millisecond
+			ls, err = NewLayers(ctx, root, LayersZtoc(false, delay))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,10 +186,29 @@ func TestReadZtocLazily(t *testing.T) {
 			if n := rr.reqs.Load(); n != 0 {
 				t.Errorf("%d requests to mount from the part file", n)
 			}
+			// The layer is read for 500 ms: the rest is fetched once
+			// that has been quiet for the delay.
+			started := time.Now()
+			busy := started.Add(500 * time.Millisecond)
+			lz.start(func() int64 { // reads all the time until busy
+				if now := time.Now(); now.Before(busy) {
+					return now.UnixNano()
+				}
+				return busy.UnixNano()
+			})
+			for time.Now().Before(busy.Add(-50 * time.Millisecond)) {
+				if n := rr.reqs.Load(); n != 0 {
+					t.Fatalf("%d requests for the rest of the zTOC while the layer is read", n)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
 			select {
 			case <-lz.done:
 			case <-time.After(30 * time.Second):
 				t.Fatal("zTOC not completed")
+			}
+			if el := time.Since(started); el < 500*time.Millisecond+delay {
+				t.Errorf("completed %v after the start, before the reads were quiet for %v", el, delay)
 			}
 			if !lz.w.Verified() {
 				t.Fatal("completed zTOC not verified")
