@@ -235,21 +235,25 @@ func TestCollectPutOffDuringMount(t *testing.T) {
 
 	// A Mount that starts while the snapshots are listed puts the
 	// collection off too.
+	// A new FileSystem: the first one's put-off collection ran in a
+	// goroutine this test has no happens-before edge with (it only saw the
+	// files go), so its store must not be swapped under it.
 	fx = newStoreFixture(t)
-	f.store = fx.s
-	m.release = make(chan struct{})
+	m2 := &blockingMounter{entered: make(chan struct{}), release: make(chan struct{})}
+	f2 := NewFileSystem(nil, m2)
+	f2.store = fx.s
 	racing := func(context.Context) ([]map[string]string, error) {
-		go func() { mounted <- f.Mount(context.Background(), "/mp", fx.la) }()
-		<-m.entered
+		go func() { mounted <- f2.Mount(context.Background(), "/mp", fx.la) }()
+		<-m2.entered
 		return nil, nil
 	}
-	if err := f.Collect(context.Background(), racing); err != nil {
+	if err := f2.Collect(context.Background(), racing); err != nil {
 		t.Fatal(err)
 	}
 	if !fx.has(t, artifactDesc("orphan").Digest) {
 		t.Fatal("collected with a mount started during the listing")
 	}
-	close(m.release)
+	close(m2.release)
 	if err := <-mounted; err != nil {
 		t.Fatal(err)
 	}
