@@ -17,11 +17,11 @@ import (
 
 // config is the harness's command line.
 type config struct {
-	repo, contexts, registry, out, mode, command, buildkitdRoot, socikitConfig string
-	apps, contenders, readAll                                                  []string
-	runs                                                                       int
-	link                                                                       results.Link
-	readyTimeout                                                               time.Duration
+	repo, contexts, registry, out, mode, command, buildkitdRoot, socikitConfig, socikitPull string
+	apps, contenders, readAll                                                               []string
+	runs                                                                                    int
+	link                                                                                    results.Link
+	readyTimeout                                                                            time.Duration
 }
 
 // contender is one way of starting an image.

@@ -26,6 +26,7 @@ const namespace = "socikit-bench"
 type daemons struct {
 	dir, address, ctr string
 	repo              string
+	socikitPull       bool // socikit contenders pull with `socikit pull`
 }
 
 func startDaemons(ctx context.Context, c config, ct contender) (*daemons, error) {
@@ -45,7 +46,7 @@ func startDaemons(ctx context.Context, c config, ct contender) (*daemons, error)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
-	d := &daemons{dir: dir, ctr: filepath.Join(c.repo, "bin/ctr"), repo: c.repo}
+	d := &daemons{dir: dir, ctr: filepath.Join(c.repo, "bin/ctr"), repo: c.repo, socikitPull: c.socikitPull == "socikit"}
 	if err != nil {
 		d.stop()
 		return nil, fmt.Errorf("containerd-start.sh: %v\n%s%s", err, out, stderr.Bytes())
@@ -85,8 +86,17 @@ func (d *daemons) logTail() string {
 	return b.String()
 }
 
-// pull runs `ctr image pull` into the contender's snapshotter.
+// pull runs `ctr image pull` into the contender's snapshotter, or
+// `socikit pull` for socikit contenders with -socikit-pull socikit.
 func (d *daemons) pull(ctx context.Context, ct contender, ref string) error {
+	if d.socikitPull && ct.snapshotter == "socikit" {
+		cmd := exec.CommandContext(ctx, filepath.Join(d.repo, "bin/socikit"), "pull", "--address", d.address, "--namespace", namespace,
+			"--snapshotter", ct.snapshotter, "--plain-http", ref)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("socikit pull %s: %v\n%s\n%s", ref, err, lastLines(out, 10), d.logTail())
+		}
+		return nil
+	}
 	cmd := exec.CommandContext(ctx, d.ctr, "-a", d.address, "-n", namespace, "image", "pull",
 		"--snapshotter", ct.snapshotter, "--plain-http", ref)
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -41,8 +41,13 @@ func main() {
 	flag.Float64Var(&c.link.LatencyMS, "latency-ms", 0, "recorded: the registry's per-request delay")
 	flag.DurationVar(&c.readyTimeout, "timeout", 10*time.Minute, "longest wait for one container")
 	flag.StringVar(&c.socikitConfig, "socikit-config", "", "socikit-snapshotter TOML config for the socikit contenders (default: none, the defaults)")
+	flag.StringVar(&c.socikitPull, "socikit-pull", "ctr", "how the socikit contenders pull: ctr (ctr image pull: containerd 2.x's transfer service fetches every zTOC itself, docs/snapshotter.md) or socikit (socikit pull: a client-side pull, as CRI with use_local_image_pull and nerdctl; zTOCs read lazily by the snapshotter)")
 	flag.StringVar(&c.buildkitdRoot, "buildkitd-root", "", "buildkitd state (default: a new directory for the run, removed after)")
 	flag.Parse()
+	if c.socikitPull != "ctr" && c.socikitPull != "socikit" {
+		fmt.Fprintf(os.Stderr, "-socikit-pull %q: want ctr or socikit\n", c.socikitPull)
+		os.Exit(2)
+	}
 	c.apps = splitList(*apps)
 	c.contenders = splitList(*contenders)
 	c.readAll = splitList(*readAll)
