@@ -252,12 +252,11 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(copy(dest, v)), 0
 }
 
-// Listxattr implements fusefs.NodeListxattrer. In a layer without any
-// extended attribute it answers ENOSYS (xattrs.go).
+// Listxattr implements fusefs.NodeListxattrer. It answers even in a
+// layer without extended attributes (an empty list): ENOSYS would make
+// listxattr(2) fail with EOPNOTSUPP on the mount, where containerd's
+// unpack lists nothing (xattrs.go).
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	if n.fs.noXattrs {
-		return 0, syscall.ENOSYS
-	}
 	var names []string
 	for k := range n.e.xattrs {
 		names = append(names, k)

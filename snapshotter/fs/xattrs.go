@@ -11,10 +11,13 @@ package fs
 // round trip as well as its READ (BenchmarkSmallFile,
 // OpenReadClose/overlay-fresh in snapshotter/layer). In a layer where no
 // entry has an extended attribute and no directory is opaque, Getxattr
-// and Listxattr answer ENOSYS instead: the kernel then sends no GETXATTR
-// (no LISTXATTR) again on the mount and answers EOPNOTSUPP itself, which
-// overlayfs and the capability code take as "no such attribute", as they
-// take ENODATA. Only the first request of each kind reaches the daemon.
+// answers ENOSYS instead: the kernel then sends no GETXATTR again on the
+// mount and answers EOPNOTSUPP itself, which overlayfs and the capability
+// code take as "no such attribute", as they take ENODATA. Only the first
+// request reaches the daemon. Listxattr still answers (an empty list):
+// with ENOSYS, listxattr(2) would fail with EOPNOTSUPP where containerd's
+// unpack lists nothing (tar --xattrs, cp -a and the differential tests
+// list), and no lookup path sends LISTXATTR.
 
 // anyXattr reports whether e or an entry under it has an extended
 // attribute or is an opaque directory.
