@@ -23,7 +23,7 @@ fi
 
 # Modules outside the workspace, on purpose (go.work says why). Any other
 # go.mod must be listed in go.work.
-outside=(cmd/buildkitd scripts/tools/buildx scripts/tools/containerd scripts/tools/soci-snapshotter third_party/go-fuse)
+outside=(cmd/buildkitd scripts/tools/buildx scripts/tools/containerd scripts/tools/soci-snapshotter)
 root=$PWD
 mapfile -t mods < <(go list -m -f '{{.Dir}}')
 missing=()
@@ -42,6 +42,8 @@ fi
 patterns=()
 for m in "${mods[@]}"; do
   rel=${m#"$root"}
+  # third_party/: others' code (go-fuse with our patch), vetted, not linted as ours.
+  case $rel in /third_party/*) continue ;; esac
   patterns+=(".$rel/...")
 done
 echo "== golangci-lint $GOLANGCI_LINT_VERSION: ${patterns[*]}"
