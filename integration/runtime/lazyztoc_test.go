@@ -53,25 +53,7 @@ func TestLazyZtocUpstream(t *testing.T) {
 	zl := layers[1]
 
 	// Files to read in the container, and their digests from the tar.
-	want := map[string]string{}
-	var names []string
-	tr := tar.NewReader(bytes.NewReader(data))
-	for i := 0; ; i++ {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag != tar.TypeReg || i%40 != 0 {
-			continue
-		}
-		b, _ := io.ReadAll(tr)
-		sum := sha256.Sum256(b)
-		want["/"+h.Name] = hex.EncodeToString(sum[:])
-		names = append(names, "/"+h.Name)
-	}
+	want, names := sampleTarFiles(t, data, 40)
 
 	useSnapshotterFrom(t, os.Getenv("SOCIKIT_BIN"))
 	pull := filepath.Join(repoRoot, "bin/socikit")
@@ -128,4 +110,32 @@ func TestLazyZtocUpstream(t *testing.T) {
 	}
 	t.Logf("zTOC complete: %d bytes served in all", reg.ServedOf(zl.ztocDigest)-served0)
 	d.ctr(t, "-n", ns, "image", "rm", "--sync", ref)
+}
+
+// sampleTarFiles returns every nth entry of a tar that is a regular file,
+// as "/name" in tar order and by name with the sha256 of its content.
+func sampleTarFiles(t *testing.T, data []byte, n int) (map[string]string, []string) {
+	t.Helper()
+	want := map[string]string{}
+	var names []string
+	tr := tar.NewReader(bytes.NewReader(data))
+	for i := 0; ; i++ {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return want, names
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag != tar.TypeReg || i%n != 0 {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		want["/"+h.Name] = hex.EncodeToString(sum[:])
+		names = append(names, "/"+h.Name)
+	}
 }

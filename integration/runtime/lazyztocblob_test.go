@@ -3,14 +3,10 @@
 package runtime
 
 import (
-	"archive/tar"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,25 +55,7 @@ func TestLazyZtocBlob(t *testing.T) {
 		lazies, 100*float64(lazies)/float64(image))
 
 	// Files to read in the container, and their digests from the tar.
-	want := map[string]string{}
-	var names []string
-	tr := tar.NewReader(bytes.NewReader(data))
-	for i := 0; ; i++ {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag != tar.TypeReg || i%40 != 0 {
-			continue
-		}
-		b, _ := io.ReadAll(tr)
-		sum := sha256.Sum256(b)
-		want["/"+h.Name] = hex.EncodeToString(sum[:])
-		names = append(names, "/"+h.Name)
-	}
+	want, names := sampleTarFiles(t, data, 40)
 
 	useSnapshotterFrom(t, os.Getenv("SOCIKIT_BIN"))
 	pull := filepath.Join(repoRoot, "bin/socikit")
@@ -213,25 +191,7 @@ func TestUpstreamRunsLazyZtocImage(t *testing.T) {
 	if len(ix.LazyZtocs) == 0 {
 		t.Fatal("the converted image's SOCI index has no lazy zTOC")
 	}
-	var names []string
-	want := map[string]string{}
-	tr := tar.NewReader(bytes.NewReader(data))
-	for i := 0; ; i++ {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag != tar.TypeReg || i%60 != 0 {
-			continue
-		}
-		b, _ := io.ReadAll(tr)
-		sum := sha256.Sum256(b)
-		want["/"+h.Name] = hex.EncodeToString(sum[:])
-		names = append(names, "/"+h.Name)
-	}
+	want, names := sampleTarFiles(t, data, 60)
 
 	t.Setenv("SOCI_UPSTREAM", "1")
 	t.Setenv("SOCI_PLAIN_HTTP_HOSTS", reg.host)
