@@ -161,8 +161,10 @@ func (ix *Index) Marshal() ([]byte, ocispec.Descriptor, error) {
 //     artifactType empty or equal to the config media type;
 //   - config: media type MediaTypeIndexV1 or MediaTypeIndexV2 (else
 //     ErrUnsupportedVersion), digest EmptyConfigDigest, size 2;
-//   - at least one zTOC; every layer descriptor is a zTOC, a prefetch blob
-//     or a lazy zTOC; digests parse; sizes > 0;
+//   - at least one zTOC; digests parse; sizes > 0; a layer descriptor
+//     that is not a zTOC, a prefetch blob or a lazy zTOC is skipped,
+//     so that blobs a newer builder adds do not make
+//     an older reader refuse the index;
 //   - AnnotationImageLayerDigest present and a valid digest on each zTOC
 //     and prefetch blob; AnnotationZtocDigest on each lazy zTOC, naming a
 //     zTOC of the index, at most one lazy zTOC per zTOC (except as an exact
@@ -226,6 +228,14 @@ func parseIndex(b []byte) (*Index, error) {
 		if d.Size <= 0 {
 			return nil, fieldErr(field+".size", "%d (want > 0)", d.Size)
 		}
+		switch d.MediaType {
+		case MediaTypeZtoc, MediaTypePrefetch, MediaTypeLazyZtoc:
+		default:
+			// A blob a newer builder added: skipped, as upstream skips
+			// what it does not know, so that an index with it still
+			// mounts lazily here.
+			continue
+		}
 		if d.MediaType == MediaTypeLazyZtoc {
 			key := annotationField(field, AnnotationZtocDigest)
 			if _, ok := d.Annotations[AnnotationZtocDigest]; !ok {
@@ -283,8 +293,6 @@ func parseIndex(b []byte) (*Index, error) {
 			}
 			prefetches[layer] = lp
 			ix.Prefetches = append(ix.Prefetches, lp)
-		default:
-			return nil, fieldErr(field+".mediaType", "%q (want %q, %q or %q)", d.MediaType, MediaTypeZtoc, MediaTypePrefetch, MediaTypeLazyZtoc)
 		}
 	}
 	if len(ix.Layers) == 0 {

@@ -205,7 +205,14 @@ func TestParseIndexErrors(t *testing.T) {
 		{"artifactType mismatch", V2, func(m map[string]any) { m["artifactType"] = MediaTypeIndexV1 }, "artifactType"},
 		{"layers missing", V2, func(m map[string]any) { delete(m, "layers") }, "layers"},
 		{"only prefetch", V2, func(m map[string]any) { m["layers"] = m["layers"].([]any)[2:] }, "layers"},
-		{"unknown layer mediaType", V2, func(m map[string]any) { layerAt(m, 0)["mediaType"] = layerGzip }, "layers[0].mediaType"},
+		{"only unknown mediaTypes", V2, func(m map[string]any) {
+			for i := range m["layers"].([]any) {
+				layerAt(m, i)["mediaType"] = layerGzip
+			}
+		}, "layers"},
+		{"unknown mediaType, bad digest", V2, func(m map[string]any) {
+			m["layers"] = append(m["layers"].([]any), map[string]any{"mediaType": "application/x-new", "digest": "sha256:12", "size": 3})
+		}, "layers[3].digest"},
 		{"bad ztoc digest", V2, func(m map[string]any) { layerAt(m, 0)["digest"] = "sha256:1234" }, "layers[0].digest"},
 		{"unknown digest algorithm", V2, func(m map[string]any) { layerAt(m, 0)["digest"] = "md5:d41d8cd98f00b204e9800998ecf8427e" }, "layers[0].digest"},
 		{"zero size", V2, func(m map[string]any) { layerAt(m, 0)["size"] = 0 }, "layers[0].size"},
@@ -269,6 +276,17 @@ func TestParseIndexAccepts(t *testing.T) {
 		{"disable-xattrs false", func(m map[string]any) { annAt(m, 1)[AnnotationDisableXattrs] = "false" }, func(t *testing.T, ix *Index) {
 			if ix.Layers[1].DisableXattrs {
 				t.Error("DisableXattrs true")
+			}
+		}},
+		{"unknown layer mediaType skipped", func(m map[string]any) {
+			m["layers"] = append(m["layers"].([]any), map[string]any{"mediaType": "application/vnd.example.new.v1", "digest": dg("new").String(), "size": 3})
+		}, func(t *testing.T, ix *Index) {
+			want, err := ParseIndex([]byte(goldenIndex(V2)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(want, ix); d != "" {
+				t.Errorf("index (-want +got):\n%s", d)
 			}
 		}},
 		{"no build tool, other annotations", func(m map[string]any) { m["annotations"] = map[string]any{"org.example": "x"} }, func(t *testing.T, ix *Index) {
