@@ -31,6 +31,8 @@ import (
 type Range struct {
 	Off int64
 	Buf []byte
+
+	notify func(off, n int64) // ReadRangesNotify's, on the pieces of a request
 }
 
 // HTTPBlob reads a blob by HTTP range requests: one request per range, or
@@ -130,6 +132,16 @@ func (b *HTTPBlob) Size() int64 { return b.size }
 // most WithMaxRequestSize bytes and WithMultiRange ranges, sent WithJobs at
 // a time.
 func (b *HTTPBlob) ReadRanges(ctx context.Context, ranges []Range) error {
+	return b.ReadRangesNotify(ctx, ranges, nil)
+}
+
+// ReadRangesNotify is ReadRanges calling notify(off, n), when notify is
+// not nil, each time blob bytes [off, off+n) have been written into the
+// ranges' buffers, as the responses arrive: a caller can use the start of
+// a range before its end is in. Each byte is reported once. notify is
+// called from the goroutines reading responses, several at once, and
+// should not block.
+func (b *HTTPBlob) ReadRangesNotify(ctx context.Context, ranges []Range, notify func(off, n int64)) error {
 	var reqs [][]Range // each element: one request
 	var cur []Range
 	var curSize int64
@@ -149,7 +161,7 @@ func (b *HTTPBlob) ReadRanges(ctx context.Context, ranges []Range) error {
 		}
 		for len(r.Buf) > 0 {
 			n := min(int64(len(r.Buf)), b.o.maxRequest)
-			piece := Range{Off: r.Off, Buf: r.Buf[:n]}
+			piece := Range{Off: r.Off, Buf: r.Buf[:n], notify: notify}
 			r = Range{Off: r.Off + n, Buf: r.Buf[n:]}
 			if len(cur) >= multi || curSize+n > b.o.maxRequest {
 				flush()
@@ -542,6 +554,9 @@ func fill(body io.Reader, start int64, rs []Range) error {
 		pos = r.Off
 		for len(r.Buf) > 0 {
 			n, err := body.Read(r.Buf)
+			if n > 0 && r.notify != nil {
+				r.notify(r.Off, int64(n))
+			}
 			r.Off += int64(n)
 			r.Buf = r.Buf[n:]
 			pos += int64(n)

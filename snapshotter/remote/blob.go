@@ -21,4 +21,15 @@ type Blob interface {
 	ReadRanges(ctx context.Context, ranges []Range) error
 }
 
-var _ Blob = (*httprange.HTTPBlob)(nil)
+// NotifyBlob is a Blob that tells which bytes have arrived while a read
+// is under way, so that a Fetcher stores and serves each span of a long
+// range as soon as its bytes are in, not when the whole range is.
+type NotifyBlob interface {
+	Blob
+	// ReadRangesNotify is ReadRanges calling notify(off, n) once for
+	// each part [off, off+n) of the ranges as it is written into their
+	// buffers, from any goroutine.
+	ReadRangesNotify(ctx context.Context, ranges []Range, notify func(off, n int64)) error
+}
+
+var _ NotifyBlob = (*httprange.HTTPBlob)(nil)

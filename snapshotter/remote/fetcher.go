@@ -419,25 +419,24 @@ func (f *Fetcher) fetchBatch(kind FetchKind, runs [][]SpanID) {
 		start, end := spans[run[0]].CompressedStart, spans[run[len(run)-1]].CompressedEnd
 		ranges[i] = Range{Off: start, Buf: make([]byte, end-start)}
 	}
+	last := f.o.verifyRetries == 0
+	b := f.newBatch(runs, ranges, last)
 	t := time.Now()
-	err = f.blob.ReadRanges(f.life, ranges)
+	err = b.read()
 	f.o.metrics.Fetched(kind, nspans, bytes, time.Since(t), err)
 	if err != nil {
 		err = fmt.Errorf("fetch %d spans (%d bytes): %w", nspans, bytes, err)
 		if f.life.Err() != nil {
 			err = errors.Join(err, ErrClosed)
 		}
-		f.finish(runs, nil, err)
+		b.finishRest(err)
 		return
 	}
-	errs := make(map[SpanID]error)
-	last := f.o.verifyRetries == 0
-	for i, run := range runs {
-		f.store(run, ranges[i].Buf, errs, last)
-	}
+	b.storeRest()
 	// Spans whose bytes did not match their digest are fetched again, one
 	// range each: a registry, a proxy or the network may have damaged one
 	// response. Bytes that never match give an error, never data.
+	errs := b.errs
 	for try := 1; try <= f.o.verifyRetries; try++ {
 		var bad []SpanID
 		for id, err := range errs {
@@ -471,7 +470,162 @@ func (f *Fetcher) fetchBatch(kind FetchKind, runs [][]SpanID) {
 			f.store([]SpanID{id}, ranges[i].Buf, errs, try == f.o.verifyRetries)
 		}
 	}
-	f.finish(runs, errs, nil)
+	b.finishRest(nil)
+}
+
+// batch is one fetchBatch: its spans' calls, and what is stored. Over a
+// NotifyBlob each span is verified, stored and its waiters released as
+// soon as its bytes are in, while the rest of the range still arrives: a
+// start-up reading a prefetched layer in order starts on the first spans
+// of a long range instead of waiting for its end (and for the whole
+// range's decompression).
+type batch struct {
+	f      *Fetcher
+	ranges []Range // one per run, the buffers the bytes arrive in
+	last   bool    // store's: no fetch again after a digest mismatch
+
+	// Owned by read's storing goroutine until read returns, then by
+	// fetchBatch.
+	calls    map[SpanID]*call
+	stored   map[SpanID]bool
+	finished map[SpanID]bool
+	errs     map[SpanID]error
+
+	mu   sync.Mutex       // guards left (notify runs on several goroutines)
+	left map[SpanID]int64 // compressed bytes of a span not in yet
+	runs [][]SpanID
+}
+
+func (f *Fetcher) newBatch(runs [][]SpanID, ranges []Range, last bool) *batch {
+	b := &batch{f: f, ranges: ranges, last: last, runs: runs, calls: make(map[SpanID]*call),
+		stored: make(map[SpanID]bool), finished: make(map[SpanID]bool), errs: make(map[SpanID]error),
+		left: make(map[SpanID]int64)}
+	spans := f.ix.Spans()
+	f.mu.Lock()
+	for _, run := range runs {
+		for _, id := range run {
+			b.calls[id] = f.inflight[id]
+			b.left[id] = spans[id].CompressedEnd - spans[id].CompressedStart
+		}
+	}
+	f.mu.Unlock()
+	return b
+}
+
+// span returns span id's compressed bytes in run i's buffer.
+func (b *batch) span(i int, id SpanID) []byte {
+	s := b.f.ix.Spans()[id]
+	base := b.ranges[i].Off
+	return b.ranges[i].Buf[s.CompressedStart-base : s.CompressedEnd-base]
+}
+
+type arrived struct {
+	id  SpanID
+	buf []byte
+}
+
+// read reads the batch's ranges. Over a NotifyBlob, a goroutine stores
+// each span whose bytes are all in and releases its waiters, while the
+// read goes on.
+func (b *batch) read() error {
+	nb, ok := b.f.blob.(NotifyBlob)
+	if !ok {
+		return b.f.blob.ReadRanges(b.f.life, b.ranges)
+	}
+	ready := make(chan arrived, len(b.left))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for a := range ready {
+			b.storeOne(a.id, a.buf)
+		}
+	}()
+	err := nb.ReadRangesNotify(b.f.life, b.ranges, func(off, n int64) { b.notify(off, n, ready) })
+	close(ready)
+	<-done
+	return err
+}
+
+// notify counts blob bytes [off, off+n) in and queues the spans now
+// complete.
+func (b *batch) notify(off, n int64, ready chan<- arrived) {
+	spans := b.f.ix.Spans()
+	end := off + n
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// The run holding off: ranges are sorted and disjoint.
+	i, _ := slices.BinarySearchFunc(b.ranges, off, func(r Range, off int64) int {
+		switch {
+		case r.Off+int64(len(r.Buf)) <= off:
+			return -1
+		case r.Off > off:
+			return 1
+		}
+		return 0
+	})
+	for ; i < len(b.runs) && b.ranges[i].Off < end; i++ {
+		for _, id := range b.runs[i] {
+			s := spans[id]
+			lo, hi := max(off, s.CompressedStart), min(end, s.CompressedEnd)
+			if lo >= hi || b.left[id] <= 0 {
+				continue
+			}
+			b.left[id] -= hi - lo
+			if b.left[id] <= 0 {
+				ready <- arrived{id: id, buf: b.span(i, id)}
+			}
+		}
+	}
+}
+
+// storeOne stores span id from buf and, if that worked, releases its
+// waiters at once.
+func (b *batch) storeOne(id SpanID, buf []byte) {
+	b.f.store([]SpanID{id}, buf, b.errs, b.last)
+	b.stored[id] = true
+	if b.errs[id] == nil {
+		b.finishOne(id, nil)
+	}
+}
+
+// storeRest stores the spans read did not (a blob that does not notify).
+func (b *batch) storeRest() {
+	for i, run := range b.runs {
+		for _, id := range run {
+			if !b.stored[id] {
+				b.storeOne(id, b.span(i, id))
+			}
+		}
+	}
+}
+
+// finishRest releases the waiters of every span not released yet, with
+// err, or else the span's own error.
+func (b *batch) finishRest(err error) {
+	for _, run := range b.runs {
+		for _, id := range run {
+			if b.finished[id] {
+				continue
+			}
+			e := err
+			if e == nil {
+				e = b.errs[id]
+			}
+			b.finishOne(id, e)
+		}
+	}
+}
+
+func (b *batch) finishOne(id SpanID, err error) {
+	b.finished[id] = true
+	c := b.calls[id]
+	b.f.mu.Lock()
+	if b.f.inflight[id] == c {
+		delete(b.f.inflight, id)
+	}
+	c.err = err
+	b.f.mu.Unlock()
+	close(c.done)
 }
 
 // store decompresses and caches a run, recording per-span errors. When the

@@ -189,13 +189,18 @@ type lazyBlob struct {
 	b  *httprange.HTTPBlob
 }
 
-var _ remote.Blob = (*lazyBlob)(nil)
+var _ remote.NotifyBlob = (*lazyBlob)(nil)
 
 // Size implements remote.Blob.
 func (b *lazyBlob) Size() int64 { return b.size }
 
 // ReadRanges implements remote.Blob.
 func (b *lazyBlob) ReadRanges(ctx context.Context, ranges []remote.Range) error {
+	return b.ReadRangesNotify(ctx, ranges, nil)
+}
+
+// ReadRangesNotify implements remote.NotifyBlob.
+func (b *lazyBlob) ReadRangesNotify(ctx context.Context, ranges []remote.Range, notify func(off, n int64)) error {
 	b.mu.Lock()
 	hb := b.b
 	if hb == nil {
@@ -208,5 +213,5 @@ func (b *lazyBlob) ReadRanges(ctx context.Context, ranges []remote.Range) error 
 		b.b = hb
 	}
 	b.mu.Unlock()
-	return hb.ReadRanges(ctx, ranges)
+	return hb.ReadRangesNotify(ctx, ranges, notify)
 }
