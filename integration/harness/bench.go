@@ -22,6 +22,7 @@ type config struct {
 	runs                                                                                    int
 	link                                                                                    results.Link
 	readyTimeout                                                                            time.Duration
+	keepLogs                                                                                bool
 }
 
 // contender is one way of starting an image.

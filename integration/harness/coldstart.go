@@ -70,10 +70,30 @@ func (d *daemons) stop() {
 	}
 }
 
+// keepLogs copies the daemons' logs into dir (-keep-logs).
+func (d *daemons) keepLogs(dir string) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		logf("keep logs: %v", err)
+		return
+	}
+	for _, l := range daemonLogs {
+		data, err := os.ReadFile(filepath.Join(d.dir, l))
+		if err != nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, l), data, 0o644); err != nil {
+			logf("keep logs: %v", err)
+		}
+	}
+}
+
+// daemonLogs are the logs scripts/containerd-start.sh writes.
+var daemonLogs = []string{"containerd.log", "socikit.log", "soci.log"}
+
 // logTail returns the end of the daemons' logs, for errors.
 func (d *daemons) logTail() string {
 	var b strings.Builder
-	for _, l := range []string{"containerd.log", "socikit.log", "soci.log"} {
+	for _, l := range daemonLogs {
 		data, err := os.ReadFile(filepath.Join(d.dir, l))
 		if err != nil {
 			continue
@@ -158,7 +178,12 @@ func coldStart(ctx context.Context, c config, img *benchImage, ct contender, ite
 	if err != nil {
 		return s, err
 	}
-	defer d.stop()
+	defer func() {
+		if c.keepLogs {
+			d.keepLogs(filepath.Join(c.out, "logs", fmt.Sprintf("%s-%s-%d", img.info.Name, ct.name, iter)))
+		}
+		d.stop()
+	}()
 	if err := resetStats(ctx, c.registry); err != nil {
 		return s, err
 	}

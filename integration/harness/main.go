@@ -42,6 +42,7 @@ func main() {
 	flag.DurationVar(&c.readyTimeout, "timeout", 10*time.Minute, "longest wait for one container")
 	flag.StringVar(&c.socikitConfig, "socikit-config", "", "socikit-snapshotter TOML config for the socikit contenders (default: none, the defaults)")
 	flag.StringVar(&c.socikitPull, "socikit-pull", "ctr", "how the socikit contenders pull: ctr (ctr image pull: containerd 2.x's transfer service fetches every zTOC itself, docs/snapshotter.md) or socikit (socikit pull: a client-side pull, as CRI with use_local_image_pull and nerdctl; zTOCs read lazily by the snapshotter)")
+	flag.BoolVar(&c.keepLogs, "keep-logs", false, "keep the daemons' logs of every cold start (OUT/logs/IMAGE-CONTENDER-RUN/): where a start's time goes, with socikit-snapshotter's debug lines")
 	flag.StringVar(&c.buildkitdRoot, "buildkitd-root", "", "buildkitd state (default: a new directory for the run, removed after)")
 	flag.Parse()
 	if c.socikitPull != "ctr" && c.socikitPull != "socikit" {

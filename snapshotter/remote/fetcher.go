@@ -52,6 +52,10 @@ type Fetcher struct {
 	raWin   int                 // spans fetched ahead of the next sequential read (0: not sequential)
 	raRun   int                 // spans the current sequential stream has moved into
 	raMarks map[SpanID]struct{} // spans read ahead and not read yet
+	// prefetched are the spans named by Prefetch: a read moving into one
+	// while it is still on its way is not a stream to read ahead of (the
+	// start-up reading its prefetched files in order).
+	prefetched map[SpanID]struct{}
 }
 
 // Read-ahead: reads that continue where the previous one ended make the
@@ -86,7 +90,8 @@ func NewFetcher(ctx context.Context, ix *ztoc.Index, blob Blob, c *cache.Layer, 
 	}
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	return &Fetcher{ix: ix, blob: blob, cache: c, o: o, life: life, close: cancel,
-		sem: make(chan struct{}, o.fetchJobs), inflight: make(map[SpanID]*call), raMarks: make(map[SpanID]struct{})}, nil
+		sem: make(chan struct{}, o.fetchJobs), inflight: make(map[SpanID]*call), raMarks: make(map[SpanID]struct{}),
+		prefetched: make(map[SpanID]struct{})}, nil
 }
 
 // Index returns the fetcher's span index.
@@ -133,13 +138,21 @@ func (f *Fetcher) Fetch(ctx context.Context, first, last SpanID) error {
 }
 
 // Prefetch makes the given spans cached and waits for them (bound the wait
-// with ctx: fetches go on after it ends). Adjacent spans are coalesced.
+// with ctx: fetches go on after it ends). Adjacent spans are coalesced;
+// the fetches run one after the other in layer order, each span served as
+// soon as its bytes are in, and reads moving through the spans while they
+// arrive read nothing ahead of them.
 func (f *Fetcher) Prefetch(ctx context.Context, spans []SpanID) error {
 	for _, id := range spans {
 		if id < 0 || int(id) >= len(f.ix.Spans()) {
 			return fmt.Errorf("prefetch span %d out of 0-%d", id, len(f.ix.Spans())-1)
 		}
 	}
+	f.raMu.Lock()
+	for _, id := range spans {
+		f.prefetched[id] = struct{}{}
+	}
+	f.raMu.Unlock()
 	return f.ensure(ctx, Prefetch, spans)
 }
 
@@ -234,7 +247,7 @@ func (f *Fetcher) readAhead(first, last SpanID) {
 		if _, ok := f.raMarks[id]; ok {
 			delete(f.raMarks, id)
 			trigger = true
-		} else if sequential && !trigger && !f.cached(id) {
+		} else if _, pre := f.prefetched[id]; sequential && !trigger && !pre && !f.cached(id) {
 			// Only a sequential read needs to know; the cache lookup
 			// takes the cache's lock, on every read.
 			trigger = true
@@ -367,6 +380,7 @@ func (f *Fetcher) start(kind FetchKind, miss []SpanID) {
 		runs = append(runs, []SpanID{id})
 	}
 	const runsPerBatch = httprange.DefaultMultiRange
+	var batches [][][]SpanID
 	for len(runs) > 0 {
 		// A batch holds at most runsPerBatch runs and, past its first
 		// run, maxFetchSize compressed bytes: the bytes a fetch holds
@@ -380,21 +394,52 @@ func (f *Fetcher) start(kind FetchKind, miss []SpanID) {
 			}
 			n, bytes = n+1, bytes+b
 		}
-		batch := runs[:n]
+		batches = append(batches, runs[:n])
 		runs = runs[n:]
+	}
+	if kind == Prefetch {
+		// One batch after the other, in layer order: a start-up reads
+		// its prefetched spans in about the order the layer holds them
+		// (reordered layers put them in first-access order), each span
+		// is served as soon as its bytes are in (batch.read), and
+		// batches sharing the link would delay the first spans for the
+		// last ones.
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			select {
-			case f.sem <- struct{}{}:
-			case <-f.life.Done():
-				f.finish(batch, nil, ErrClosed)
-				return
+			for i, batch := range batches {
+				if !f.runBatch(kind, batch) {
+					for _, rest := range batches[i+1:] {
+						f.finish(rest, nil, ErrClosed)
+					}
+					return
+				}
 			}
-			defer func() { <-f.sem }()
-			f.fetchBatch(kind, batch)
+		}()
+		return
+	}
+	for _, batch := range batches {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.runBatch(kind, batch)
 		}()
 	}
+}
+
+// runBatch fetches batch once one of the fetcher's fetchJobs slots is
+// free; false if the fetcher was closed first (the batch's waiters are
+// told).
+func (f *Fetcher) runBatch(kind FetchKind, batch [][]SpanID) bool {
+	select {
+	case f.sem <- struct{}{}:
+	case <-f.life.Done():
+		f.finish(batch, nil, ErrClosed)
+		return false
+	}
+	defer func() { <-f.sem }()
+	f.fetchBatch(kind, batch)
+	return true
 }
 
 func (f *Fetcher) fetchBatch(kind FetchKind, runs [][]SpanID) {

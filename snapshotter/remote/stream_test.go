@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,5 +88,126 @@ func TestSpansServedAsTheyArrive(t *testing.T) {
 	p = make([]byte, end)
 	if _, err := f.ReadAt(context.Background(), p, 0); err != nil || !bytes.Equal(p, fx.tar[:end]) {
 		t.Fatalf("read after the prefetch: %v", err)
+	}
+}
+
+// slowServer serves fx's blob by single ranges, 8 KiB every 5 ms, and
+// records the ranges asked and how many requests were in flight at most.
+type slowServer struct {
+	blob []byte
+
+	mu       sync.Mutex
+	ranges   [][2]int64
+	inflight int
+	most     int
+}
+
+func (s *slowServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var start, end int64
+	if _, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &start, &end); err != nil {
+		http.Error(w, "want one range", http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	s.ranges = append(s.ranges, [2]int64{start, end + 1})
+	s.inflight++
+	s.most = max(s.most, s.inflight)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inflight--
+		s.mu.Unlock()
+	}()
+	w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, len(s.blob)))
+	w.Header().Set("Content-Length", fmt.Sprint(end-start+1))
+	w.WriteHeader(http.StatusPartialContent)
+	for off := start; off <= end; off += 8 << 10 {
+		w.Write(s.blob[off:min(off+8<<10, end+1)])
+		w.(http.Flusher).Flush()
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// TestNoReadAheadOverPrefetch: a start-up reading its prefetched spans in
+// order while they arrive fetches nothing past them (read-ahead took such
+// reads for a stream and fetched the spans after the prefetch).
+func TestNoReadAheadOverPrefetch(t *testing.T) {
+	fx := newFixture(t)
+	spans := fx.ix.Spans()
+	const n = 10
+	if len(spans) <= n {
+		t.Fatalf("fixture has %d spans, want more than %d", len(spans), n)
+	}
+	s := &slowServer{blob: fx.blob}
+	hs := httptest.NewServer(s)
+	defer hs.Close()
+	fx.url = hs.URL
+	f, _ := fx.fetcher(t, nil)
+	ids := make([]SpanID, n)
+	for i := range ids {
+		ids[i] = SpanID(i)
+	}
+	prefetched := make(chan error, 1)
+	go func() { prefetched <- f.Prefetch(context.Background(), ids) }()
+	p := make([]byte, 16)
+	for i := range n {
+		off := spans[i].UncompressedStart
+		if _, err := f.ReadAt(context.Background(), p, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, fx.tar[off:off+16]) {
+			t.Fatalf("span %d: wrong bytes", i)
+		}
+	}
+	if err := <-prefetched; err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.ranges {
+		if r[1] > spans[n-1].CompressedEnd {
+			t.Errorf("fetched bytes %d-%d, past the prefetched spans (which end at %d)", r[0], r[1], spans[n-1].CompressedEnd)
+		}
+	}
+}
+
+// TestPrefetchInOrder: a prefetch larger than one fetch is fetched batch
+// after batch, in layer order, not all at once.
+func TestPrefetchInOrder(t *testing.T) {
+	fx := newFixture(t)
+	spans := fx.ix.Spans()
+	s := &slowServer{blob: fx.blob}
+	hs := httptest.NewServer(s)
+	defer hs.Close()
+	fx.url = hs.URL
+	f, _ := fx.fetcher(t, nil, WithMaxFetchSize(100<<10), WithReadAhead(0))
+	ids := make([]SpanID, len(spans))
+	for i := range ids {
+		ids[i] = SpanID(i)
+	}
+	if err := f.Prefetch(context.Background(), ids); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.ranges) < 3 {
+		t.Fatalf("%d requests, want 3 or more (100 KiB each)", len(s.ranges))
+	}
+	if s.most != 1 {
+		t.Errorf("%d requests in flight at once, want 1", s.most)
+	}
+	for i := 1; i < len(s.ranges); i++ {
+		if s.ranges[i][0] < s.ranges[i-1][1] {
+			t.Errorf("request %d (bytes %d-) after one ending at %d: not in layer order", i, s.ranges[i][0], s.ranges[i-1][1])
+		}
+	}
+	p := make([]byte, len(fx.tar))
+	if _, err := f.ReadAt(context.Background(), p, 0); err != nil || !bytes.Equal(p, fx.tar) {
+		t.Fatalf("read: %v", err)
 	}
 }
