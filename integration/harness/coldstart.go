@@ -35,7 +35,11 @@ func startDaemons(ctx context.Context, c config, ct contender) (*daemons, error)
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(c.repo, "scripts/containerd-start.sh"), dir)
-	cmd.Env = append(os.Environ(), "SOCIKIT_LOG_LEVEL=info", "CONTAINERD_LOG_LEVEL=warn", "SOCI_PLAIN_HTTP_HOSTS="+c.registry)
+	level := "info"
+	if c.keepLogs {
+		level = "debug" // the logs kept say where the time went
+	}
+	cmd.Env = append(os.Environ(), "SOCIKIT_LOG_LEVEL="+level, "CONTAINERD_LOG_LEVEL=warn", "SOCI_PLAIN_HTTP_HOSTS="+c.registry)
 	if ct.upstream {
 		cmd.Env = append(cmd.Env, "SOCI_UPSTREAM=1")
 	}

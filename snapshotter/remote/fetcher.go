@@ -404,11 +404,23 @@ func (f *Fetcher) start(kind FetchKind, miss []SpanID) {
 		// is served as soon as its bytes are in (batch.read), and
 		// batches sharing the link would delay the first spans for the
 		// last ones.
+		// The next batch starts once the bytes of the one before are in,
+		// not once they are stored: the link does not wait for the
+		// decompression of the last spans.
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
 			for i, batch := range batches {
-				if !f.runBatch(kind, batch) {
+				in := make(chan bool, 1) // true: its bytes are in (or failed); false: closed before it ran
+				f.wg.Add(1)
+				go func() {
+					defer f.wg.Done()
+					var once sync.Once
+					if !f.runBatch(kind, batch, func() { once.Do(func() { in <- true }) }) {
+						in <- false
+					}
+				}()
+				if !<-in {
 					for _, rest := range batches[i+1:] {
 						f.finish(rest, nil, ErrClosed)
 					}
@@ -422,15 +434,16 @@ func (f *Fetcher) start(kind FetchKind, miss []SpanID) {
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			f.runBatch(kind, batch)
+			f.runBatch(kind, batch, func() {})
 		}()
 	}
 }
 
 // runBatch fetches batch once one of the fetcher's fetchJobs slots is
-// free; false if the fetcher was closed first (the batch's waiters are
-// told).
-func (f *Fetcher) runBatch(kind FetchKind, batch [][]SpanID) bool {
+// free, calling in once its bytes are read or the read failed; false if
+// the fetcher was closed first (the batch's waiters are told; in is not
+// called).
+func (f *Fetcher) runBatch(kind FetchKind, batch [][]SpanID, in func()) bool {
 	select {
 	case f.sem <- struct{}{}:
 	case <-f.life.Done():
@@ -438,11 +451,13 @@ func (f *Fetcher) runBatch(kind FetchKind, batch [][]SpanID) bool {
 		return false
 	}
 	defer func() { <-f.sem }()
-	f.fetchBatch(kind, batch)
+	f.fetchBatch(kind, batch, in)
 	return true
 }
 
-func (f *Fetcher) fetchBatch(kind FetchKind, runs [][]SpanID) {
+// fetchBatch fetches, verifies and stores the spans of runs, calling in
+// (exactly once, on every path) once the bytes are read or could not be.
+func (f *Fetcher) fetchBatch(kind FetchKind, runs [][]SpanID, in func()) {
 	spans := f.ix.Spans()
 	ranges := make([]Range, len(runs))
 	var bytes int64
@@ -456,6 +471,7 @@ func (f *Fetcher) fetchBatch(kind FetchKind, runs [][]SpanID) {
 	// are stored.
 	release, err := f.o.budget.acquire(f.life, bytes)
 	if err != nil {
+		in()
 		f.finish(runs, nil, errors.Join(err, ErrClosed))
 		return
 	}
@@ -467,8 +483,11 @@ func (f *Fetcher) fetchBatch(kind FetchKind, runs [][]SpanID) {
 	last := f.o.verifyRetries == 0
 	b := f.newBatch(runs, ranges, last)
 	t := time.Now()
-	err = b.read()
+	lg := log.G(f.life).WithField("kind", kind).WithField("first", runs[0][0]).WithField("spans", nspans).WithField("bytes", bytes)
+	lg.Debug("fetching spans")
+	err = b.read(in)
 	f.o.metrics.Fetched(kind, nspans, bytes, time.Since(t), err)
+	lg.WithError(err).WithField("took", time.Since(t).Round(time.Millisecond)).Debug("spans fetched and stored")
 	if err != nil {
 		err = fmt.Errorf("fetch %d spans (%d bytes): %w", nspans, bytes, err)
 		if f.life.Err() != nil {
@@ -572,10 +591,12 @@ type arrived struct {
 // read reads the batch's ranges. Over a NotifyBlob, a goroutine stores
 // each span whose bytes are all in and releases its waiters, while the
 // read goes on.
-func (b *batch) read() error {
+func (b *batch) read(in func()) error {
 	nb, ok := b.f.blob.(NotifyBlob)
 	if !ok {
-		return b.f.blob.ReadRanges(b.f.life, b.ranges)
+		err := b.f.blob.ReadRanges(b.f.life, b.ranges)
+		in()
+		return err
 	}
 	ready := make(chan arrived, len(b.left))
 	done := make(chan struct{})
@@ -586,6 +607,7 @@ func (b *batch) read() error {
 		}
 	}()
 	err := nb.ReadRangesNotify(b.f.life, b.ranges, func(off, n int64) { b.notify(off, n, ready) })
+	in()
 	close(ready)
 	<-done
 	return err
