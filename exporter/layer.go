@@ -78,7 +78,7 @@ func BuildLayer(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64,
 		if err != nil {
 			return nil, fmt.Errorf("build layer: %w", err)
 		}
-		res.Reordered, res.Missing = rr.Moved, rr.Missing
+		res.Reordered, res.Missing = rr.Moved, withoutRuntime(o.files, rr.Missing)
 		l = relayout(l, order)
 	}
 	if o.spanSize > 0 {
@@ -139,7 +139,7 @@ func BuildLayer(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64,
 		var missing []string
 		res.Prefetch, missing = prefetchFiles(ix, o.files)
 		if !o.reorder {
-			res.Missing = missing
+			res.Missing = withoutRuntime(o.files, missing)
 		}
 	}
 	return res, nil

@@ -40,8 +40,9 @@ type options struct {
 	jobs          int
 	buildTool     string
 	partial       partialRule
-	// files is the start-up profile in effect (WithProfile's files, then
-	// the WithStartupFiles paths it does not name, whole); nil: unknown.
+	// files is the start-up profile in effect (the RuntimeFiles, then
+	// WithProfile's files, then the WithStartupFiles paths it does not
+	// name, whole); nil: unknown.
 	files []startupFile
 }
 
@@ -62,7 +63,7 @@ func makeOptions(opts []Option) (*options, error) {
 			return nil, err
 		}
 	}
-	o.files = startupFiles(o.profile, o.startup)
+	o.files = withRuntimeFiles(startupFiles(o.profile, o.startup))
 	return o, nil
 }
 

@@ -468,7 +468,8 @@ func TestWithProfileOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []startupFile{{path: "/a", whole: true}, {path: "/b", ranges: []profile.Range{{Offset: 0, Length: 1}}}, {path: "c", whole: true}}
+	want := []startupFile{{path: "/etc/passwd", whole: true, runtime: true}, {path: "/etc/group", whole: true, runtime: true},
+		{path: "/a", whole: true}, {path: "/b", ranges: []profile.Range{{Offset: 0, Length: 1}}}, {path: "c", whole: true}}
 	if diff := cmp.Diff(want, o.files, cmp.AllowUnexported(startupFile{})); diff != "" {
 		t.Errorf("files (-want +got):\n%s", diff)
 	}

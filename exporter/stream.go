@@ -202,6 +202,7 @@ func BuildLayerStream(ctx context.Context, dst io.Writer, src io.Reader, opts ..
 			return nil, fmt.Errorf("build layer: %w", err)
 		}
 		res.Prefetch, res.Missing = prefetchFiles(ix, o.files)
+		res.Missing = withoutRuntime(o.files, res.Missing)
 	}
 	return res, nil
 }

@@ -150,7 +150,9 @@ func (c Compression) level(comp *compression.Config) int {
 // reordering. It is the value of the LabelCompressed label.
 func (c Compression) Params() digest.Digest {
 	var b strings.Builder
-	fmt.Fprintf(&b, "socikit soci-gzip 1\nspan %s\nlevel %d\nreorder %t\n", SpanSetting(c.SpanSize), c.level(nil), c.Reorder)
+	// Version 2: a start-up list or profile begins with
+	// exporter.RuntimeFiles.
+	fmt.Fprintf(&b, "socikit soci-gzip 2\nspan %s\nlevel %d\nreorder %t\n", SpanSetting(c.SpanSize), c.level(nil), c.Reorder)
 	for _, p := range c.Startup {
 		fmt.Fprintf(&b, "startup %q\n", p)
 	}
