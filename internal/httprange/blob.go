@@ -21,7 +21,6 @@ import (
 	"github.com/containerd/log"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 )
@@ -114,9 +113,9 @@ func NewRegistryBlob(ctx context.Context, repo name.Repository, d digest.Digest,
 		return nil, fmt.Errorf("resolve credentials for %s: %w", repo, err)
 	}
 	if base == nil {
-		base = http.DefaultTransport.(*http.Transport).Clone()
+		base = defaultTransport
 	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, base, []string{repo.Scope(transport.PullScope)})
+	rt, err := registryTransports.get(ctx, repo, auth, base)
 	if err != nil {
 		return nil, fmt.Errorf("authenticate to %s: %w", repo, redact(err))
 	}
