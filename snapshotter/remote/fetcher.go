@@ -403,10 +403,9 @@ func (f *Fetcher) start(kind FetchKind, miss []SpanID) {
 		// (reordered layers put them in first-access order), each span
 		// is served as soon as its bytes are in (batch.read), and
 		// batches sharing the link would delay the first spans for the
-		// last ones.
-		// The next batch starts once the bytes of the one before are in,
-		// not once they are stored: the link does not wait for the
-		// decompression of the last spans.
+		// last ones. The next batch starts once the bytes of the one
+		// before are in, not once they are stored: the link does not
+		// wait for the decompression of the last spans.
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
