@@ -74,30 +74,35 @@ func TestLazyZtocUpstream(t *testing.T) {
 		t.Errorf("%d of the zTOC's %d bytes served before the container ran, want < 25%%", before, zl.ztocSize)
 	}
 
-	id := fmt.Sprintf("socikit-lazyztoc-%d", time.Now().UnixNano())
-	out := d.ctr(t, append([]string{"-n", ns, "run", "--rm", "--snapshotter", "socikit", ref, id, "/bin/busybox", "sha256sum"}, names...)...)
-	got := map[string]string{}
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if sum, name, ok := strings.Cut(l, "  "); ok {
-			got[name] = sum
-		}
-	}
-	for _, n := range names {
-		if got[n] != want[n] {
-			t.Errorf("%s: sha256 %q in the container, %q in the image", n, got[n], want[n])
-		}
-	}
+	sumsIn(t, d, ns, "socikit", ref, names, want)
 	t.Logf("%d files read byte-identical", len(names))
 
 	// The rest of the zTOC, then the whole in the store.
-	stored := filepath.Join(d.dir, "socikit", "artifacts", "sha256", strings.TrimPrefix(zl.ztocDigest, "sha256:"))
+	waitStoredZtoc(t, d, zl.ztocDigest)
+	t.Logf("zTOC complete: %d bytes served in all", reg.ServedOf(zl.ztocDigest)-served0)
+	d.ctr(t, "-n", ns, "image", "rm", "--sync", ref)
+}
+
+// sumsIn runs busybox sha256sum of names in a container of ref on
+// snapshotter and checks the sums against want (checkSums).
+func sumsIn(t *testing.T, d *daemons, ns, snapshotter, ref string, names []string, want map[string]string) {
+	t.Helper()
+	id := fmt.Sprintf("socikit-sums-%d", time.Now().UnixNano())
+	checkSums(t, d.ctr(t, append([]string{"-n", ns, "run", "--rm", "--snapshotter", snapshotter, ref, id, "/bin/busybox", "sha256sum"}, names...)...), want)
+}
+
+// waitStoredZtoc waits up to 60 s for the zTOC dg, read lazily, to be
+// complete in the daemon's store, and checks it against its digest.
+func waitStoredZtoc(t *testing.T, d *daemons, dg string) {
+	t.Helper()
+	stored := filepath.Join(d.dir, "socikit", "artifacts", "sha256", strings.TrimPrefix(dg, "sha256:"))
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if _, err := os.Stat(stored); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("zTOC not complete in the store after 60 s (%d bytes served)", reg.ServedOf(zl.ztocDigest)-served0)
+			t.Fatalf("zTOC %s not complete in the store after 60 s", dg)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -105,11 +110,9 @@ func TestLazyZtocUpstream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum := sha256.Sum256(b); "sha256:"+hex.EncodeToString(sum[:]) != zl.ztocDigest {
-		t.Errorf("stored zTOC does not match its digest")
+	if sum := sha256.Sum256(b); "sha256:"+hex.EncodeToString(sum[:]) != dg {
+		t.Errorf("stored zTOC %s does not match its digest", dg)
 	}
-	t.Logf("zTOC complete: %d bytes served in all", reg.ServedOf(zl.ztocDigest)-served0)
-	d.ctr(t, "-n", ns, "image", "rm", "--sync", ref)
 }
 
 // sampleTarFiles returns every nth entry of a tar that is a regular file,

@@ -3,16 +3,12 @@
 package runtime
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -94,41 +90,12 @@ func TestLazyZtocBlob(t *testing.T) {
 		t.Errorf("index bytes before the mount %d, not under 1%% of the layers' %d", before, image)
 	}
 
-	id := fmt.Sprintf("socikit-lazyztocblob-%d", time.Now().UnixNano())
-	out := d.ctr(t, append([]string{"-n", ns, "run", "--rm", "--snapshotter", "socikit", ref, id, "/bin/busybox", "sha256sum"}, names...)...)
-	got := map[string]string{}
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if sum, name, ok := strings.Cut(l, "  "); ok {
-			got[name] = sum
-		}
-	}
-	for _, n := range names {
-		if got[n] != want[n] {
-			t.Errorf("%s: sha256 %q in the container, %q in the image", n, got[n], want[n])
-		}
-	}
+	sumsIn(t, d, ns, "socikit", ref, names, want)
 	t.Logf("%d files read byte-identical", len(names))
 
 	// The rest of each zTOC, then the whole in the store.
 	for _, l := range layers {
-		stored := filepath.Join(d.dir, "socikit", "artifacts", "sha256", strings.TrimPrefix(l.ztocDigest, "sha256:"))
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			if _, err := os.Stat(stored); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("zTOC %s not complete in the store after 60 s", l.ztocDigest)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		b, err := os.ReadFile(stored)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sum := sha256.Sum256(b); "sha256:"+hex.EncodeToString(sum[:]) != l.ztocDigest {
-			t.Errorf("stored zTOC does not match its digest")
-		}
+		waitStoredZtoc(t, d, l.ztocDigest)
 	}
 	d.ctr(t, "-n", ns, "image", "rm", "--sync", ref)
 }
@@ -198,19 +165,7 @@ func TestUpstreamRunsLazyZtocImage(t *testing.T) {
 	d := startContainerd(t, f)
 	ns := "socikit-test"
 	d.ctr(t, "-n", ns, "image", "pull", "--snapshotter", "soci", "--plain-http", ref)
-	id := fmt.Sprintf("socikit-lazyztocupstream-%d", time.Now().UnixNano())
-	sums := d.ctr(t, append([]string{"-n", ns, "run", "--rm", "--snapshotter", "soci", ref, id, "/bin/busybox", "sha256sum"}, names...)...)
-	got := map[string]string{}
-	for _, l := range strings.Split(strings.TrimSpace(sums), "\n") {
-		if sum, name, ok := strings.Cut(l, "  "); ok {
-			got[name] = sum
-		}
-	}
-	for _, n := range names {
-		if got[n] != want[n] {
-			t.Errorf("%s: sha256 %q in the container, %q in the image", n, got[n], want[n])
-		}
-	}
+	sumsIn(t, d, ns, "soci", ref, names, want)
 	// The layers' FUSE mounts stay while the image's snapshots do.
 	mounts := sociFUSEMounts(t, filepath.Join(d.dir, "soci"))
 	if mounts != len(ix.Layers) {
